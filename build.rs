@@ -1,0 +1,38 @@
+//! Embeds profiles/, layers/ and rootfs/ into the imgbuild binary so it works from any
+//! directory. Writes `$OUT_DIR/embedded.rs`: a sorted list of (relative path, bytes, mode).
+use std::{env, fs, os::unix::fs::PermissionsExt, path::Path};
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String, u32)>) {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        if meta.is_dir() {
+            walk(root, &path, out);
+        } else if meta.is_file() {
+            out.push((rel, path.to_string_lossy().into_owned(), meta.permissions().mode() & 0o7777));
+        }
+    }
+}
+
+fn main() {
+    let manifest = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap()).to_path_buf();
+    let mut files = Vec::new();
+    for top in ["profiles", "layers", "rootfs"] {
+        let dir = manifest.join(top);
+        println!("cargo:rerun-if-changed={}", dir.display());
+        if dir.is_dir() {
+            walk(&manifest, &dir, &mut files);
+        }
+    }
+    let mut code = String::from("/// Files of profiles/, layers/ and rootfs/ at build time: (path, bytes, mode).\npub static FILES: &[(&str, &[u8], u32)] = &[\n");
+    for (rel, abs, mode) in &files {
+        code.push_str(&format!("    ({rel:?}, include_bytes!({abs:?}), 0o{mode:o}),\n"));
+    }
+    code.push_str("];\n");
+    fs::write(Path::new(&env::var("OUT_DIR").unwrap()).join("embedded.rs"), code).unwrap();
+}
