@@ -1,1 +1,78 @@
-fn main() {}
+//! hls-swarm: an HLS load generator that behaves like many live HLS viewers (http:// only).
+//!
+//! Stages: parse settings (config) → `--print-config` / `healthcheck` / missing-URL exits →
+//! run the swarm on one tokio runtime (run, viewer, http, m3u8, metrics) → summary and exit
+//! status (1 when the error rate passes `--max-error-rate`).
+
+mod config;
+mod healthcheck;
+mod http;
+mod m3u8;
+mod metrics;
+mod run;
+mod viewer;
+
+use config::{Cmd, LogLevel};
+
+fn main() {
+    std::process::exit(real_main());
+}
+
+fn real_main() -> i32 {
+    let (cli, matches) = match config::parse_from(std::env::args_os()) {
+        Ok(v) => v,
+        Err(e) => e.exit(),
+    };
+    if let Some(Cmd::Healthcheck { timeout }) = cli.command {
+        return healthcheck::run(&cli.settings, timeout);
+    }
+    let s = cli.settings;
+    if s.print_config {
+        let v = config::resolved_json(&s, &matches);
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        return 0;
+    }
+    let Some(url) = s.url() else {
+        eprintln!(
+            "hls-swarm: no stream URL: give it as the first argument, with --url, or in STREAM_URL"
+        );
+        return 2;
+    };
+    let url = match http::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("hls-swarm: bad stream URL {e}");
+            return 2;
+        }
+    };
+    init_logging(s.log_level);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hls-swarm: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let code = match rt.block_on(run::run(s, url)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hls-swarm: {e:#}");
+            1
+        }
+    };
+    // Do not wait for stray tasks (for example blocked DNS lookups) at exit.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    code
+}
+
+fn init_logging(level: LogLevel) {
+    let filter = tracing_subscriber::EnvFilter::new(format!("hls_swarm={}", level.as_str()));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

@@ -1,0 +1,174 @@
+//! The part of M3U8 (RFC 8216) a live viewer needs: a master playlist's variants and a media
+//! playlist's target duration, media sequence, segments and end marker.
+
+/// One `#EXT-X-STREAM-INF` entry of a master playlist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    pub uri: String,
+    pub bandwidth: u64,
+    pub resolution: Option<(u32, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub uri: String,
+    pub duration: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Media {
+    pub target_duration: f64,
+    pub media_sequence: u64,
+    pub segments: Vec<Segment>,
+    pub endlist: bool,
+}
+
+impl Media {
+    /// Media sequence number of the last segment (None when empty).
+    pub fn last_msn(&self) -> Option<u64> {
+        (self.media_sequence + self.segments.len() as u64)
+            .checked_sub(1)
+            .filter(|_| !self.segments.is_empty())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Playlist {
+    Master(Vec<Variant>),
+    Media(Media),
+}
+
+pub fn parse(text: &str) -> Result<Playlist, String> {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    if lines.next() != Some("#EXTM3U") {
+        return Err("not an M3U8 playlist (no #EXTM3U first line)".into());
+    }
+    let mut variants = Vec::new();
+    let mut pending_variant: Option<Variant> = None;
+    let mut pending_duration: Option<f64> = None;
+    let mut media = Media {
+        target_duration: 0.0,
+        media_sequence: 0,
+        segments: Vec::new(),
+        endlist: false,
+    };
+    let mut is_media = false;
+    for line in lines {
+        if let Some(attrs) = line.strip_prefix("#EXT-X-STREAM-INF:") {
+            let mut v = Variant {
+                uri: String::new(),
+                bandwidth: 0,
+                resolution: None,
+            };
+            for (k, val) in attributes(attrs) {
+                match k {
+                    "BANDWIDTH" => v.bandwidth = val.parse().unwrap_or(0),
+                    "RESOLUTION" => {
+                        v.resolution = val
+                            .split_once(['x', 'X'])
+                            .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+                    }
+                    _ => {}
+                }
+            }
+            pending_variant = Some(v);
+        } else if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+            is_media = true;
+            media.target_duration = v.trim().parse().map_err(|_| "bad #EXT-X-TARGETDURATION")?;
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            is_media = true;
+            media.media_sequence = v.trim().parse().map_err(|_| "bad #EXT-X-MEDIA-SEQUENCE")?;
+        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
+            is_media = true;
+            let d = v.split(',').next().unwrap_or("").trim();
+            pending_duration = Some(d.parse().map_err(|_| format!("bad #EXTINF `{v}`"))?);
+        } else if line == "#EXT-X-ENDLIST" {
+            is_media = true;
+            media.endlist = true;
+        } else if line.starts_with('#') {
+            // Other tags and comments do not matter to a viewer.
+        } else if let Some(mut v) = pending_variant.take() {
+            v.uri = line.to_string();
+            variants.push(v);
+        } else if let Some(duration) = pending_duration.take() {
+            media.segments.push(Segment {
+                uri: line.to_string(),
+                duration,
+            });
+        }
+    }
+    if !variants.is_empty() {
+        Ok(Playlist::Master(variants))
+    } else if is_media {
+        if media.target_duration <= 0.0 {
+            media.target_duration = media
+                .segments
+                .iter()
+                .map(|s| s.duration)
+                .fold(0.0, f64::max)
+                .max(1.0);
+        }
+        Ok(Playlist::Media(media))
+    } else {
+        Err("playlist has neither variants nor segments".into())
+    }
+}
+
+/// `KEY=value,KEY="quoted, value"` pairs.
+fn attributes(s: &str) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let Some(eq) = rest.find('=') else { break };
+        let key = rest[..eq].trim();
+        let after = &rest[eq + 1..];
+        let (value, next) = if let Some(q) = after.strip_prefix('"') {
+            match q.find('"') {
+                Some(end) => (&q[..end], &q[end + 1..]),
+                None => (q, ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        out.push((key, value));
+        rest = next.trim_start_matches(',');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_playlists_list_their_variants() {
+        let text = "#EXTM3U\n#EXT-X-VERSION:3\n\
+            #EXT-X-STREAM-INF:BANDWIDTH=2128000,RESOLUTION=1280x720,CODECS=\"avc1.64001f,mp4a.40.2\"\n720p/stream.m3u8\n\
+            #EXT-X-STREAM-INF:BANDWIDTH=564000,RESOLUTION=640x360\n360p/stream.m3u8\n";
+        let Playlist::Master(v) = parse(text).unwrap() else {
+            panic!("not master")
+        };
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].bandwidth, 2128000);
+        assert_eq!(v[0].resolution, Some((1280, 720)));
+        assert_eq!(v[1].uri, "360p/stream.m3u8");
+    }
+
+    #[test]
+    fn media_playlists_give_sequence_and_segments() {
+        let text = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:41\n\
+            #EXTINF:2.000,\nseg00041.ts\n#EXTINF:2.000,\nseg00042.ts\n";
+        let Playlist::Media(m) = parse(text).unwrap() else {
+            panic!("not media")
+        };
+        assert_eq!(m.target_duration, 2.0);
+        assert_eq!(m.media_sequence, 41);
+        assert_eq!(m.segments.len(), 2);
+        assert_eq!(m.last_msn(), Some(42));
+        assert!(!m.endlist);
+        assert!(parse("hello").is_err());
+    }
+}
