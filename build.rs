@@ -10,11 +10,19 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String, u32)>) {
     entries.sort();
     for path in entries {
         let meta = fs::symlink_metadata(&path).unwrap();
-        let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         if meta.is_dir() {
             walk(root, &path, out);
         } else if meta.is_file() {
-            out.push((rel, path.to_string_lossy().into_owned(), meta.permissions().mode() & 0o7777));
+            out.push((
+                rel,
+                path.to_string_lossy().into_owned(),
+                meta.permissions().mode() & 0o7777,
+            ));
         }
     }
 }
@@ -31,8 +39,14 @@ fn main() {
     }
     let mut code = String::from("/// Files of profiles/, layers/ and rootfs/ at build time: (path, bytes, mode).\npub static FILES: &[(&str, &[u8], u32)] = &[\n");
     for (rel, abs, mode) in &files {
-        code.push_str(&format!("    ({rel:?}, include_bytes!({abs:?}), 0o{mode:o}),\n"));
+        code.push_str(&format!(
+            "    ({rel:?}, include_bytes!({abs:?}), 0o{mode:o}),\n"
+        ));
     }
     code.push_str("];\n");
-    fs::write(Path::new(&env::var("OUT_DIR").unwrap()).join("embedded.rs"), code).unwrap();
+    fs::write(
+        Path::new(&env::var("OUT_DIR").unwrap()).join("embedded.rs"),
+        code,
+    )
+    .unwrap();
 }

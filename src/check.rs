@@ -1,0 +1,189 @@
+//! `imgbuild check`, the gatekeeper: every profile parses and validates, every layer group
+//! a profile names exists and every file it names exists, every payload binary exists and is
+//! static, no two images share a name and tag, and each kind's `_base.toml` sets every
+//! setting (so all profiles of a kind carry the same, complete set of fields). Reports every
+//! failure (not just the first) as `file:line: message`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::profile::{self, Kind, ProfileError};
+use crate::root::Root;
+use crate::{layers, payload};
+
+/// One failed check.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Finding {
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}", self.file, l, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+fn finding(e: &ProfileError) -> Finding {
+    match e {
+        ProfileError::Located {
+            file,
+            line,
+            col,
+            msg,
+        } => Finding {
+            file: file.clone(),
+            line: Some(*line),
+            message: format!("(column {col}) {msg}"),
+        },
+        ProfileError::Invalid { file, msg } => Finding {
+            file: file.clone(),
+            line: None,
+            message: msg.clone(),
+        },
+        other => Finding {
+            file: "profiles".into(),
+            line: None,
+            message: other.to_string(),
+        },
+    }
+}
+
+/// Line (1-based) of the first `key =` assignment in a TOML text, if any.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start();
+            t.strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
+/// The result of a check run.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub profiles: usize,
+    pub layer_groups: usize,
+    pub findings: Vec<Finding>,
+}
+
+/// Runs every check. `check_binaries` is off only for callers that build nothing.
+pub fn run(root: &Root, check_binaries: bool) -> Report {
+    let mut findings = Vec::new();
+    let mut loaded = Vec::new();
+    let mut groups_used = BTreeSet::new();
+    for kind in Kind::ALL {
+        match profile::base_gaps(root, kind) {
+            Ok(gaps) if !gaps.is_empty() => findings.push(Finding {
+                file: root.display(&format!("profiles/{kind}/_base.toml")),
+                line: None,
+                message: format!(
+                    "leaves these settings to built-in defaults: {}; set them so every {kind} profile is explicit",
+                    gaps.join(", ")
+                ),
+            }),
+            Ok(_) => {}
+            Err(e) => findings.push(finding(&e)),
+        }
+        let names = match profile::profile_names(root, kind) {
+            Ok(n) => n,
+            Err(e) => {
+                findings.push(finding(&e));
+                continue;
+            }
+        };
+        for name in names {
+            match profile::load(root, kind, &name) {
+                Ok(p) => loaded.push(p),
+                Err(e) => findings.push(finding(&e)),
+            }
+        }
+    }
+    // Layer groups: each named one loads and every file it names exists.
+    for p in &loaded {
+        for g in &p.image.layers {
+            groups_used.insert(g.clone());
+        }
+    }
+    let mut all_groups: BTreeSet<String> = layers::group_names(root)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    all_groups.extend(groups_used.iter().cloned());
+    for g in &all_groups {
+        if let Err(e) = layers::load(root, g) {
+            let mut f = finding(&e);
+            if !root.exists(&format!("layers/{g}.toml")) {
+                let users: Vec<String> = loaded
+                    .iter()
+                    .filter(|p| p.image.layers.contains(g))
+                    .map(|p| p.id())
+                    .collect();
+                f.message = format!("{} (named by {})", f.message, users.join(", "));
+            }
+            findings.push(f);
+        }
+    }
+    // Image names: no two profiles produce the same name:tag.
+    let mut refs: BTreeMap<String, Vec<&profile::Profile>> = BTreeMap::new();
+    for p in &loaded {
+        refs.entry(p.image_ref()).or_default().push(p);
+    }
+    for (r, ps) in refs.iter().filter(|(_, ps)| ps.len() > 1) {
+        for p in ps {
+            let rel = format!("profiles/{}/{}.toml", p.kind, p.name);
+            let text = root.read_text(&rel).unwrap_or_default();
+            let line = line_of_key(&text, "tag")
+                .or_else(|| line_of_key(&text, "name"))
+                .or(Some(1));
+            let others: Vec<String> = ps
+                .iter()
+                .filter(|o| o.id() != p.id())
+                .map(|o| o.id())
+                .collect();
+            findings.push(Finding {
+                file: p.file.clone(),
+                line,
+                message: format!(
+                    "image {r} is also built by {}; give one of them another image.tag",
+                    others.join(", ")
+                ),
+            });
+        }
+    }
+    // Payload binaries exist and are static.
+    if check_binaries {
+        let bins: BTreeSet<&str> = loaded.iter().map(|p| p.image.binary.as_str()).collect();
+        for b in bins {
+            if let Err(e) = payload::locate(b, &BTreeMap::new()) {
+                let users: Vec<String> = loaded
+                    .iter()
+                    .filter(|p| p.image.binary == b)
+                    .map(|p| p.id())
+                    .collect();
+                let first = loaded
+                    .iter()
+                    .find(|p| p.image.binary == b)
+                    .expect("a user exists");
+                findings.push(Finding {
+                    file: first.file.clone(),
+                    line: None,
+                    message: format!("{e} (used by {})", users.join(", ")),
+                });
+            }
+        }
+    }
+    findings.sort();
+    findings.dedup();
+    Report {
+        profiles: loaded.len(),
+        layer_groups: all_groups.len(),
+        findings,
+    }
+}

@@ -1,0 +1,26 @@
+//! Exit codes and the one-line error report. 0 success, 1 the work failed, 2 bad usage or
+//! bad input. Library errors are typed; here, at the edge, they are classified.
+
+/// Marks an error as the user's input (exit 2) when no typed error says so.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// Exit code for an error chain: 2 when any cause is bad input, else 1.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    for cause in e.chain() {
+        if cause.is::<BadInput>()
+            || cause.is::<crate::profile::ProfileError>()
+            || cause.is::<crate::payload::PayloadError>()
+            || cause.is::<clap::Error>()
+        {
+            return 2;
+        }
+    }
+    1
+}
+
+/// `imgbuild: error: outer: inner: cause` on one line.
+pub fn report(e: &anyhow::Error) -> String {
+    format!("imgbuild: error: {e:#}")
+}
