@@ -1,0 +1,93 @@
+//! Helpers shared by the integration tests: run the real imgbuild binary, find the
+//! workspace's payload binaries, make temp dirs. Each test file includes this with
+//! `mod common;` and may use only part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The imgbuild binary cargo built for this test run.
+pub fn imgbuild_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_imgbuild"))
+}
+
+/// The directory holding the workspace binaries (hls-origin, hls-swarm, imgbuild-init),
+/// building them if this test run did not (`cargo test -p imgbuild` alone builds only
+/// imgbuild).
+pub fn payload_dir() -> PathBuf {
+    let dir = imgbuild_bin().parent().unwrap().to_path_buf();
+    let release = !dir.ends_with("debug");
+    let missing = ["hls-origin", "hls-swarm", "imgbuild-init"]
+        .iter()
+        .any(|b| !dir.join(b).exists());
+    if missing {
+        static BUILD: std::sync::Once = std::sync::Once::new();
+        BUILD.call_once(|| {
+            let mut c = Command::new(env!("CARGO"));
+            c.args(["build", "-p", "hls-origin", "-p", "hls-swarm", "-p", "imgbuild-init"]);
+            if release {
+                c.arg("--release");
+            }
+            let st = c.status().expect("running cargo build for the payload binaries");
+            assert!(st.success(), "cargo build of the payload binaries failed");
+        });
+    }
+    dir
+}
+
+/// A command running imgbuild with the payload directory set.
+pub fn imgbuild() -> Command {
+    let mut c = Command::new(imgbuild_bin());
+    c.env("IMGBUILD_PAYLOAD_DIR", payload_dir());
+    c.env_remove("IMGBUILD_ROOT");
+    c
+}
+
+/// Runs imgbuild with the given arguments and returns its output.
+pub fn run(args: &[&str]) -> Output {
+    imgbuild().args(args).output().expect("running imgbuild")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The repository root (for copying profiles/ into a temp root).
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Copies a directory tree (files and directories only).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// A temp copy of profiles/, layers/ and rootfs/ for `--root` tests.
+pub fn temp_root() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    for d in ["profiles", "layers", "rootfs"] {
+        copy_tree(&repo().join(d), &t.path().join(d));
+    }
+    t
+}
+
+/// Whether a command exists on PATH.
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
