@@ -1,0 +1,496 @@
+//! A small HTTP/1.1 server written for this one job: keep-alive, pipelining-safe request
+//! parsing (httparse), GET/HEAD/OPTIONS, single byte ranges on segments, and responses written
+//! as one `writev` of a header buffer plus a shared `Bytes` body (no per-request body copy).
+
+use std::cell::RefCell;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::config::AccessLog;
+use crate::metrics::{Kind, Metrics};
+use crate::stream::{Resource, Stream};
+
+pub struct App {
+    pub stream: Stream,
+    pub metrics: Metrics,
+    pub access_log: Option<mpsc::Sender<String>>,
+    /// Built once per process (the App lives until exit), so responses can borrow it.
+    playlist_cache_control: &'static str,
+}
+
+const CORS: &str = "Access-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: Content-Length, Content-Range, Accept-Ranges, Date\r\n";
+const CC_SEGMENT: &str = "public, max-age=60, immutable, no-transform";
+const CC_MASTER: &str = "public, max-age=5, stale-while-revalidate=10, no-transform";
+const CC_NONE: &str = "no-store";
+const MIME_M3U8: &str = "application/vnd.apple.mpegurl";
+const MIME_TS: &str = "video/mp2t";
+const MIME_TEXT: &str = "text/plain; charset=utf-8";
+const MIME_PROM: &str = "text/plain; version=0.0.4; charset=utf-8";
+const MAX_HEAD: usize = 16 * 1024;
+
+impl App {
+    pub fn new(stream: Stream, access_log: Option<mpsc::Sender<String>>) -> Self {
+        let d = stream.settings.segment_duration;
+        // delta-seconds are integers: half a segment rounded down (at least 1), a segment rounded up.
+        let max_age = ((d / 2.0).floor() as u64).max(1);
+        let swr = (d.ceil() as u64).max(1);
+        let playlist_cache_control: &'static str = Box::leak(
+            format!("public, max-age={max_age}, stale-while-revalidate={swr}, no-transform")
+                .into_boxed_str(),
+        );
+        App {
+            stream,
+            metrics: Metrics::default(),
+            access_log,
+            playlist_cache_control,
+        }
+    }
+}
+
+pub async fn serve(listener: TcpListener, app: Arc<App>) {
+    loop {
+        match listener.accept().await {
+            Ok((sock, peer)) => {
+                app.metrics.connections.fetch_add(1, Relaxed);
+                let _ = sock.set_nodelay(true);
+                let app = app.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = connection(sock, peer, &app).await {
+                        tracing::trace!(%peer, "connection ended: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+struct Response {
+    status: u16,
+    kind: Kind,
+    content_type: &'static str,
+    cache_control: Option<&'static str>,
+    body: Bytes,
+    /// Extra header lines, each ending in CRLF.
+    extra: String,
+    head_only: bool,
+    no_length: bool,
+}
+
+impl Response {
+    fn new(status: u16, kind: Kind, content_type: &'static str, body: Bytes) -> Self {
+        Response {
+            status,
+            kind,
+            content_type,
+            cache_control: Some(CC_NONE),
+            body,
+            extra: String::new(),
+            head_only: false,
+            no_length: false,
+        }
+    }
+    fn text(status: u16, kind: Kind, msg: &'static str) -> Self {
+        Self::new(status, kind, MIME_TEXT, Bytes::from_static(msg.as_bytes()))
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        206 => "Partial Content",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        416 => "Range Not Satisfiable",
+        431 => "Request Header Fields Too Large",
+        _ => "Error",
+    }
+}
+
+async fn connection(mut sock: TcpStream, peer: SocketAddr, app: &App) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 4096];
+    let mut filled = 0;
+    let mut head = Vec::with_capacity(512);
+    loop {
+        // Serve every complete request already buffered (pipelining), then read more.
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            let parsed = req.parse(&buf[..filled]);
+            let started = Instant::now();
+            let (resp, consumed, close, line) = match parsed {
+                Ok(httparse::Status::Complete(n)) => {
+                    let close = wants_close(&req);
+                    let has_body = req.headers.iter().any(|h| {
+                        (h.name.eq_ignore_ascii_case("content-length") && h.value != b"0")
+                            || h.name.eq_ignore_ascii_case("transfer-encoding")
+                    });
+                    app.metrics.begin();
+                    let resp = handle(app, &req);
+                    let line = access_line(app, &req, peer, resp.kind);
+                    // A request body we do not read would be taken for the next request: close.
+                    (resp, n, close || has_body, line)
+                }
+                Ok(httparse::Status::Partial) if filled < MAX_HEAD => break,
+                Ok(httparse::Status::Partial) => {
+                    app.metrics.begin();
+                    (
+                        Response::text(431, Kind::Other, "Request Header Fields Too Large\n"),
+                        filled,
+                        true,
+                        None,
+                    )
+                }
+                Err(_) => {
+                    app.metrics.begin();
+                    (
+                        Response::text(400, Kind::Other, "Bad Request\n"),
+                        filled,
+                        true,
+                        None,
+                    )
+                }
+            };
+            let sent = write_response(&mut sock, &mut head, &resp, close).await;
+            let bytes = if resp.head_only {
+                0
+            } else {
+                resp.body.len() as u64
+            };
+            app.metrics
+                .end(resp.kind, resp.status, bytes, started.elapsed());
+            if let (Some(line), Some(tx)) = (line, &app.access_log) {
+                let line = format!(
+                    "{line} {} {bytes} {}us",
+                    resp.status,
+                    started.elapsed().as_micros()
+                );
+                if tx.try_send(line).is_err() {
+                    app.metrics.access_log_dropped.fetch_add(1, Relaxed);
+                }
+            }
+            sent?;
+            if close {
+                let _ = sock.shutdown().await;
+                return Ok(());
+            }
+            buf.copy_within(consumed..filled, 0);
+            filled -= consumed;
+            if filled == 0 {
+                break;
+            }
+        }
+        if filled == buf.len() {
+            buf.resize((buf.len() * 2).min(MAX_HEAD + 4096), 0);
+        }
+        let n = sock.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        filled += n;
+    }
+}
+
+fn wants_close(req: &httparse::Request) -> bool {
+    let conn = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("connection"))
+        .map(|h| h.value);
+    let has = |tok: &[u8]| {
+        conn.is_some_and(|v| {
+            v.split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(tok))
+        })
+    };
+    if req.version == Some(0) {
+        !has(b"keep-alive")
+    } else {
+        has(b"close")
+    }
+}
+
+fn access_line(app: &App, req: &httparse::Request, peer: SocketAddr, kind: Kind) -> Option<String> {
+    let mode = app.stream.settings.access_log;
+    if app.access_log.is_none()
+        || mode == AccessLog::Off
+        || (mode == AccessLog::Segments && kind != Kind::Segment)
+    {
+        return None;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i128;
+    Some(format!(
+        "{} {} \"{} {} HTTP/1.{}\"",
+        crate::stream::rfc3339_ms(now),
+        peer.ip(),
+        req.method.unwrap_or("-"),
+        req.path.unwrap_or("-").escape_debug(),
+        req.version.unwrap_or(1)
+    ))
+}
+
+fn handle(app: &App, req: &httparse::Request) -> Response {
+    let method = req.method.unwrap_or("");
+    let raw_path = req.path.unwrap_or("/");
+    let path = raw_path.split(['?', '#']).next().unwrap_or("/");
+    let kind = kind_of(app, path);
+    let head_only = match method {
+        "GET" => false,
+        "HEAD" => true,
+        "OPTIONS" => {
+            let mut r = Response::new(204, kind, "", Bytes::new());
+            r.cache_control = None;
+            r.no_length = true;
+            r.extra = "Allow: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Methods: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Headers: Range\r\nAccess-Control-Max-Age: 86400\r\n".into();
+            return r;
+        }
+        _ => {
+            let mut r = Response::text(405, kind, "Method Not Allowed\n");
+            r.extra = "Allow: GET, HEAD, OPTIONS\r\n".into();
+            return r;
+        }
+    };
+    let mut r = match path {
+        "/health" => Response::text(200, Kind::Health, "OK\n"),
+        "/metrics" => Response::new(
+            200,
+            Kind::Metrics,
+            MIME_PROM,
+            Bytes::from(app.metrics.render(&app.stream)),
+        ),
+        _ => match app.stream.route(path) {
+            Some(Resource::Master) => {
+                let mut r = Response::new(200, Kind::Master, MIME_M3U8, app.stream.master.clone());
+                r.cache_control = Some(CC_MASTER);
+                r
+            }
+            Some(Resource::Playlist(v)) => {
+                let mut r = Response::new(200, Kind::Playlist, MIME_M3U8, app.stream.playlist(v));
+                r.cache_control = Some(app.playlist_cache_control);
+                r
+            }
+            Some(Resource::Segment(v, seq)) => match app.stream.segment(v, seq) {
+                Some(body) => segment_response(req, body),
+                None => Response::text(404, Kind::Segment, "Not Found\n"),
+            },
+            None => Response::text(404, Kind::Other, "Not Found\n"),
+        },
+    };
+    r.head_only = head_only;
+    r
+}
+
+fn kind_of(app: &App, path: &str) -> Kind {
+    match path {
+        "/health" => Kind::Health,
+        "/metrics" => Kind::Metrics,
+        _ => match app.stream.route(path) {
+            Some(Resource::Master) => Kind::Master,
+            Some(Resource::Playlist(_)) => Kind::Playlist,
+            Some(Resource::Segment(..)) => Kind::Segment,
+            None => Kind::Other,
+        },
+    }
+}
+
+fn segment_response(req: &httparse::Request, body: Bytes) -> Response {
+    let len = body.len() as u64;
+    let range = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("range"))
+        .map(|h| h.value);
+    let mut r = match range.map(|v| parse_range(v, len)) {
+        None | Some(RangeSpec::Ignore) => Response::new(200, Kind::Segment, MIME_TS, body),
+        Some(RangeSpec::Unsatisfiable) => {
+            let mut r = Response::text(416, Kind::Segment, "Range Not Satisfiable\n");
+            r.extra = format!("Content-Range: bytes */{len}\r\n");
+            return r;
+        }
+        Some(RangeSpec::Range(a, b)) => {
+            let mut r = Response::new(
+                206,
+                Kind::Segment,
+                MIME_TS,
+                body.slice(a as usize..=b as usize),
+            );
+            r.extra = format!("Content-Range: bytes {a}-{b}/{len}\r\n");
+            r
+        }
+    };
+    r.cache_control = Some(CC_SEGMENT);
+    r.extra.push_str("Accept-Ranges: bytes\r\n");
+    r
+}
+
+#[derive(Debug, PartialEq)]
+enum RangeSpec {
+    Ignore,
+    Unsatisfiable,
+    Range(u64, u64),
+}
+
+/// One `bytes=` range (RFC 9110 §14); several ranges or an unknown unit are ignored (200).
+fn parse_range(v: &[u8], len: u64) -> RangeSpec {
+    let Ok(s) = std::str::from_utf8(v) else {
+        return RangeSpec::Ignore;
+    };
+    let Some(spec) = s.trim().strip_prefix("bytes=") else {
+        return RangeSpec::Ignore;
+    };
+    if spec.contains(',') {
+        return RangeSpec::Ignore;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeSpec::Ignore;
+    };
+    let num = |x: &str| x.trim().parse::<u64>().ok();
+    match (a.trim().is_empty(), b.trim().is_empty()) {
+        (true, true) => RangeSpec::Ignore,
+        (true, false) => match num(b) {
+            Some(0) => RangeSpec::Unsatisfiable,
+            Some(n) if len > 0 => RangeSpec::Range(len.saturating_sub(n), len - 1),
+            Some(_) => RangeSpec::Unsatisfiable,
+            None => RangeSpec::Ignore,
+        },
+        (false, open) => {
+            let Some(first) = num(a) else {
+                return RangeSpec::Ignore;
+            };
+            let last = if open {
+                len.saturating_sub(1)
+            } else {
+                match num(b) {
+                    Some(l) if l >= first => l.min(len.saturating_sub(1)),
+                    _ => return RangeSpec::Ignore,
+                }
+            };
+            if first >= len {
+                RangeSpec::Unsatisfiable
+            } else {
+                RangeSpec::Range(first, last)
+            }
+        }
+    }
+}
+
+thread_local! {
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+}
+
+/// The `Date` header value, formatted once per second per thread.
+fn http_date(out: &mut Vec<u8>) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != now || d.1.is_empty() {
+            let days = (now / 86_400) as i64;
+            let (y, m, day) = crate::stream::civil_from_days(days);
+            let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+            let mon = [
+                "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+            ][m as usize - 1];
+            let s = now % 86_400;
+            d.1 = format!(
+                "{wd}, {day:02} {mon} {y} {:02}:{:02}:{:02} GMT",
+                s / 3600,
+                s / 60 % 60,
+                s % 60
+            );
+            d.0 = now;
+        }
+        out.extend_from_slice(d.1.as_bytes());
+    });
+}
+
+async fn write_response(
+    sock: &mut TcpStream,
+    head: &mut Vec<u8>,
+    r: &Response,
+    close: bool,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    head.clear();
+    let _ = write!(
+        head,
+        "HTTP/1.1 {} {}\r\nServer: hls-origin\r\nDate: ",
+        r.status,
+        reason(r.status)
+    );
+    http_date(head);
+    head.extend_from_slice(b"\r\n");
+    if !r.content_type.is_empty() {
+        let _ = write!(head, "Content-Type: {}\r\n", r.content_type);
+    }
+    if !r.no_length {
+        let _ = write!(head, "Content-Length: {}\r\n", r.body.len());
+    }
+    if let Some(cc) = r.cache_control {
+        let _ = write!(head, "Cache-Control: {cc}\r\n");
+    }
+    head.extend_from_slice(CORS.as_bytes());
+    head.extend_from_slice(r.extra.as_bytes());
+    head.extend_from_slice(if close {
+        b"Connection: close\r\n\r\n"
+    } else {
+        b"Connection: keep-alive\r\n\r\n"
+    });
+    let body: &[u8] = if r.head_only { &[] } else { &r.body };
+    if body.len() <= 8192 {
+        head.extend_from_slice(body);
+        return sock.write_all(head).await;
+    }
+    let (mut h, mut b) = (&head[..], body);
+    while !h.is_empty() || !b.is_empty() {
+        let n = sock
+            .write_vectored(&[IoSlice::new(h), IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_h = n.min(h.len());
+        h = &h[from_h..];
+        b = &b[n - from_h..];
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(b"bytes=0-99", 1000), RangeSpec::Range(0, 99));
+        assert_eq!(parse_range(b"bytes=900-", 1000), RangeSpec::Range(900, 999));
+        assert_eq!(parse_range(b"bytes=-100", 1000), RangeSpec::Range(900, 999));
+        assert_eq!(
+            parse_range(b"bytes=990-5000", 1000),
+            RangeSpec::Range(990, 999)
+        );
+        assert_eq!(parse_range(b"bytes=1000-", 1000), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range(b"bytes=0-1,5-6", 1000), RangeSpec::Ignore);
+        assert_eq!(parse_range(b"items=0-1", 1000), RangeSpec::Ignore);
+        assert_eq!(parse_range(b"bytes=5-1", 1000), RangeSpec::Ignore);
+    }
+}
