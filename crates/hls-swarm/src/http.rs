@@ -309,11 +309,13 @@ impl Client {
 
         // Head: read in small steps until the blank line.
         self.head.clear();
+        let mut searched: usize = 0;
         let head_end = loop {
-            let start = self.head.len().saturating_sub(3);
+            let start = searched.saturating_sub(3);
             if let Some(i) = find(&self.head[start..], b"\r\n\r\n") {
                 break start + i + 4;
             }
+            searched = self.head.len();
             if self.head.len() > MAX_HEADER {
                 return Err(Exchange::Failed(HttpError::Protocol("header too large")));
             }

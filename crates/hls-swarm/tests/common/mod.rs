@@ -1,0 +1,334 @@
+//! Shared test helpers: run the real hls-swarm binary, run the real hls-origin, and a tiny
+//! scripted live HLS server for the cases the real origin cannot produce (a 404 segment).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Environment variables the swarm reads; removed from every child so the test environment
+/// cannot leak in.
+pub const SWARM_ENV: [&str; 14] = [
+    "STREAM_URL",
+    "CLIENTS",
+    "RAMP_RATE",
+    "RAMP_JITTER",
+    "METRICS_PORT",
+    "LOG_LEVEL",
+    "VARIANT",
+    "TIMEOUT",
+    "RECONNECT",
+    "RECONNECT_DELAY_MAX",
+    "SEGMENT_RETRIES",
+    "DURATION",
+    "MAX_ERROR_RATE",
+    "SUMMARY_JSON",
+];
+
+pub fn swarm_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hls-swarm"))
+}
+
+/// A swarm command with a clean environment (only PATH kept from ours).
+pub fn swarm() -> Command {
+    let mut c = Command::new(swarm_bin());
+    for k in SWARM_ENV {
+        c.env_remove(k);
+    }
+    c.stdin(Stdio::null());
+    c
+}
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("hls-swarm-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Run the swarm to completion and return its output and the parsed summary JSON.
+pub fn run_swarm(args: &[&str], summary_name: &str) -> (Output, serde_json::Value) {
+    let dir = scratch_dir(summary_name);
+    let summary = dir.join("summary.json");
+    let out = swarm()
+        .args(args)
+        .arg("--summary-json")
+        .arg(&summary)
+        .output()
+        .expect("run hls-swarm");
+    let text = std::fs::read_to_string(&summary).unwrap_or_else(|e| {
+        panic!(
+            "no summary JSON ({e}); stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (
+        out,
+        serde_json::from_str(&text).expect("summary JSON parses"),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real hls-origin.
+
+static ORIGIN_BIN: OnceLock<PathBuf> = OnceLock::new();
+
+/// target/<triple>/debug/hls-origin next to this test executable; built once if missing.
+pub fn origin_bin() -> PathBuf {
+    ORIGIN_BIN
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().unwrap().parent().unwrap().to_path_buf(); // .../debug
+            let bin = dir.join("hls-origin");
+            if !bin.exists() {
+                let status = Command::new(env!("CARGO"))
+                    .args(["build", "-p", "hls-origin"])
+                    .current_dir(env!("CARGO_MANIFEST_DIR"))
+                    .status()
+                    .expect("cargo build -p hls-origin");
+                assert!(status.success(), "cargo build -p hls-origin failed");
+            }
+            assert!(bin.exists(), "{} missing after build", bin.display());
+            bin
+        })
+        .clone()
+}
+
+/// A running hls-origin, killed on drop.
+pub struct Origin {
+    pub port: u16,
+    pub child: Child,
+    args: Vec<String>,
+}
+
+impl Origin {
+    pub fn start(segment_duration: u32, list_size: u32, variants: &str) -> Origin {
+        Self::start_on(free_port(), segment_duration, list_size, variants)
+    }
+
+    pub fn start_on(port: u16, segment_duration: u32, list_size: u32, variants: &str) -> Origin {
+        let args: Vec<String> = vec![
+            "--port".into(),
+            port.to_string(),
+            "--segment-duration".into(),
+            segment_duration.to_string(),
+            "--list-size".into(),
+            list_size.to_string(),
+            "--variants".into(),
+            variants.into(),
+        ];
+        let child = Command::new(origin_bin())
+            .args(&args)
+            .env_remove("PORT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start hls-origin");
+        let o = Origin { port, child, args };
+        o.wait_healthy();
+        o
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if http_get(self.port, "/health").map(|(c, _)| c) == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("hls-origin {:?} did not become healthy", self.args);
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start again on the same port with the same settings.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new(origin_bin())
+            .args(&self.args)
+            .env_remove("PORT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("restart hls-origin");
+        self.child = child;
+        self.wait_healthy();
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One blocking GET; returns status and body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string())?;
+    Some((code, body))
+}
+
+// ---------------------------------------------------------------------------------------------
+// A tiny scripted live origin.
+
+/// A live single-variant HLS stream whose segment `fail_msn` always answers 404; counts every
+/// request by path.
+pub struct TinyOrigin {
+    pub port: u16,
+    pub counts: Arc<Mutex<HashMap<String, u64>>>,
+    stop: Arc<AtomicBool>,
+}
+
+pub struct TinyConfig {
+    pub segment_secs: f64,
+    pub list_size: u64,
+    pub segment_bytes: usize,
+    /// Media sequence numbers answered with 404.
+    pub fail: Box<dyn Fn(u64) -> bool + Send + Sync>,
+}
+
+impl TinyOrigin {
+    pub fn start(cfg: TinyConfig) -> TinyOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let counts: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let cfg = Arc::new(cfg);
+        let t0 = Instant::now();
+        {
+            let counts = counts.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let counts = counts.clone();
+                    let cfg = cfg.clone();
+                    std::thread::spawn(move || serve_conn(conn, &cfg, t0, &counts));
+                }
+            });
+        }
+        TinyOrigin { port, counts, stop }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn count(&self, path: &str) -> u64 {
+        *self.counts.lock().unwrap().get(path).unwrap_or(&0)
+    }
+
+    /// Last media sequence number in the playlist now (100 at start, then one more per
+    /// segment duration).
+    pub fn live_msn(cfg_segment_secs: f64, t0: Instant) -> u64 {
+        100 + (t0.elapsed().as_secs_f64() / cfg_segment_secs) as u64
+    }
+}
+
+impl Drop for TinyOrigin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn serve_conn(
+    conn: TcpStream,
+    cfg: &TinyConfig,
+    t0: Instant,
+    counts: &Mutex<HashMap<String, u64>>,
+) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut w = conn;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            if h == "\r\n" || h == "\n" {
+                break;
+            }
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        *counts.lock().unwrap().entry(path.clone()).or_default() += 1;
+        let last = TinyOrigin::live_msn(cfg.segment_secs, t0);
+        let first = last + 1 - cfg.list_size;
+        let (code, ctype, body): (u16, &str, Vec<u8>) = if path == "/stream.m3u8" {
+            let mut p = format!(
+                "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:{first}\n",
+                cfg.segment_secs.ceil() as u64
+            );
+            for n in first..=last {
+                p += &format!("#EXTINF:{:.3},\nseg{n:05}.ts\n", cfg.segment_secs);
+            }
+            (200, "application/vnd.apple.mpegurl", p.into_bytes())
+        } else if let Some(n) = path
+            .strip_prefix("/seg")
+            .and_then(|s| s.strip_suffix(".ts"))
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            if (cfg.fail)(n) || n > last {
+                (404, "text/plain", b"gone\n".to_vec())
+            } else {
+                (200, "video/mp2t", vec![0x47; cfg.segment_bytes])
+            }
+        } else {
+            (404, "text/plain", b"not found\n".to_vec())
+        };
+        let head = format!(
+            "HTTP/1.1 {code} X\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        if w.write_all(head.as_bytes()).is_err() || w.write_all(&body).is_err() {
+            return;
+        }
+    }
+}
+
+/// Path of a file in a scratch dir as &str.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}

@@ -1,0 +1,96 @@
+//! A segment that answers 404 is retried exactly as configured, then skipped; the exit status
+//! follows --max-error-rate. (A scripted origin: the real one never 404s a listed segment.)
+
+mod common;
+use common::*;
+
+fn origin_failing_101() -> TinyOrigin {
+    TinyOrigin::start(TinyConfig {
+        segment_secs: 1.0,
+        list_size: 5,
+        segment_bytes: 2000,
+        fail: Box::new(|n| n == 101),
+    })
+}
+
+fn run(
+    o: &TinyOrigin,
+    retries: &str,
+    max_rate: &str,
+    name: &str,
+) -> (std::process::Output, serde_json::Value) {
+    run_swarm(
+        &[
+            &o.url("/stream.m3u8"),
+            "--clients=1",
+            "--ramp-jitter=0",
+            "--metrics-port=0",
+            "--duration=3.5s",
+            "--segment-retries",
+            retries,
+            "--max-error-rate",
+            max_rate,
+        ],
+        name,
+    )
+}
+
+#[test]
+fn a_404_segment_is_retried_as_configured_then_skipped() {
+    let (o2, o0) = (origin_failing_101(), origin_failing_101());
+    let t = std::thread::spawn(move || {
+        let r = run(&o0, "0", "100%", "retries0");
+        (o0, r)
+    });
+    let (out, sum) = run(&o2, "2", "100%", "retries2");
+    let (o0, (out0, sum0)) = t.join().unwrap();
+
+    // Retries 2: the failing segment is asked for 1 + 2 times, its neighbours once.
+    assert_eq!(
+        o2.count("/seg00101.ts"),
+        3,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(o2.count("/seg00100.ts"), 1);
+    assert_eq!(
+        o2.count("/seg00102.ts"),
+        1,
+        "playback went on after the skipped segment"
+    );
+    assert_eq!(sum["errors"]["by_kind"]["http_4xx"], 3);
+    assert_eq!(sum["errors"]["total"], 3);
+    assert_eq!(sum["segment_retries"], 2);
+    assert_eq!(sum["segments_skipped"], 1);
+    assert_eq!(out.status.code(), Some(0), "100% allows every error");
+
+    // Retries 0: asked for once.
+    assert_eq!(o0.count("/seg00101.ts"), 1);
+    assert_eq!(sum0["errors"]["total"], 1);
+    assert_eq!(sum0["segment_retries"], 0);
+    assert_eq!(out0.status.code(), Some(0));
+}
+
+#[test]
+fn exit_status_follows_max_error_rate() {
+    let (a, b) = (origin_failing_101(), origin_failing_101());
+    // About 3 errors in about a dozen requests: 25 % or so.
+    let t = std::thread::spawn(move || {
+        let r = run(&b, "2", "0.9", "rate-high");
+        (b, r)
+    });
+    let (out_strict, sum_strict) = run(&a, "2", "1%", "rate-strict");
+    let (_b, (out_lax, sum_lax)) = t.join().unwrap();
+    let rate = sum_strict["error_rate"].as_f64().unwrap();
+    assert!(rate > 0.01 && rate < 0.9, "error rate {rate}");
+    assert_eq!(sum_strict["passed"], false);
+    assert_eq!(
+        out_strict.status.code(),
+        Some(1),
+        "1% limit, {rate} error rate"
+    );
+    assert_eq!(sum_lax["passed"], true);
+    assert_eq!(out_lax.status.code(), Some(0), "90% limit");
+    let text = String::from_utf8_lossy(&out_strict.stderr);
+    assert!(text.contains("FAIL"), "summary says why: {text}");
+}
