@@ -5,6 +5,7 @@ use clap::Parser;
 
 mod check;
 mod cli;
+mod closure;
 mod container;
 mod elf;
 mod error;
