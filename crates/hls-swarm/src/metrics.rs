@@ -60,6 +60,8 @@ pub struct Metrics {
     pub segments_skipped: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len()],
     fine: Box<[AtomicU64]>,
+    /// Variant playlist URL → sessions that chose it.
+    variants: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     lat_count: AtomicU64,
     lat_sum_us: AtomicU64,
 }
@@ -80,6 +82,7 @@ impl Metrics {
             segments_skipped: AtomicU64::new(0),
             buckets: Default::default(),
             fine: (0..FINE_N).map(|_| AtomicU64::new(0)).collect(),
+            variants: Default::default(),
             lat_count: AtomicU64::new(0),
             lat_sum_us: AtomicU64::new(0),
         }
@@ -106,6 +109,21 @@ impl Metrics {
         let now = self.active.fetch_add(1, Relaxed) + 1;
         self.peak_active.fetch_max(now, Relaxed);
         ActiveGuard(self)
+    }
+
+    /// A viewer session chose this variant (once per session, so a lock is fine).
+    pub fn variant_chosen(&self, url: &str) {
+        let mut v = self.variants.lock().expect("variants");
+        match v.get_mut(url) {
+            Some(n) => *n += 1,
+            None => {
+                v.insert(url.to_string(), 1);
+            }
+        }
+    }
+
+    pub fn variants(&self) -> std::collections::BTreeMap<String, u64> {
+        self.variants.lock().expect("variants").clone()
     }
 
     /// Record one successful segment download.

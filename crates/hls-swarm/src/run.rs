@@ -33,6 +33,8 @@ pub struct Summary {
     pub reconnects: u64,
     pub segment_retries: u64,
     pub segments_skipped: u64,
+    /// Variant playlist URL → viewer sessions that chose it (empty for a media playlist URL).
+    pub variants: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -277,6 +279,7 @@ pub fn summarize(
         reconnects: m.reconnects.load(Relaxed),
         segment_retries: m.segment_retries.load(Relaxed),
         segments_skipped: m.segments_skipped.load(Relaxed),
+        variants: m.variants(),
     }
 }
 

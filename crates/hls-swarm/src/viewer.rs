@@ -200,6 +200,7 @@ async fn session(
                 .join(&v.uri)
                 .map_err(|e| Failure::Parse(Kind::Master, e))?;
             tracing::debug!(viewer = id, variant = %url, "variant chosen");
+            m.variant_chosen(&url.to_string());
             (url, None)
         }
     };
@@ -257,6 +258,15 @@ async fn fetch_new_segments(
             m.segments_skipped
                 .fetch_add(first - n, std::sync::atomic::Ordering::Relaxed);
             first
+        }
+        // The sequence went backwards: the origin restarted. Rejoin at the live edge.
+        Some(n) if n > last + 1 => {
+            tracing::debug!(
+                from = n,
+                to = last,
+                "media sequence went backwards; rejoining live edge"
+            );
+            (last + 1).saturating_sub(LIVE_EDGE_SEGMENTS).max(first)
         }
         Some(n) => n,
     };

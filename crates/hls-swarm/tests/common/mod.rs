@@ -332,3 +332,23 @@ fn serve_conn(
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Value of one Prometheus sample line (`name{labels}` exactly as written) on a /metrics page.
+pub fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Send a signal by PID with the system `kill` program.
+pub fn signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}

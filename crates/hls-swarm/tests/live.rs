@@ -1,0 +1,277 @@
+//! Real hls-swarm against the real hls-origin: request counts, the summary's figures, variant
+//! choice over a 5-variant ladder, outage and recovery, clean stop on SIGTERM.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+const ONE_720P: &str = "720p:1280x720:2000k/2200k/4000k:128k";
+const LADDER: &str = "2160p:3840x2160:15000k/16500k/30000k:192k,\
+1080p:1920x1080:5000k/5500k/10000k:128k,720p:1280x720:2000k/2200k/4000k:128k,\
+480p:854x480:1000k/1100k/2000k:96k,360p:640x360:500k/550k/1000k:64k";
+
+fn num(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn request_counts_match_the_live_window_and_the_summary_holds_the_figures() {
+    // 1 s segments, 8 s run, 4 viewers: each fetches the master once, reloads the media
+    // playlist once per target duration (8), and downloads 3 segments from the live edge plus
+    // one per new segment (8), within one segment.
+    let origin = Origin::start(1, 6, ONE_720P);
+    let viewers = 4.0;
+    let secs = 8.0;
+    let (out, sum) = run_swarm(
+        &[
+            &origin.url("/master.m3u8"),
+            "--clients=4",
+            "--ramp-rate=1000",
+            "--ramp-jitter=0",
+            "--metrics-port=0",
+            "--duration=8s",
+        ],
+        "counts",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let r = &sum["requests"];
+    assert_eq!(num(&r["master"]), viewers, "{sum}");
+    let seg = num(&r["segment"]);
+    let expected_seg = viewers * (3.0 + secs);
+    assert!(
+        (seg - expected_seg).abs() <= viewers,
+        "segment requests {seg}, expected {expected_seg} ± {viewers}"
+    );
+    let pl = num(&r["playlist"]);
+    assert!(
+        (pl - viewers * secs).abs() <= viewers,
+        "playlist reloads {pl}, expected {} ± {viewers}",
+        viewers * secs
+    );
+    assert_eq!(num(&r["total"]), num(&r["master"]) + pl + seg);
+
+    // The origin saw exactly what the swarm says it asked for and got.
+    let (_, page) = http_get(origin.port, "/metrics").unwrap();
+    let served = metric(
+        &page,
+        "hls_origin_requests_total{kind=\"segment\",status=\"200\"}",
+    )
+    .unwrap();
+    let served_bytes = metric(&page, "hls_origin_response_bytes_total{kind=\"segment\"}").unwrap();
+    assert_eq!(
+        served, seg,
+        "origin served {served} segments, swarm counted {seg}"
+    );
+    assert_eq!(served_bytes, num(&sum["bytes"]["segment"]));
+    // About 2128 kbit/s × 1 s per segment.
+    let per_seg = served_bytes / seg;
+    assert!(
+        (200_000.0..400_000.0).contains(&per_seg),
+        "{per_seg} bytes per segment"
+    );
+
+    assert_eq!(num(&sum["errors"]["total"]), 0.0);
+    assert_eq!(num(&sum["error_rate"]), 0.0);
+    assert_eq!(num(&sum["stalls"]), 0.0, "{err}");
+    assert_eq!(num(&sum["viewers"]["started"]), viewers);
+    assert_eq!(num(&sum["viewers"]["active_at_end"]), viewers);
+    let lat = &sum["segment_latency_ms"];
+    assert_eq!(num(&lat["count"]), seg);
+    let (p50, p90, p99) = (num(&lat["p50"]), num(&lat["p90"]), num(&lat["p99"]));
+    assert!(
+        0.0 < p50 && p50 <= p90 && p90 <= p99 && p99 < 2000.0,
+        "{lat}"
+    );
+    assert_eq!(sum["passed"], true);
+    assert_eq!(sum["stopped_by"], "duration");
+    for needle in ["requests:", "errors:", "p50", "p90", "p99", "stalls:"] {
+        assert!(err.contains(needle), "human summary lacks {needle}: {err}");
+    }
+}
+
+/// Run a swarm with `--variant choice` against its own 5-variant origin; return the number of
+/// media playlist requests per variant name, from the origin's access log.
+fn variant_requests(choice: &str, clients: u32) -> std::collections::BTreeMap<String, u64> {
+    let port = free_port();
+    let child = std::process::Command::new(origin_bin())
+        .args([
+            "--port",
+            &port.to_string(),
+            "--segment-duration",
+            "1",
+            "--list-size",
+            "4",
+        ])
+        .args(["--variants", LADDER, "--access-log", "all"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(port, "/health").is_none() {
+        assert!(Instant::now() < deadline, "origin not up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (out, sum) = run_swarm(
+        &[
+            &format!("http://127.0.0.1:{port}/master.m3u8"),
+            &format!("--clients={clients}"),
+            "--ramp-rate=1000",
+            "--ramp-jitter=0",
+            "--metrics-port=0",
+            "--duration=1.5",
+            "--variant",
+            choice,
+        ],
+        &format!("variant-{choice}"),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    signal(child.id(), "TERM");
+    let log = child.wait_with_output().unwrap();
+    let mut per = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&log.stdout).lines() {
+        if let Some(name) = line
+            .split_whitespace()
+            .find(|w| w.ends_with("/stream.m3u8"))
+            .and_then(|p| p.trim_start_matches('/').split('/').next())
+        {
+            *per.entry(name.to_string()).or_insert(0) += 1;
+        }
+    }
+    // The swarm's own account agrees on which variants were chosen.
+    let swarm_variants: Vec<String> = sum["variants"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|u| u.rsplit('/').nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(
+        swarm_variants,
+        per.keys().cloned().collect::<Vec<_>>(),
+        "{choice}"
+    );
+    per
+}
+
+#[test]
+fn variant_choice_is_honoured_on_a_five_variant_ladder() {
+    let choices = ["all", "first", "highest", "lowest", "random"];
+    let handles: Vec<_> = choices
+        .iter()
+        .map(|c| {
+            let c = c.to_string();
+            std::thread::spawn(move || {
+                let clients = if c == "random" { 20 } else { 10 };
+                (c.clone(), variant_requests(&c, clients))
+            })
+        })
+        .collect();
+    for h in handles {
+        let (choice, per) = h.join().unwrap();
+        let names: Vec<&str> = per.keys().map(String::as_str).collect();
+        match choice.as_str() {
+            "all" => {
+                assert_eq!(names, ["1080p", "2160p", "360p", "480p", "720p"], "{per:?}");
+                // Round-robin: 10 viewers, two per variant, so equal playlist traffic ± 1 reload each.
+                let (lo, hi) = (per.values().min().unwrap(), per.values().max().unwrap());
+                assert!(hi - lo <= 2, "uneven spread {per:?}");
+            }
+            "first" => assert_eq!(names, ["2160p"], "first in the master playlist"),
+            "highest" => assert_eq!(names, ["2160p"]),
+            "lowest" => assert_eq!(names, ["360p"]),
+            "random" => assert!(names.len() >= 2, "20 random viewers all chose {names:?}"),
+            _ => unreachable!(),
+        }
+    }
+}
+
+#[test]
+fn a_killed_origin_causes_errors_and_reconnects_then_recovery() {
+    let mut origin = Origin::start(1, 6, ONE_720P);
+    let dir = scratch_dir("outage");
+    let summary = dir.join("s.json");
+    let swarm = swarm()
+        .args([
+            &origin.url("/master.m3u8"),
+            "--clients=3",
+            "--ramp-rate=1000",
+            "--ramp-jitter=0",
+            "--metrics-port=0",
+            "--duration=10s",
+            "--timeout=2",
+            "--reconnect-delay-max=1",
+            "--max-error-rate=100%",
+            "--summary-json",
+            s(&summary),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    origin.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    origin.restart();
+    let out = swarm.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let sum: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert!(num(&sum["errors"]["total"]) >= 3.0, "{sum}");
+    assert!(num(&sum["errors"]["by_kind"]["connect"]) >= 3.0, "{sum}");
+    assert!(num(&sum["reconnects"]) >= 3.0, "{sum}");
+    // Recovery: the restarted origin served segments to the viewers, and all are still there.
+    let (_, page) = http_get(origin.port, "/metrics").unwrap();
+    let after = metric(
+        &page,
+        "hls_origin_requests_total{kind=\"segment\",status=\"200\"}",
+    )
+    .unwrap();
+    assert!(
+        after >= 3.0 * 3.0,
+        "restarted origin served only {after} segments: {err}"
+    );
+    assert_eq!(num(&sum["viewers"]["active_at_end"]), 3.0);
+}
+
+#[test]
+fn sigterm_stops_the_swarm_within_two_seconds_with_a_summary() {
+    let origin = Origin::start(1, 6, ONE_720P);
+    let dir = scratch_dir("sigterm");
+    let summary = dir.join("s.json");
+    let child = swarm()
+        .args([
+            &origin.url("/master.m3u8"),
+            "--clients=5",
+            "--ramp-rate=50",
+            "--metrics-port=0",
+        ])
+        .env("SUMMARY_JSON", &summary)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let t = Instant::now();
+    signal(child.id(), "TERM");
+    let out = child.wait_with_output().unwrap();
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(2), "took {took:?} to stop");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sum: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(sum["stopped_by"], "SIGTERM");
+    assert!(num(&sum["requests"]["segment"]) >= 5.0);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hls-swarm summary"));
+}
