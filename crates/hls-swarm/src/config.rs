@@ -45,13 +45,9 @@ pub struct Settings {
     /// Master (or media) playlist URL, http:// only.
     #[arg(value_name = "URL")]
     pub url_arg: Option<String>,
-    /// Master (or media) playlist URL, the same as the positional argument.
-    #[arg(
-        long = "url",
-        env = "STREAM_URL",
-        value_name = "URL",
-        conflicts_with = "url_arg"
-    )]
+    /// Master (or media) playlist URL, the same as the positional argument (which wins when
+    /// both are given).
+    #[arg(long = "url", env = "STREAM_URL", value_name = "URL")]
     pub url_flag: Option<String>,
     /// Number of simulated viewers.
     #[arg(long, env = "CLIENTS", default_value = "50", value_parser = clap::value_parser!(u32).range(1..))]
