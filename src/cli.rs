@@ -384,8 +384,51 @@ fn completions(ctx: &Ctx, shell: Shell) -> Result<()> {
     };
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut cmd, "imgbuild", &mut buf);
+    if matches!(shell, clap_complete::Shell::Fish) {
+        fish_positionals(&cmd, &mut buf);
+    }
     std::io::stdout()
         .write_all(&buf)
         .context("writing the completion script")?;
     Ok(())
+}
+
+/// clap_complete's fish script completes option values but not positional ones; add a
+/// line per positional argument with possible values (profile names, kinds), generically
+/// from the command definition.
+fn fish_positionals(cmd: &clap::Command, buf: &mut Vec<u8>) {
+    fn walk(cmd: &clap::Command, path: &mut Vec<String>, buf: &mut Vec<u8>) {
+        for sub in cmd.get_subcommands() {
+            path.push(sub.get_name().to_string());
+            let positionals: Vec<_> = sub.get_positionals().collect();
+            for (i, arg) in positionals.iter().enumerate() {
+                let values: Vec<String> = arg
+                    .get_possible_values()
+                    .iter()
+                    .map(|v| v.get_name().to_string())
+                    .collect();
+                if values.is_empty() {
+                    continue;
+                }
+                // The subcommand chain, and this positional's position (count the words
+                // after the last subcommand, options excluded).
+                let mut cond = format!("__fish_imgbuild_using_subcommand {}", path[0]);
+                for p in &path[1..] {
+                    cond.push_str(&format!("; and __fish_seen_subcommand_from {p}"));
+                }
+                cond.push_str(&format!(
+                    "; and test (count (string match -v -- '-*' (commandline -opc))) -eq {}",
+                    path.len() + 1 + i
+                ));
+                let _ = writeln!(
+                    buf,
+                    "complete -c imgbuild -n \"{cond}\" -f -a \"{}\"",
+                    values.join(" ")
+                );
+            }
+            walk(sub, path, buf);
+            path.pop();
+        }
+    }
+    walk(cmd, &mut Vec::new(), buf);
 }

@@ -72,7 +72,7 @@ impl ProfileError {
 // checked alone (unknown keys and wrong types found with their line), and
 // `deny_unknown_fields` so a typo is an error, never silently ignored.
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProfileDoc {
     pub description: String,
@@ -83,18 +83,6 @@ pub struct ProfileDoc {
     pub swarm: Option<SwarmSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iso: Option<IsoSpec>,
-}
-
-impl Default for ProfileDoc {
-    fn default() -> Self {
-        ProfileDoc {
-            description: String::new(),
-            image: ImageSpec::default(),
-            origin: None,
-            swarm: None,
-            iso: None,
-        }
-    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -862,9 +850,11 @@ fn validate(p: &Profile) -> Result<(), String> {
     ] {
         match parse_duration_ns(v) {
             Some(ns) if ns == 0 || ns >= 1_000_000 => {}
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "image.healthcheck.{k} {v:?}: a duration such as 10s or 500ms (0 or at least 1ms)"
-            )),
+            ))
+            }
         }
     }
     if !i.workdir.starts_with('/') {

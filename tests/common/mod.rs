@@ -24,11 +24,21 @@ pub fn payload_dir() -> PathBuf {
         static BUILD: std::sync::Once = std::sync::Once::new();
         BUILD.call_once(|| {
             let mut c = Command::new(env!("CARGO"));
-            c.args(["build", "-p", "hls-origin", "-p", "hls-swarm", "-p", "imgbuild-init"]);
+            c.args([
+                "build",
+                "-p",
+                "hls-origin",
+                "-p",
+                "hls-swarm",
+                "-p",
+                "imgbuild-init",
+            ]);
             if release {
                 c.arg("--release");
             }
-            let st = c.status().expect("running cargo build for the payload binaries");
+            let st = c
+                .status()
+                .expect("running cargo build for the payload binaries");
             assert!(st.success(), "cargo build of the payload binaries failed");
         });
     }
