@@ -43,14 +43,16 @@ fn check(cfg: &Value, key: &str, value: &Value, source: &str, case: &str) {
 }
 
 /// (key, flag, env, default, env value → resolved, flag value → resolved)
-fn matrix() -> Vec<(
+type Row = (
     &'static str,
     &'static str,
     &'static str,
     Value,
     (&'static str, Value),
     (&'static str, Value),
-)> {
+);
+
+fn matrix() -> Vec<Row> {
     vec![
         (
             "clients",
