@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use crate::body::{send_file, Body};
 use crate::config::AccessLog;
 use crate::metrics::{Kind, Metrics};
 use crate::stream::{Resource, Stream};
@@ -82,7 +83,7 @@ struct Response {
     kind: Kind,
     content_type: &'static str,
     cache_control: Option<&'static str>,
-    body: Bytes,
+    body: Body,
     /// Extra header lines, each ending in CRLF.
     extra: String,
     head_only: bool,
@@ -91,6 +92,9 @@ struct Response {
 
 impl Response {
     fn new(status: u16, kind: Kind, content_type: &'static str, body: Bytes) -> Self {
+        Self::with_body(status, kind, content_type, Body::Mem(body))
+    }
+    fn with_body(status: u16, kind: Kind, content_type: &'static str, body: Body) -> Self {
         Response {
             status,
             kind,
@@ -310,7 +314,7 @@ fn kind_of(app: &App, path: &str) -> Kind {
     }
 }
 
-fn segment_response(req: &httparse::Request, body: Bytes) -> Response {
+fn segment_response(req: &httparse::Request, body: Body) -> Response {
     let len = body.len() as u64;
     let range = req
         .headers
@@ -318,19 +322,15 @@ fn segment_response(req: &httparse::Request, body: Bytes) -> Response {
         .find(|h| h.name.eq_ignore_ascii_case("range"))
         .map(|h| h.value);
     let mut r = match range.map(|v| parse_range(v, len)) {
-        None | Some(RangeSpec::Ignore) => Response::new(200, Kind::Segment, MIME_TS, body),
+        None | Some(RangeSpec::Ignore) => Response::with_body(200, Kind::Segment, MIME_TS, body),
         Some(RangeSpec::Unsatisfiable) => {
             let mut r = Response::text(416, Kind::Segment, "Range Not Satisfiable\n");
             r.extra = format!("Content-Range: bytes */{len}\r\n");
             return r;
         }
         Some(RangeSpec::Range(a, b)) => {
-            let mut r = Response::new(
-                206,
-                Kind::Segment,
-                MIME_TS,
-                body.slice(a as usize..=b as usize),
-            );
+            let part = body.slice(a as usize, (b - a + 1) as usize);
+            let mut r = Response::with_body(206, Kind::Segment, MIME_TS, part);
             r.extra = format!("Content-Range: bytes {a}-{b}/{len}\r\n");
             r
         }
@@ -455,7 +455,13 @@ async fn write_response(
     } else {
         b"Connection: keep-alive\r\n\r\n"
     });
-    let body: &[u8] = if r.head_only { &[] } else { &r.body };
+    let body: &[u8] = match (&r.body, r.head_only) {
+        (_, true) => &[],
+        (Body::Mem(b), false) => b,
+        (Body::File { file, off, len }, false) => {
+            return send_file(sock, head, file, *off, *len).await
+        }
+    };
     if body.len() <= 8192 {
         head.extend_from_slice(body);
         return sock.write_all(head).await;

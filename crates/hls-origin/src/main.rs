@@ -32,6 +32,7 @@
 //! than ever blocking a response. On SIGTERM or SIGINT the listener is closed first and the
 //! process exits within a second, as PID 1 in a container must.
 
+mod body;
 mod config;
 mod healthcheck;
 mod http;

@@ -5,8 +5,8 @@
 //! already a full window (media sequence 0, segments `0..list_size`). At any instant the live
 //! edge is the newest *complete* segment `L`; the playlist lists `L-list_size+1 ..= L`, and
 //! segments stay servable `delete_threshold` segments longer; older ones and not-yet-complete
-//! ones answer 404. Segment bodies are built on first request and cached as `Bytes` (so a
-//! response is a refcount clone, never a copy) until they expire.
+//! ones answer 404. Segment bodies are built on first request and cached (in a memfd, see
+//! [`crate::body`]; a response is a refcount clone, never a copy) until they expire.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use crate::body::Body;
 use crate::config::{Settings, Variant};
 use crate::ts::SegmentPlan;
 
@@ -23,7 +24,7 @@ pub struct VariantStream {
     /// URL prefix: "/" for a single variant, "/<name>/" otherwise.
     pub prefix: String,
     pub plan: SegmentPlan,
-    segments: RwLock<BTreeMap<u64, Bytes>>,
+    segments: RwLock<BTreeMap<u64, Body>>,
     playlist: RwLock<Option<(u64, Bytes)>>,
 }
 
@@ -132,7 +133,7 @@ impl Stream {
     }
 
     /// A segment body, or None when it is expired or not yet produced.
-    pub fn segment(&self, v: &VariantStream, seq: u64) -> Option<Bytes> {
+    pub fn segment(&self, v: &VariantStream, seq: u64) -> Option<Body> {
         let (lo, hi) = self.servable(self.media_sequence());
         if seq < lo || seq > hi {
             return None;
@@ -140,7 +141,7 @@ impl Stream {
         if let Some(b) = v.segments.read().unwrap().get(&seq) {
             return Some(b.clone());
         }
-        let body = v.plan.segment(seq);
+        let body = Body::seal(v.plan.segment(seq));
         let mut map = v.segments.write().unwrap();
         let body = map.entry(seq).or_insert(body).clone();
         // Drop what has expired.
