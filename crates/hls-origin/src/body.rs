@@ -49,10 +49,6 @@ impl Body {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The sub-range `[start, start+len)`.
     pub fn slice(&self, start: usize, len: usize) -> Body {
         match self {
