@@ -1,17 +1,508 @@
-//! `imgbuild up`. (Filled in by the golden-path work.)
-use anyhow::Result;
+//! `imgbuild up`: one command from nothing to a running thing. Builds what was asked through
+//! the same code paths as `imgbuild container` / `iso` / `boot`, then acts:
+//! - `container`: load the image into docker, run it detached with its ports on 127.0.0.1,
+//!   wait until docker says `healthy`, print where it answers and how to stop it;
+//! - `iso`: boot the origin ISO in QEMU with the profile's ports forwarded (foreground);
+//! - `run`: build origin and swarm images, start the origin on a private docker network,
+//!   wait for healthy, run the swarm against it for `--duration`, print the swarm's
+//!   summary, and remove every container, network and temp file it made — also on Ctrl-C.
+//!
+//! Words may come in any order (`up run`, `up swarm stress run`, `up default iso`): each is
+//! a kind, an action or a profile name. With no words, on a terminal a menu asks; not on a
+//! terminal the defaults (origin default container) are used and said in one line. Every
+//! external command is announced with an `Executing:` line before it runs.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::cli::Ctx;
+use crate::cli::{Cli, Ctx};
+use crate::error::BadInput;
+use crate::profile::{self, Kind, Profile};
+use crate::root::Root;
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
-    /// origin or swarm.
+    /// origin or swarm (default origin).
     pub kind: Option<String>,
-    /// A profile name of that kind.
+    /// A profile name of that kind (default: default).
     pub profile: Option<String>,
+    /// container (default), iso or run.
+    pub action: Option<String>,
+    /// How long `run` lets the swarm load the origin (e.g. 20s, 2m).
+    #[arg(long, default_value = "30s")]
+    pub duration: String,
+    /// The swarm profile `run` uses when KIND is origin.
+    #[arg(long, default_value = "default", value_name = "PROFILE")]
+    pub swarm: String,
+    /// The origin profile `run` uses when KIND is swarm.
+    #[arg(long, default_value = "default", value_name = "PROFILE")]
+    pub origin: String,
+    /// For `iso`: boot with UEFI firmware (OVMF) instead of BIOS.
+    #[arg(long)]
+    pub uefi: bool,
 }
 
-pub fn run(_ctx: &Ctx, _a: UpArgs) -> Result<()> {
-    anyhow::bail!("imgbuild up is not built yet")
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Container,
+    Iso,
+    Run,
+}
+
+impl Action {
+    const ALL: [(Action, &'static str, &'static str); 3] = [
+        (Action::Container, "container", "load the image into docker and run it until you stop it"),
+        (Action::Iso, "iso", "boot the ISO in QEMU with the ports forwarded (origin only)"),
+        (Action::Run, "run", "origin + swarm: a load test for --duration, then clean up"),
+    ];
+    fn parse(s: &str) -> Option<Action> {
+        Self::ALL.iter().find(|(_, n, _)| *n == s).map(|(a, _, _)| *a)
+    }
+    fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(a, _, _)| *a == self).map(|(_, n, _)| *n).unwrap_or("?")
+    }
+}
+
+/// What the user asked for, after defaults.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub kind: Kind,
+    pub profile: String,
+    pub action: Action,
+}
+
+/// Sorts the given words into kind, profile and action.
+pub fn classify(root: &Root, words: &[String]) -> Result<(Option<Kind>, Option<String>, Option<Action>)> {
+    let (mut kind, mut prof, mut action) = (None, None, None);
+    for w in words {
+        if let (None, Some(k)) = (kind, Kind::parse(w)) {
+            kind = Some(k);
+        } else if let (None, Some(a)) = (action, Action::parse(w)) {
+            action = Some(a);
+        } else if prof.is_none() {
+            prof = Some(w.clone());
+        } else {
+            return Err(BadInput(format!(
+                "up: unexpected word {w:?}; usage: imgbuild up [origin|swarm] [PROFILE] [container|iso|run]"
+            ))
+            .into());
+        }
+    }
+    let _ = root;
+    Ok((kind, prof, action))
+}
+
+/// Set by SIGINT/SIGTERM; every wait loop checks it and cleans up.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: i32) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    for s in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            let _ = sigaction(s, &act);
+        }
+    }
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Announces and runs an external command, returning its output (stdout captured).
+fn exec_output(cmd: &mut Command) -> Result<std::process::Output> {
+    announce(cmd);
+    cmd.stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", program(cmd)))
+}
+
+/// Announces and runs an external command with inherited stdout/stderr; fails on non-zero.
+fn exec(cmd: &mut Command) -> Result<()> {
+    let out = exec_output(cmd)?;
+    if !out.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            program(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn program(cmd: &Command) -> String {
+    cmd.get_program().to_string_lossy().into_owned()
+}
+
+fn announce(cmd: &Command) {
+    let mut line = program(cmd);
+    for a in cmd.get_args() {
+        let a = a.to_string_lossy();
+        if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$\\".contains(c)) {
+            line.push_str(&format!(" '{}'", a.replace('\'', "'\\''")));
+        } else {
+            line.push(' ');
+            line.push_str(&a);
+        }
+    }
+    eprintln!("Executing: {line}");
+}
+
+/// Runs an imgbuild subcommand in-process, through the same CLI parser (so `up` builds
+/// exactly what `imgbuild container`/`iso`/`boot` would).
+fn imgbuild(ctx: &Ctx, args: &[&str]) -> Result<()> {
+    let mut argv: Vec<String> = vec!["imgbuild".into()];
+    if let Some(d) = ctx.root.dir() {
+        argv.push("--root".into());
+        argv.push(d.display().to_string());
+    }
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let cli = <Cli as clap::Parser>::try_parse_from(&argv)?;
+    crate::cli::run(cli)
+}
+
+/// The docker engine answers, or an actionable error.
+fn require_docker() -> Result<()> {
+    match Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("docker is not installed: install Docker Engine (Debian: apt-get install docker.io) and start it")
+        }
+        Err(e) => bail!("cannot run docker: {e}"),
+        Ok(o) if !o.status.success() => bail!(
+            "the Docker engine is not reachable (docker info: {}); start it (service docker start) or set DOCKER_HOST",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Ok(_) => Ok(()),
+    }
+}
+
+fn require_qemu() -> Result<()> {
+    if Command::new("qemu-system-x86_64").arg("--version").output().is_err() {
+        bail!("qemu-system-x86_64 is not installed: apt-get install qemu-system-x86 (and ovmf for --uefi)");
+    }
+    Ok(())
+}
+
+/// Everything `up` made that must go when it ends, in any way.
+struct Cleanup {
+    containers: Vec<String>,
+    networks: Vec<String>,
+    dir: Option<PathBuf>,
+}
+
+impl Cleanup {
+    fn new() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("imgbuild-up-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Cleanup {
+            containers: vec![],
+            networks: vec![],
+            dir: Some(dir),
+        })
+    }
+    fn dir(&self) -> &Path {
+        self.dir.as_deref().expect("temp dir exists until drop")
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in self.containers.drain(..).rev() {
+            let _ = exec_output(Command::new("docker").args(["rm", "-f", &c]));
+        }
+        for n in self.networks.drain(..) {
+            let _ = exec_output(Command::new("docker").args(["network", "rm", &n]));
+        }
+        if let Some(d) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Asks on the terminal: kind, profile, action. Empty answers take the default shown.
+fn menu(root: &Root) -> Result<Choice> {
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let mut ask = |title: &str, options: &[(String, String)], default: usize| -> Result<String> {
+        let mut err = std::io::stderr().lock();
+        writeln!(err, "{title}:")?;
+        for (i, (name, help)) in options.iter().enumerate() {
+            writeln!(err, "  {}) {:<12} {}", i + 1, name, help)?;
+        }
+        loop {
+            write!(err, "choose [{}]: ", options[default].0)?;
+            err.flush()?;
+            let line = match lines.next() {
+                Some(l) => l?,
+                None => bail!("up: no answer (end of input)"),
+            };
+            let t = line.trim();
+            if t.is_empty() {
+                return Ok(options[default].0.clone());
+            }
+            if let Ok(n) = t.parse::<usize>() {
+                if (1..=options.len()).contains(&n) {
+                    return Ok(options[n - 1].0.clone());
+                }
+            }
+            if options.iter().any(|(o, _)| o == t) {
+                return Ok(t.to_string());
+            }
+            writeln!(err, "  {t:?} is not one of the choices")?;
+        }
+    };
+    eprintln!("imgbuild up — build and run an image");
+    let kinds: Vec<(String, String)> = Kind::ALL
+        .iter()
+        .map(|k| (k.as_str().to_string(), format!("hls-{k} images")))
+        .collect();
+    let kind = Kind::parse(&ask("Kind", &kinds, 0)?).expect("offered kinds parse");
+    let names = profile::profile_names(root, kind)?;
+    let mut profiles = Vec::new();
+    for n in &names {
+        let p = profile::load(root, kind, n)?;
+        profiles.push((n.clone(), p.description));
+    }
+    let default = names.iter().position(|n| n == "default").unwrap_or(0);
+    let prof = ask("Profile", &profiles, default)?;
+    let actions: Vec<(String, String)> = Action::ALL
+        .iter()
+        .filter(|(a, _, _)| kind == Kind::Origin || *a != Action::Iso)
+        .map(|(_, n, h)| (n.to_string(), h.to_string()))
+        .collect();
+    let action = Action::parse(&ask("Action", &actions, 0)?).expect("offered actions parse");
+    Ok(Choice { kind, profile: prof, action })
+}
+
+pub fn run(ctx: &Ctx, a: UpArgs) -> Result<()> {
+    let words: Vec<String> = [&a.kind, &a.profile, &a.action].into_iter().flatten().cloned().collect();
+    let choice = if words.is_empty() {
+        if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+            menu(&ctx.root)?
+        } else {
+            eprintln!("imgbuild up: not on a terminal; using the defaults: origin default container");
+            Choice {
+                kind: Kind::Origin,
+                profile: "default".into(),
+                action: Action::Container,
+            }
+        }
+    } else {
+        let (k, p, act) = classify(&ctx.root, &words)?;
+        Choice {
+            kind: k.unwrap_or(Kind::Origin),
+            profile: p.unwrap_or_else(|| "default".into()),
+            action: act.unwrap_or(Action::Container),
+        }
+    };
+    let p = profile::load(&ctx.root, choice.kind, &choice.profile)?;
+    install_signal_handlers();
+    match choice.action {
+        Action::Container => up_container(ctx, &p),
+        Action::Iso => up_iso(ctx, &p, a.uefi),
+        Action::Run => {
+            let (origin, swarm) = match choice.kind {
+                Kind::Origin => (p, profile::load(&ctx.root, Kind::Swarm, &a.swarm)?),
+                Kind::Swarm => (profile::load(&ctx.root, Kind::Origin, &a.origin)?, p),
+            };
+            let secs = parse_secs(&a.duration)
+                .ok_or_else(|| BadInput(format!("--duration {:?}: a duration such as 20s or 2m", a.duration)))?;
+            up_run(ctx, &origin, &swarm, secs)
+        }
+    }
+}
+
+/// `20s`, `2m`, `90` → seconds.
+fn parse_secs(s: &str) -> Option<u64> {
+    if let Ok(v) = s.parse::<u64>() {
+        return Some(v);
+    }
+    profile::parse_duration_ns(s).map(|ns| ns.div_ceil(1_000_000_000))
+}
+
+/// Builds the image tar into the temp dir and loads it into docker.
+fn build_and_load(ctx: &Ctx, p: &Profile, tmp: &Path) -> Result<()> {
+    let tar = tmp.join(format!("hls-{}-{}.tar", p.kind, p.name));
+    eprintln!("imgbuild up: building {} ({})", p.image_ref(), p.id());
+    imgbuild(ctx, &["container", &p.id(), "-o", &tar.display().to_string()])?;
+    if interrupted() {
+        bail!("interrupted");
+    }
+    exec(Command::new("docker").args(["load", "-i"]).arg(&tar))?;
+    let _ = std::fs::remove_file(&tar);
+    Ok(())
+}
+
+/// Polls docker until the container is healthy; fails when it is unhealthy, exits, the
+/// deadline passes or the user interrupts.
+fn wait_healthy(name: &str, deadline: Duration) -> Result<()> {
+    let start = Instant::now();
+    announce(Command::new("docker").args(["inspect", "-f", "{{.State.Health.Status}}", name]));
+    loop {
+        if interrupted() {
+            bail!("interrupted while waiting for {name} to become healthy");
+        }
+        let o = Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Status}} {{.State.Health.Status}}", name])
+            .output()?;
+        let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        match s.split_once(' ') {
+            Some((_, "healthy")) => return Ok(()),
+            Some(("exited" | "dead", _)) => {
+                let logs = Command::new("docker").args(["logs", "--tail", "20", name]).output()?;
+                bail!(
+                    "container {name} exited before it became healthy; its last output:\n{}{}",
+                    String::from_utf8_lossy(&logs.stdout),
+                    String::from_utf8_lossy(&logs.stderr)
+                );
+            }
+            Some((_, "unhealthy")) => bail!("container {name} is unhealthy (docker inspect {name} shows the healthcheck log)"),
+            _ => {}
+        }
+        if start.elapsed() > deadline {
+            bail!("container {name} not healthy after {}s (status: {s})", deadline.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn up_container(ctx: &Ctx, p: &Profile) -> Result<()> {
+    require_docker()?;
+    let cleanup = Cleanup::new()?;
+    build_and_load(ctx, p, cleanup.dir())?;
+    let name = format!("imgbuild-up-{}-{}", p.kind, p.name);
+    // A previous `up` of the same profile is replaced.
+    let _ = exec_output(Command::new("docker").args(["rm", "-f", &name]));
+    let mut run = Command::new("docker");
+    run.args(["run", "-d", "--name", &name]);
+    for port in p.ports() {
+        run.args(["-p", &format!("127.0.0.1:{port}:{port}")]);
+    }
+    if p.kind == Kind::Swarm {
+        bail!("a swarm needs an origin to load: use `imgbuild up swarm {} run`", p.name);
+    }
+    run.arg(p.image_ref());
+    exec(&mut run)?;
+    if let Err(e) = wait_healthy(&name, Duration::from_secs(60)) {
+        let _ = exec_output(Command::new("docker").args(["rm", "-f", &name]));
+        return Err(e);
+    }
+    let port = p.ports().first().copied().unwrap_or(0);
+    println!(
+        "{} is healthy: http://127.0.0.1:{port}/master.m3u8 (container {name}; stop it with: docker rm -f {name})",
+        p.image_ref()
+    );
+    Ok(())
+}
+
+fn up_iso(ctx: &Ctx, p: &Profile, uefi: bool) -> Result<()> {
+    if p.kind != Kind::Origin {
+        return Err(BadInput(format!("{}: ISOs are built for origin profiles only", p.id())).into());
+    }
+    require_qemu()?;
+    let cleanup = Cleanup::new()?;
+    let iso = cleanup.dir().join(format!("hls-origin-{}.iso", p.name));
+    let iso_s = iso.display().to_string();
+    imgbuild(ctx, &["iso", &p.id(), "-o", &iso_s])?;
+    let mut args = vec!["boot", iso_s.as_str()];
+    if uefi {
+        args.push("--uefi");
+    }
+    imgbuild(ctx, &args)
+}
+
+/// Runs a foreground child until it exits or the user interrupts (then it is killed).
+fn wait_child(child: &mut Child) -> Result<Option<std::process::ExitStatus>> {
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(Some(st));
+        }
+        if interrupted() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn up_run(ctx: &Ctx, origin: &Profile, swarm: &Profile, secs: u64) -> Result<()> {
+    require_docker()?;
+    let mut cleanup = Cleanup::new()?;
+    build_and_load(ctx, origin, cleanup.dir())?;
+    build_and_load(ctx, swarm, cleanup.dir())?;
+    let tag = format!("imgbuild-up-{}", std::process::id());
+    let net = tag.clone();
+    exec(Command::new("docker").args(["network", "create", &net]))?;
+    cleanup.networks.push(net.clone());
+    let origin_name = format!("{tag}-origin");
+    cleanup.containers.push(origin_name.clone());
+    exec(Command::new("docker").args([
+        "run", "-d", "--name", &origin_name, "--network", &net, "--network-alias", "origin", &origin.image_ref(),
+    ]))?;
+    wait_healthy(&origin_name, Duration::from_secs(60))?;
+    let port = origin.ports().first().copied().unwrap_or(17080);
+    let url = format!("http://origin:{port}/master.m3u8");
+    let swarm_name = format!("{tag}-swarm");
+    cleanup.containers.push(swarm_name.clone());
+    let mut cmd = Command::new("docker");
+    cmd.args([
+        "run", "--name", &swarm_name, "--network", &net, &swarm.image_ref(), "--duration", &format!("{secs}s"), &url,
+    ]);
+    announce(&cmd);
+    let mut child = cmd.stdin(Stdio::null()).spawn().context("running docker")?;
+    let status = wait_child(&mut child)?;
+    drop(cleanup);
+    match status {
+        None => bail!("interrupted; removed the containers and the network"),
+        Some(s) if s.success() => {
+            eprintln!("imgbuild up: {} against {} passed", swarm.id(), origin.id());
+            Ok(())
+        }
+        Some(s) => bail!("the swarm reported failure ({s}); its summary is above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_classified_in_any_order() {
+        let r = Root::Embedded;
+        let w = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            classify(&r, &w(&["run"])).unwrap(),
+            (None, None, Some(Action::Run))
+        );
+        assert_eq!(
+            classify(&r, &w(&["swarm", "stress", "run"])).unwrap(),
+            (Some(Kind::Swarm), Some("stress".into()), Some(Action::Run))
+        );
+        assert_eq!(
+            classify(&r, &w(&["default", "iso"])).unwrap(),
+            (None, Some("default".into()), Some(Action::Iso))
+        );
+        assert!(classify(&r, &w(&["a", "b"])).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_secs("20s"), Some(20));
+        assert_eq!(parse_secs("2m"), Some(120));
+        assert_eq!(parse_secs("15"), Some(15));
+        assert_eq!(parse_secs("x"), None);
+    }
 }

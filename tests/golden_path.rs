@@ -1,0 +1,202 @@
+//! The golden path, end to end with the real tools: `imgbuild up` (non-terminal, menu on a
+//! terminal, interrupted), the compose file, and the ISO booted in QEMU loaded by the swarm.
+//! Each test checks the user-visible outcome and that nothing is left behind.
+
+mod common;
+use common::*;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// These tests each run docker images or QEMU; on 2 cores they run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn docker(args: &[&str]) -> String {
+    let o = Command::new("docker").args(args).output().expect("docker");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Containers, networks and temp dirs an `up` with this pid would have made.
+fn leftovers(pid: u32) -> Vec<String> {
+    let tag = format!("imgbuild-up-{pid}");
+    let mut left = Vec::new();
+    for c in docker(&["ps", "-a", "--format", "{{.Names}}"]).lines() {
+        if c.starts_with(&tag) {
+            left.push(format!("container {c}"));
+        }
+    }
+    for n in docker(&["network", "ls", "--format", "{{.Name}}"]).lines() {
+        if n.starts_with(&tag) {
+            left.push(format!("network {n}"));
+        }
+    }
+    let dir = std::env::temp_dir().join(&tag);
+    if dir.exists() {
+        left.push(format!("temp dir {}", dir.display()));
+    }
+    left
+}
+
+#[test]
+#[ignore = "full: needs docker"]
+fn up_run_non_terminal_reports_zero_errors_and_leaves_nothing_behind() {
+    let _g = lock();
+    let child = imgbuild()
+        .args(["up", "origin", "default", "run", "--duration", "20s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(o.status.success(), "up failed:\n{out}\n{err}");
+    assert!(err.contains("Executing: docker load"), "{err}");
+    assert!(err.contains("Executing: docker network create"), "{err}");
+    let all = format!("{out}{err}");
+    let summary = all.lines().find(|l| l.trim_start().starts_with("errors:")).unwrap_or_else(|| panic!("no summary in:\n{all}"));
+    assert!(summary.trim_start().starts_with("errors:    0 "), "{summary}");
+    let requests = all.lines().find(|l| l.trim_start().starts_with("requests:")).unwrap();
+    let n: u64 = requests.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(n > 100, "the swarm made only {n} requests in 20 s: {requests}");
+    assert_eq!(leftovers(pid), Vec::<String>::new());
+}
+
+#[test]
+#[ignore = "full: needs docker"]
+fn up_run_interrupted_by_sigint_cleans_up() {
+    let _g = lock();
+    let mut child = imgbuild()
+        .args(["up", "origin", "default", "run", "--duration", "60s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    std::thread::sleep(Duration::from_secs(5));
+    Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "up did not stop after SIGINT");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "an interrupted up reported success:\n{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(leftovers(pid), Vec::<String>::new(), "{err}");
+}
+
+#[test]
+#[ignore = "full: needs docker"]
+fn up_without_a_terminal_says_its_defaults_in_one_line() {
+    let _g = lock();
+    let o = imgbuild().arg("up").stdin(Stdio::null()).output().unwrap();
+    let err = stderr(&o);
+    let _ = Command::new("docker").args(["rm", "-f", "imgbuild-up-origin-default"]).output();
+    assert!(o.status.success(), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("not on a terminal")).collect();
+    assert_eq!(lines, ["imgbuild up: not on a terminal; using the defaults: origin default container"]);
+    assert!(stdout(&o).contains("hls-origin:default is healthy"), "{}", stdout(&o));
+}
+
+#[test]
+#[ignore = "full: needs docker and tmux"]
+fn up_on_a_terminal_shows_the_menu_and_builds_the_chosen_profile() {
+    let _g = lock();
+    let session = format!("imgbuild-up-menu-{}", std::process::id());
+    // The pane is the terminal: stdin, stdout and stderr of imgbuild are all a tty.
+    let cmd = format!(
+        "env IMGBUILD_PAYLOAD_DIR={} {} up; sleep 30",
+        payload_dir().display(),
+        imgbuild_bin().display()
+    );
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux");
+    assert!(tmux(&["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", "bash", "-c", &cmd]).status.success());
+    let screen = || stdout(&tmux(&["capture-pane", "-p", "-S", "-200", "-t", &session]));
+    let wait_for = |needle: &str, secs: u64| {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(secs) {
+            if screen().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    };
+    let result = (|| {
+        if !wait_for("Kind:", 20) {
+            return Err(format!("no kind menu:\n{}", screen()));
+        }
+        if !screen().contains("swarm") {
+            return Err(format!("kind menu lacks swarm:\n{}", screen()));
+        }
+        tmux(&["send-keys", "-t", &session, "1", "Enter"]);
+        if !wait_for("Profile:", 10) {
+            return Err(format!("no profile menu:\n{}", screen()));
+        }
+        if !screen().contains("low-latency") {
+            return Err(format!("profile menu lacks low-latency:\n{}", screen()));
+        }
+        tmux(&["send-keys", "-t", &session, "low-latency", "Enter"]);
+        if !wait_for("Action:", 10) {
+            return Err(format!("no action menu:\n{}", screen()));
+        }
+        tmux(&["send-keys", "-t", &session, "Enter"]);
+        if !wait_for("hls-origin:low-latency is healthy", 240) {
+            return Err(format!("the chosen profile was not built and run:\n{}", screen()));
+        }
+        Ok(())
+    })();
+    tmux(&["kill-session", "-t", &session]);
+    let _ = Command::new("docker").args(["rm", "-f", "imgbuild-up-origin-low-latency"]).output();
+    result.unwrap();
+}
+
+fn build_and_load(id: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("img.tar");
+    let o = run(&["container", id, "-o", tar.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let l = Command::new("docker").args(["load", "-i", tar.to_str().unwrap()]).output().unwrap();
+    assert!(l.status.success(), "{}", stderr(&l));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+#[ignore = "full: needs docker and docker-compose"]
+fn compose_file_reaches_healthy_and_the_swarm_reports_zero_errors() {
+    let _g = lock();
+    build_and_load("origin/default");
+    build_and_load("swarm/default");
+    let project = format!("imgbuildtest{}", std::process::id());
+    let compose = |args: &[&str]| {
+        Command::new("docker-compose")
+            .current_dir(repo())
+            .env("DURATION", "15s")
+            .env("ORIGIN_PORT", free_port().to_string())
+            .args(["-p", &project, "-f", "compose.yaml"])
+            .args(args)
+            .output()
+            .expect("docker-compose is installed by the full test tier")
+    };
+    let o = compose(&["up", "--abort-on-container-exit", "--exit-code-from", "swarm"]);
+    let (out, err) = (stdout(&o), stderr(&o));
+    let down = compose(&["down", "-v", "--remove-orphans"]);
+    assert!(o.status.success(), "compose up failed:\n{out}\n{err}");
+    let summary = out.lines().find(|l| l.contains("errors:")).unwrap_or_else(|| panic!("no swarm summary:\n{out}\n{err}"));
+    assert!(summary.split("errors:").nth(1).unwrap().trim_start().starts_with("0 "), "{summary}");
+    assert!(down.status.success(), "{}", stderr(&down));
+}
