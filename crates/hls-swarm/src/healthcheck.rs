@@ -32,7 +32,9 @@ struct Candidate {
     pid: u32,
     ppid: u32,
     cmdline: Vec<OsString>,
-    environ: Vec<(OsString, OsString)>,
+    /// None when /proc/PID/environ is not readable: then our own environment stands in (a
+    /// `docker exec`ed healthcheck inherits the image's Env, as the swarm did).
+    environ: Option<Vec<(OsString, OsString)>>,
 }
 
 fn read_nul_list(path: PathBuf) -> Option<Vec<OsString>> {
@@ -85,18 +87,18 @@ fn find_swarm() -> Option<Candidate> {
         if cmdline.is_empty() || is_healthcheck(&cmdline) {
             continue;
         }
-        let environ = read_nul_list(PathBuf::from(format!("/proc/{pid}/environ")))
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|kv| {
-                let b = kv.into_vec();
-                let i = b.iter().position(|c| *c == b'=')?;
-                Some((
-                    OsString::from_vec(b[..i].to_vec()),
-                    OsString::from_vec(b[i + 1..].to_vec()),
-                ))
-            })
-            .collect();
+        let environ = read_nul_list(PathBuf::from(format!("/proc/{pid}/environ"))).map(|l| {
+            l.into_iter()
+                .filter_map(|kv| {
+                    let b = kv.into_vec();
+                    let i = b.iter().position(|c| *c == b'=')?;
+                    Some((
+                        OsString::from_vec(b[..i].to_vec()),
+                        OsString::from_vec(b[i + 1..].to_vec()),
+                    ))
+                })
+                .collect()
+        });
         found.push(Candidate {
             pid,
             ppid: ppid_of(pid).unwrap_or(0),
@@ -122,13 +124,15 @@ fn find_swarm() -> Option<Candidate> {
 /// Resolve the running swarm's metrics port by parsing its command line with its environment
 /// in place of ours. Runs before any thread is started (set_var is then sound).
 fn port_of(c: &Candidate) -> Option<u16> {
-    for name in setting_env_names() {
-        std::env::remove_var(&name);
-    }
-    let names = setting_env_names();
-    for (k, v) in &c.environ {
-        if names.iter().any(|n| k == n.as_str()) {
-            std::env::set_var(k, v);
+    if let Some(environ) = &c.environ {
+        let names = setting_env_names();
+        for name in &names {
+            std::env::remove_var(name);
+        }
+        for (k, v) in environ {
+            if names.iter().any(|n| k == n.as_str()) {
+                std::env::set_var(k, v);
+            }
         }
     }
     let (cli, _) = config::parse_from(c.cmdline.iter().cloned()).ok()?;

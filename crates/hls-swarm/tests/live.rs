@@ -22,6 +22,11 @@ fn request_counts_match_the_live_window_and_the_summary_holds_the_figures() {
     let origin = Origin::start(1, 6, ONE_720P);
     let viewers = 4.0;
     let secs = 8.0;
+    let conns = |port| {
+        let (_, page) = http_get(port, "/metrics").unwrap();
+        metric(&page, "hls_origin_connections_total").unwrap()
+    };
+    let conns_before = conns(origin.port);
     let (out, sum) = run_swarm(
         &[
             &origin.url("/master.m3u8"),
@@ -65,6 +70,10 @@ fn request_counts_match_the_live_window_and_the_summary_holds_the_figures() {
         "origin served {served} segments, swarm counted {seg}"
     );
     assert_eq!(served_bytes, num(&sum["bytes"]["segment"]));
+    // Keep-alive: one connection per viewer for the whole run (+2: the two /metrics probes
+    // after it).
+    let opened = conns(origin.port) - conns_before;
+    assert_eq!(opened, viewers + 2.0, "connections opened during the run");
     // About 2128 kbit/s × 1 s per segment.
     let per_seg = served_bytes / seg;
     assert!(
