@@ -1,16 +1,370 @@
-//! `imgbuild container`: profile → Tree → Plan → OCI writer. (Filled in by the container work.)
-use anyhow::Result;
+//! `imgbuild container`: profile → Tree → Plan → OCI writer, as named stages:
+//! [`resolve`] (profile, payload binaries, closure), [`image_tree`] (everything the image
+//! holds), [`crate::plan::plan`] (ordered layers), [`image_meta`] (what it runs, as whom),
+//! [`crate::oci::write_image`] (blobs, config, manifests, the archive).
+//!
+//! The image runs the profile's program as the profile's user (uid:gid 1000:1000 by default),
+//! with the profile's settings as `Env` (so `-e` and command-line flags override them), the
+//! profile's healthcheck, labels and ports. `--init` builds the "enhanced" origin image
+//! instead: entrypoint `/bin/imgbuild-init --container`, which reads the service from
+//! `/etc/imgbuild/init.json`, supervises it and drops privileges for it to the profile's
+//! uid/gid — so that image's config `User` is root (`0:0`); the service itself never runs as
+//! root.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::cli::Ctx;
+use crate::error::BadInput;
+use crate::oci::{self, Compression, Format, Healthcheck, ImageMeta, Output, Store, WriteOptions};
+use crate::plan::{self, Layering, PlanOptions, StoreNode};
+use crate::profile::{self, Profile};
+use crate::tree::{Content, Entry, Group, Tree};
 
 #[derive(Args, Debug)]
 pub struct ContainerArgs {
     /// KIND/PROFILE (default origin/default).
     #[arg(value_name = "KIND/PROFILE", default_value = "origin/default")]
     pub profile: String,
+    /// Output file (`-` streams the tar to stdout); default ./hls-<kind>-<profile>.tar
+    /// (./hls-<kind>-<profile>.oci for --format oci-dir).
+    #[arg(short, long, value_name = "FILE|-")]
+    pub output: Option<String>,
+    /// A Nix closure to add (path-info JSON, closureInfo dir, registration file or path
+    /// list); repeatable.
+    #[arg(long = "closure", value_name = "PATH")]
+    pub closures: Vec<PathBuf>,
+    /// Read store paths from DIR/nix/store instead of /nix/store.
+    #[arg(long, value_name = "DIR")]
+    pub store_root: Option<PathBuf>,
+    /// Layer compression: none loads fastest into docker; gzip for registries; zstd is
+    /// smallest (OCI media types only).
+    #[arg(long, value_enum, default_value = "none")]
+    pub compression: Compression,
+    /// docker-archive: one tar for docker/podman load and skopeo; oci-dir: an OCI layout
+    /// directory.
+    #[arg(long, value_enum, default_value = "docker-archive")]
+    pub format: Format,
+    /// At most N layers (base, closure, one per payload binary, config); at most 127.
+    #[arg(long, value_name = "N", default_value_t = plan::DEFAULT_MAX_LAYERS)]
+    pub max_layers: usize,
+    /// How the closure is split into layers.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub layering: Layering,
+    /// Use PATH for payload binary NAME (e.g. hls-origin=target/…/hls-origin); repeatable.
+    #[arg(long = "binary", value_name = "NAME=PATH")]
+    pub binaries: Vec<String>,
+    /// The enhanced image: imgbuild-init as PID 1 supervising the service (origin only).
+    #[arg(long)]
+    pub init: bool,
+    /// Write every layer anew and keep nothing in the layer cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Layer cache directory (default $IMGBUILD_CACHE, else ~/.cache/imgbuild/layers).
+    #[arg(long, value_name = "DIR", env = "IMGBUILD_CACHE")]
+    pub cache_dir: Option<PathBuf>,
+    /// Worker threads (default: all cores). The output does not depend on it.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Print a JSON summary (output, image, layers with digests and sizes) on stdout
+    /// (on stderr with -o -).
+    #[arg(long)]
+    pub json: bool,
 }
 
-pub fn run(_ctx: &Ctx, _a: ContainerArgs) -> Result<()> {
-    anyhow::bail!("imgbuild container is not built yet")
+/// Everything the build reads, resolved and checked.
+pub struct Inputs {
+    pub profile: Profile,
+    /// (name, host path) of each payload binary, entrypoint program first.
+    pub payloads: Vec<(String, PathBuf)>,
+    pub closure: crate::closure::Closure,
+    pub store_root: Option<PathBuf>,
+    pub init: bool,
+    pub epoch: u64,
+    pub version: String,
+}
+
+/// SOURCE_DATE_EPOCH (default 1).
+pub fn source_date_epoch() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) if !s.trim().is_empty() => s.trim().parse::<u64>().map_err(|_| {
+            BadInput(format!(
+                "SOURCE_DATE_EPOCH={s:?}: expected a number of seconds since 1970"
+            ))
+            .into()
+        }),
+        _ => Ok(1),
+    }
+}
+
+/// Stage 1: the profile, payload binaries and closure.
+pub fn resolve(ctx: &Ctx, a: &ContainerArgs) -> Result<Inputs> {
+    let profile = profile::load_id(&ctx.root, &a.profile)?;
+    if a.init && profile.kind != profile::Kind::Origin {
+        return Err(BadInput(format!(
+            "--init builds the enhanced origin image; {} is a {} profile",
+            profile.id(),
+            profile.kind
+        ))
+        .into());
+    }
+    let overrides = crate::payload::parse_overrides(&a.binaries)?;
+    let mut names = vec![profile.image.binary.clone()];
+    if a.init {
+        names.push("imgbuild-init".to_string());
+    }
+    let mut payloads = Vec::new();
+    for n in names {
+        let p = crate::payload::locate(&n, &overrides)?;
+        payloads.push((n, p));
+    }
+    let closure = if a.closures.is_empty() {
+        crate::closure::Closure::default()
+    } else {
+        crate::closure::load(&a.closures, a.store_root.as_deref())?
+    };
+    Ok(Inputs {
+        profile,
+        payloads,
+        closure,
+        store_root: a.store_root.clone(),
+        init: a.init,
+        epoch: source_date_epoch()?,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+}
+
+fn json_bytes(v: &serde_json::Value) -> Vec<u8> {
+    let mut s = serde_json::to_vec_pretty(v).expect("JSON");
+    s.push(b'\n');
+    s
+}
+
+/// `/etc/imgbuild/profile.json`: the profile's resolved settings, for people and tools
+/// looking into the image.
+pub fn profile_json(p: &Profile) -> Vec<u8> {
+    json_bytes(&serde_json::json!({
+        "id": p.id(),
+        "image": p.image_ref(),
+        "description": p.description,
+        "settings": p.settings,
+        "env": p.env().into_iter().collect::<BTreeMap<_, _>>(),
+        "ports": p.ports(),
+        "user": { "name": p.image.user.name, "uid": p.image.user.uid, "gid": p.image.user.gid },
+    }))
+}
+
+/// `/etc/imgbuild/init.json` for `--init`: the service imgbuild-init supervises.
+pub fn init_json(p: &Profile) -> Vec<u8> {
+    let bin = &p.image.binary;
+    json_bytes(&serde_json::json!({
+        "service": {
+            "name": bin,
+            "path": format!("/bin/{bin}"),
+            "args": [],
+            "env": p.env().into_iter().collect::<BTreeMap<_, _>>(),
+            "uid": p.image.user.uid,
+            "gid": p.image.user.gid,
+        },
+        "hostname": format!("{}-{}", p.image.name, p.name),
+        "network": null,
+        "modules": [],
+    }))
+}
+
+/// Stage 2: the image filesystem.
+pub fn image_tree(ctx: &Ctx, i: &Inputs) -> Result<Tree> {
+    let mut tree = crate::rootfs::base_tree(&ctx.root, &i.profile, &i.version)?;
+    i.closure
+        .add_to_tree(&mut tree, i.store_root.as_deref())
+        .context("adding the closure to the image")?;
+    for (name, host) in &i.payloads {
+        let content = crate::tree::host_content(host)
+            .with_context(|| format!("reading {}", host.display()))?;
+        tree.insert(
+            format!("bin/{name}"),
+            Entry::file(content, 0o755, Group::Payload(name.clone())),
+        )?;
+    }
+    tree.insert("etc/imgbuild", Entry::dir(0o755, Group::Config))?;
+    tree.insert(
+        "etc/imgbuild/profile.json",
+        Entry::file(
+            Content::bytes(profile_json(&i.profile)),
+            0o644,
+            Group::Config,
+        ),
+    )?;
+    if i.init {
+        tree.insert(
+            "etc/imgbuild/init.json",
+            Entry::file(Content::bytes(init_json(&i.profile)), 0o644, Group::Config),
+        )?;
+    }
+    crate::closure::check_executables(&tree).context("checking the executables of the image")?;
+    Ok(tree)
+}
+
+/// The planner's view of the closure.
+pub fn store_nodes(c: &crate::closure::Closure) -> Vec<StoreNode> {
+    let base = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    c.paths
+        .iter()
+        .map(|s| StoreNode {
+            name: base(&s.path),
+            size: s.nar_size.unwrap_or(0),
+            references: s.references.iter().map(|r| base(r)).collect(),
+        })
+        .collect()
+}
+
+/// Stage 4: what the image runs and how it is named.
+pub fn image_meta(i: &Inputs) -> ImageMeta {
+    let p = &i.profile;
+    let created = oci::rfc3339(i.epoch);
+    let revision = std::env::var("IMGBUILD_REVISION")
+        .ok()
+        .or_else(|| option_env!("IMGBUILD_REVISION").map(str::to_string));
+    let h = p.healthcheck();
+    let (user, entrypoint) = if i.init {
+        (
+            "0:0".to_string(),
+            vec!["/bin/imgbuild-init".to_string(), "--container".to_string()],
+        )
+    } else {
+        (
+            format!("{}:{}", p.image.user.uid, p.image.user.gid),
+            vec![format!("/bin/{}", p.image.binary)],
+        )
+    };
+    ImageMeta {
+        name: p.image.name.clone(),
+        tag: p.tag().to_string(),
+        user,
+        env: p
+            .env()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        entrypoint,
+        cmd: vec![],
+        exposed_ports: p.ports().iter().map(|x| format!("{x}/tcp")).collect(),
+        workdir: p.image.workdir.clone(),
+        stop_signal: p.image.stop_signal.clone(),
+        labels: p.labels(&i.version, revision.as_deref(), &created),
+        healthcheck: (!h.test.is_empty()).then(|| Healthcheck {
+            test: h.test.clone(),
+            interval: h.interval_ns,
+            timeout: h.timeout_ns,
+            start_period: h.start_period_ns,
+            start_interval: h.start_interval_ns,
+            retries: h.retries,
+        }),
+        created,
+        created_by: format!("imgbuild {}", i.version),
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return Some(PathBuf::from(x).join("imgbuild/layers"));
+    }
+    std::env::var_os("HOME")
+        .filter(|x| !x.is_empty())
+        .map(|h| PathBuf::from(h).join(".cache/imgbuild/layers"))
+}
+
+pub fn run(ctx: &Ctx, a: ContainerArgs) -> Result<()> {
+    if a.format == Format::OciDir && a.output.as_deref() == Some("-") {
+        return Err(BadInput(
+            "--format oci-dir writes a directory; give it with -o DIR (not -)".into(),
+        )
+        .into());
+    }
+    if a.threads == Some(0) {
+        return Err(BadInput("--threads 0: give at least 1".into()).into());
+    }
+    let inputs = resolve(ctx, &a)?;
+    let tree = image_tree(ctx, &inputs)?;
+    let plan = plan::plan(
+        &tree,
+        &store_nodes(&inputs.closure),
+        &PlanOptions {
+            max_layers: a.max_layers,
+            layering: a.layering,
+        },
+    )?;
+    let meta = image_meta(&inputs);
+    let p = &inputs.profile;
+    let output = match a.output.as_deref() {
+        Some("-") => Output::Stdout,
+        Some(f) => Output::File(PathBuf::from(f)),
+        None => Output::File(PathBuf::from(match a.format {
+            Format::DockerArchive => format!("hls-{}-{}.tar", p.kind, p.name),
+            Format::OciDir => format!("hls-{}-{}.oci", p.kind, p.name),
+        })),
+    };
+    let out_dir = match &output {
+        Output::File(f) => f
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+        Output::Stdout => std::env::temp_dir(),
+    };
+    if !out_dir.is_dir() {
+        return Err(BadInput(format!(
+            "output directory {} does not exist",
+            out_dir.display()
+        ))
+        .into());
+    }
+    let store = match (a.no_cache, a.cache_dir.clone().or_else(default_cache_dir)) {
+        (false, Some(d)) => Store::Cache(d),
+        _ => Store::Scratch(out_dir),
+    };
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let summary = oci::write_image(
+        &tree,
+        &plan,
+        &meta,
+        &output,
+        &WriteOptions {
+            compression: a.compression,
+            format: a.format,
+            threads,
+            epoch: inputs.epoch,
+            store,
+            progress: true,
+        },
+    )?;
+    if a.json {
+        let text = serde_json::to_string_pretty(&summary)? + "\n";
+        if matches!(output, Output::Stdout) {
+            std::io::stderr().write_all(text.as_bytes())?;
+        } else {
+            std::io::stdout().write_all(text.as_bytes())?;
+        }
+    } else if std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && !matches!(output, Output::Stdout)
+    {
+        eprintln!(
+            "wrote {} ({}, {} layers, {} bytes)",
+            summary.output,
+            summary.image,
+            summary.layers.len(),
+            summary.size
+        );
+    }
+    Ok(())
 }

@@ -12,6 +12,7 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         if cause.is::<BadInput>()
             || cause.is::<crate::profile::ProfileError>()
             || cause.is::<crate::payload::PayloadError>()
+            || cause.is::<crate::plan::PlanError>()
             || cause.is::<clap::Error>()
         {
             return 2;

@@ -1,0 +1,364 @@
+//! Layer compression on all cores with output that does not depend on the thread count.
+//!
+//! The uncompressed layer stream is cut into fixed-size chunks that worker threads compress
+//! independently; the writer puts the results back in order.
+//! - gzip: each 128 KiB chunk is raw-deflated with the previous 32 KiB as its dictionary and
+//!   ends with a sync flush (the last one finishes the stream), so the pieces concatenate to
+//!   one deflate stream; one gzip header (mtime 0, no name, OS byte 255) and the CRC32 and
+//!   length of the whole stream around it. This is pigz's scheme: one valid gzip member.
+//! - zstd: each 4 MiB chunk is one independent zstd frame (level 3); zstd decoders read
+//!   concatenated frames as one stream.
+//!
+//! The bytes depend on the chunk size and level only, so `--threads 1` and `--threads 8` give
+//! identical blobs.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+
+use flate2::{Compress, Compression as Level, FlushCompress, Status};
+
+/// How layer blobs are compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Plain tar: the fastest to build and to `docker load`.
+    None,
+    /// gzip level 6, compressed in parallel (one valid gzip stream).
+    Gzip,
+    /// zstd level 3 (OCI media type `tar+zstd`).
+    Zstd,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+    /// OCI media type of a layer blob.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+    /// Uncompressed bytes per parallel job.
+    pub fn chunk_size(self) -> usize {
+        match self {
+            Compression::None => 1 << 20,
+            Compression::Gzip => GZIP_CHUNK,
+            Compression::Zstd => 4 << 20,
+        }
+    }
+}
+
+pub const GZIP_LEVEL: u32 = 6;
+pub const ZSTD_LEVEL: i32 = 3;
+const GZIP_CHUNK: usize = 128 << 10;
+const DICT: usize = 32 << 10;
+
+/// gzip member header: no flags, mtime 0, XFL 0, OS 255 (unknown).
+pub const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+struct Job {
+    kind: Compression,
+    data: Arc<Vec<u8>>,
+    dict: Option<Arc<Vec<u8>>>,
+    last: bool,
+    reply: SyncSender<io::Result<Vec<u8>>>,
+}
+
+/// A fixed set of worker threads shared by every layer being written.
+pub struct Pool {
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    pub threads: usize,
+}
+
+impl Pool {
+    pub fn new(threads: usize) -> Arc<Pool> {
+        let threads = threads.max(1);
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let workers = (0..threads)
+            .map(|i| {
+                let rx = Arc::clone(&rx);
+                std::thread::Builder::new()
+                    .name(format!("compress-{i}"))
+                    .spawn(move || worker(rx))
+                    .expect("spawning a compression thread")
+            })
+            .collect();
+        Arc::new(Pool {
+            tx: Mutex::new(Some(tx)),
+            workers: Mutex::new(workers),
+            threads,
+        })
+    }
+
+    fn submit(&self, job: Job) {
+        if let Some(tx) = self.tx.lock().expect("pool lock").as_ref() {
+            let _ = tx.send(job);
+        }
+    }
+
+    /// Stops the workers once the queued jobs are done.
+    pub fn shutdown(&self) {
+        self.tx.lock().expect("pool lock").take();
+        for h in self.workers.lock().expect("pool lock").drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn worker(rx: Arc<Mutex<Receiver<Job>>>) {
+    let mut deflate: Option<Compress> = None;
+    let mut zstd: Option<zstd::bulk::Compressor<'static>> = None;
+    loop {
+        let job = match rx.lock().expect("pool lock").recv() {
+            Ok(j) => j,
+            Err(_) => return,
+        };
+        let out = match job.kind {
+            Compression::Gzip => {
+                let c = deflate.get_or_insert_with(|| Compress::new(Level::new(GZIP_LEVEL), false));
+                deflate_chunk(c, &job.data, job.dict.as_deref().map(|v| &v[..]), job.last)
+            }
+            Compression::Zstd => {
+                let c = match zstd.as_mut() {
+                    Some(c) => Ok(c),
+                    None => zstd::bulk::Compressor::new(ZSTD_LEVEL).map(|c| zstd.insert(c)),
+                };
+                c.and_then(|c| c.compress(&job.data))
+            }
+            Compression::None => Ok(job.data.to_vec()),
+        };
+        let _ = job.reply.send(out);
+    }
+}
+
+/// Raw deflate of one chunk, primed with the last 32 KiB of `dict`, ending with a sync
+/// flush (or the final block when `last`).
+pub fn deflate_chunk(
+    c: &mut Compress,
+    data: &[u8],
+    dict: Option<&[u8]>,
+    last: bool,
+) -> io::Result<Vec<u8>> {
+    c.reset();
+    if let Some(d) = dict {
+        let d = &d[d.len().saturating_sub(DICT)..];
+        c.set_dictionary(d).map_err(io::Error::other)?;
+    }
+    let mut out = Vec::with_capacity(data.len() / 2 + 1024);
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    let start_in = c.total_in();
+    loop {
+        let consumed = (c.total_in() - start_in) as usize;
+        if out.capacity() - out.len() < 64 {
+            out.reserve(out.capacity().max(4096));
+        }
+        let st = c
+            .compress_vec(&data[consumed..], &mut out, flush)
+            .map_err(io::Error::other)?;
+        let consumed = (c.total_in() - start_in) as usize;
+        let room = out.capacity() - out.len();
+        match st {
+            Status::StreamEnd => break,
+            _ if consumed == data.len() && room > 0 && !last => break,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A `Write` that compresses through the pool and writes the ordered result to `out`.
+pub struct Encoder<W: Write> {
+    kind: Compression,
+    pool: Arc<Pool>,
+    out: W,
+    chunk: Vec<u8>,
+    held: Option<Arc<Vec<u8>>>,
+    prev: Option<Arc<Vec<u8>>>,
+    pending: VecDeque<Receiver<io::Result<Vec<u8>>>>,
+    max_pending: usize,
+    crc: crc32fast::Hasher,
+    total: u64,
+}
+
+impl<W: Write> Encoder<W> {
+    pub fn new(kind: Compression, pool: Arc<Pool>, mut out: W) -> io::Result<Self> {
+        if kind == Compression::Gzip {
+            out.write_all(&GZIP_HEADER)?;
+        }
+        let max_pending = pool.threads * 2 + 1;
+        Ok(Encoder {
+            kind,
+            pool,
+            out,
+            chunk: Vec::with_capacity(kind.chunk_size()),
+            held: None,
+            prev: None,
+            pending: VecDeque::new(),
+            max_pending,
+            crc: crc32fast::Hasher::new(),
+            total: 0,
+        })
+    }
+
+    fn drain(&mut self, keep: usize) -> io::Result<()> {
+        while self.pending.len() > keep {
+            let rx = self.pending.pop_front().expect("non-empty");
+            let bytes = rx
+                .recv()
+                .map_err(|_| io::Error::other("compression worker stopped"))??;
+            self.out.write_all(&bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Submits the held chunk (gzip needs to know which chunk is last, so one is held back).
+    fn submit_held(&mut self, last: bool) -> io::Result<()> {
+        if let Some(data) = self.held.take() {
+            let (tx, rx) = mpsc::sync_channel(1);
+            let dict = if self.kind == Compression::Gzip {
+                self.prev.take()
+            } else {
+                None
+            };
+            self.prev = Some(Arc::clone(&data));
+            self.pool.submit(Job {
+                kind: self.kind,
+                data,
+                dict,
+                last,
+                reply: tx,
+            });
+            self.pending.push_back(rx);
+            let keep = self.max_pending;
+            self.drain(keep)?;
+        }
+        Ok(())
+    }
+
+    fn cut(&mut self) -> io::Result<()> {
+        let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(self.kind.chunk_size()));
+        self.submit_held(false)?;
+        self.held = Some(Arc::new(full));
+        Ok(())
+    }
+
+    /// Flushes every chunk, writes the gzip trailer and returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        if !self.chunk.is_empty() || self.held.is_none() {
+            self.cut()?;
+        }
+        self.submit_held(true)?;
+        self.drain(0)?;
+        if self.kind == Compression::Gzip {
+            let crc = self.crc.clone().finalize();
+            self.out.write_all(&crc.to_le_bytes())?;
+            self.out.write_all(&(self.total as u32).to_le_bytes())?;
+        }
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len();
+        if self.kind == Compression::Gzip {
+            self.crc.update(buf);
+        }
+        self.total += n as u64;
+        let size = self.kind.chunk_size();
+        while !buf.is_empty() {
+            let take = (size - self.chunk.len()).min(buf.len());
+            self.chunk.extend_from_slice(&buf[..take]);
+            buf = &buf[take..];
+            if self.chunk.len() == size {
+                self.cut()?;
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn sample(n: usize) -> Vec<u8> {
+        // Compressible but not trivial.
+        let mut v = Vec::with_capacity(n);
+        let mut x: u32 = 7;
+        while v.len() < n {
+            x = x.wrapping_mul(1103515245).wrapping_add(12345);
+            let word = ["alpha ", "beta ", "gamma ", "delta "][(x >> 16) as usize % 4];
+            v.extend_from_slice(word.as_bytes());
+            v.push((x >> 24) as u8);
+        }
+        v.truncate(n);
+        v
+    }
+
+    fn encode(kind: Compression, threads: usize, data: &[u8]) -> Vec<u8> {
+        let pool = Pool::new(threads);
+        let mut e = Encoder::new(kind, Arc::clone(&pool), Vec::new()).unwrap();
+        for piece in data.chunks(70_001) {
+            e.write_all(piece).unwrap();
+        }
+        let out = e.finish().unwrap();
+        pool.shutdown();
+        out
+    }
+
+    #[test]
+    fn parallel_gzip_is_one_valid_stream_independent_of_threads() {
+        let data = sample(1_000_000);
+        let one = encode(Compression::Gzip, 1, &data);
+        let four = encode(Compression::Gzip, 4, &data);
+        assert_eq!(one, four);
+        let mut d = flate2::read::GzDecoder::new(&one[..]);
+        let mut back = Vec::new();
+        d.read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+        assert!(one.len() < data.len() / 2);
+    }
+
+    #[test]
+    fn gzip_of_nothing_and_of_exact_chunks_decodes() {
+        for n in [0, GZIP_CHUNK, 2 * GZIP_CHUNK, 1] {
+            let data = sample(n);
+            let z = encode(Compression::Gzip, 2, &data);
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&z[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data, "{n}");
+        }
+    }
+
+    #[test]
+    fn zstd_frames_decode_as_one_stream() {
+        let data = sample(9 << 20);
+        let a = encode(Compression::Zstd, 1, &data);
+        let b = encode(Compression::Zstd, 3, &data);
+        assert_eq!(a, b);
+        let back = zstd::stream::decode_all(&a[..]).unwrap();
+        assert_eq!(back, data);
+    }
+}

@@ -1,0 +1,285 @@
+//! Files that appear whole or not at all. A blob or an output is written into an unnamed
+//! file (`O_TMPFILE`) in its destination directory and given its name only when complete
+//! (`linkat`, then `rename` over an existing one), so a failure, Ctrl-C or even SIGKILL
+//! leaves nothing half-written. Where `O_TMPFILE` is not supported the file gets a temp name
+//! that is removed on error and by a SIGINT/SIGTERM/SIGHUP handler.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+/// A file being written in `dir`, named only by [`Pending::persist`].
+pub struct Pending {
+    pub file: File,
+    dir: PathBuf,
+    named: Option<(PathBuf, usize)>,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn unique_name(dir: &Path, hint: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!(".{hint}.imgbuild-tmp-{}-{n}", std::process::id()))
+}
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other)
+}
+
+impl Pending {
+    /// A new unnamed file in `dir` (which must exist).
+    pub fn new_in(dir: &Path, hint: &str) -> io::Result<Pending> {
+        let c = cpath(dir)?;
+        // SAFETY: plain syscall with a valid C string; the fd is owned by the File below.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+                0o644 as libc::c_uint,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: fd is a fresh, owned descriptor.
+            let file = unsafe { File::from_raw_fd(fd) };
+            return Ok(Pending {
+                file,
+                dir: dir.to_path_buf(),
+                named: None,
+            });
+        }
+        let path = unique_name(dir, hint);
+        let slot = cleanup_register(&path);
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .inspect_err(|_| cleanup_release(slot))?;
+        Ok(Pending {
+            file,
+            dir: dir.to_path_buf(),
+            named: Some((path, slot)),
+        })
+    }
+
+    /// Gives the file its final name, replacing what was there. `replace = false` keeps an
+    /// existing file (content-addressed blobs: same name, same bytes).
+    pub fn persist(mut self, dest: &Path, replace: bool) -> io::Result<File> {
+        if let Some((path, slot)) = self.named.take() {
+            let r = if !replace && dest.exists() {
+                std::fs::remove_file(&path)
+            } else {
+                std::fs::rename(&path, dest)
+            };
+            cleanup_release(slot);
+            r?;
+            return self.file.try_clone();
+        }
+        let proc = CString::new(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+            .map_err(io::Error::other)?;
+        let link_to = |p: &Path| -> io::Result<()> {
+            let c = cpath(p)?;
+            // SAFETY: valid C strings; linkat does not keep them.
+            let r = unsafe {
+                libc::linkat(
+                    libc::AT_FDCWD,
+                    proc.as_ptr(),
+                    libc::AT_FDCWD,
+                    c.as_ptr(),
+                    libc::AT_SYMLINK_FOLLOW,
+                )
+            };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        match link_to(dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !replace => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let tmp = unique_name(&self.dir, "out");
+                let slot = cleanup_register(&tmp);
+                let r = link_to(&tmp).and_then(|_| std::fs::rename(&tmp, dest));
+                if r.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                cleanup_release(slot);
+                r?;
+            }
+            Err(e) => return Err(e),
+        }
+        self.file.try_clone()
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some((path, slot)) = self.named.take() {
+            let _ = std::fs::remove_file(&path);
+            cleanup_release(slot);
+        }
+    }
+}
+
+/// An anonymous scratch file (unlinked at once): gone when dropped or when the process dies.
+pub fn scratch_in(dir: &Path) -> io::Result<File> {
+    let path = unique_name(dir, "scratch");
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}
+
+// --- Signal-time cleanup of named temp files --------------------------------------------
+
+const SLOTS: usize = 64;
+static CLEANUP: [AtomicPtr<libc::c_char>; SLOTS] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
+static INSTALLED: std::sync::Once = std::sync::Once::new();
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    for slot in &CLEANUP {
+        let p = slot.load(Ordering::SeqCst);
+        if !p.is_null() {
+            // SAFETY: unlink is async-signal-safe; p is a leaked, NUL-terminated string.
+            unsafe { libc::unlink(p) };
+        }
+    }
+    // SAFETY: restore the default action and re-raise, so the exit status says "signal".
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+fn install() {
+    INSTALLED.call_once(|| {
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // SAFETY: installing a handler that only calls async-signal-safe functions.
+            unsafe {
+                libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+            }
+        }
+    });
+}
+
+/// Registers a path to unlink if the process is interrupted; returns its slot.
+pub fn cleanup_register(path: &Path) -> usize {
+    install();
+    let Ok(c) = cpath(path) else {
+        return usize::MAX;
+    };
+    let raw = c.into_raw();
+    for (i, slot) in CLEANUP.iter().enumerate() {
+        if slot
+            .compare_exchange(
+                std::ptr::null_mut(),
+                raw,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+        {
+            return i;
+        }
+    }
+    // SAFETY: raw came from into_raw above and was not stored.
+    drop(unsafe { CString::from_raw(raw) });
+    usize::MAX
+}
+
+/// Forgets a registered path (after it was renamed or removed).
+pub fn cleanup_release(slot: usize) {
+    if slot < SLOTS {
+        let p = CLEANUP[slot].swap(std::ptr::null_mut(), Ordering::SeqCst);
+        if !p.is_null() {
+            // SAFETY: p came from CString::into_raw in cleanup_register.
+            drop(unsafe { CString::from_raw(p) });
+        }
+    }
+}
+
+/// A directory written under a temp name and renamed into place when complete; removed on
+/// drop unless persisted. Registered for signal-time cleanup (top level only).
+pub struct PendingDir {
+    pub path: PathBuf,
+    slot: usize,
+    done: bool,
+}
+
+impl PendingDir {
+    pub fn new_for(dest: &Path) -> io::Result<PendingDir> {
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let hint = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "oci".into());
+        let path = unique_name(parent, &hint);
+        std::fs::create_dir(&path)?;
+        let slot = usize::MAX; // a directory cannot be unlinked in one call; see Drop.
+        Ok(PendingDir {
+            path,
+            slot,
+            done: false,
+        })
+    }
+
+    pub fn persist(mut self, dest: &Path) -> io::Result<()> {
+        if dest.exists() {
+            std::fs::remove_dir_all(dest)?;
+        }
+        std::fs::rename(&self.path, dest)?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for PendingDir {
+    fn drop(&mut self) {
+        cleanup_release(self.slot);
+        if !self.done {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_pending_file_has_no_name_until_persisted() {
+        let d = tempfile::tempdir().unwrap();
+        let mut p = Pending::new_in(d.path(), "x").unwrap();
+        p.file.write_all(b"hello").unwrap();
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+        let dest = d.path().join("out.tar");
+        std::fs::write(&dest, b"old").unwrap();
+        p.persist(&dest, true).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_dropped_pending_file_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let mut p = Pending::new_in(d.path(), "x").unwrap();
+            p.file.write_all(b"partial").unwrap();
+        }
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+}

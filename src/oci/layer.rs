@@ -1,0 +1,653 @@
+//! One layer of the Plan → one blob: a deterministic tar of the layer's Tree entries
+//! (byte-sorted, parents first, mtime from SOURCE_DATE_EPOCH, owners as in the Tree), hashed
+//! uncompressed (the diff_id) and after compression (the blob digest), kept in the layer cache
+//! under a content key so an unchanged layer is never written twice.
+//!
+//! The cache key is a sha256 over everything that decides the layer's bytes: the format
+//! version, compression, mtime, and per entry its path, kind, mode, owner, link target and
+//! content identity — inline bytes by their hash, host files by path, size, device, inode,
+//! mtime and ctime (nanoseconds). ctime changes on every write, chmod, rename-over or
+//! hard-link count change and cannot be set by a user, so a host file whose key is unchanged
+//! has not been modified; content hashing every file on each build would cost as much as the
+//! build itself.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::compress::{Compression, Encoder, Pool};
+use super::files::{scratch_in, Pending};
+use super::tar::{self, EntryType, Header};
+use super::OciError;
+use crate::plan::Layer;
+use crate::tree::{display_path, Content, Entry, Kind, Tree};
+
+/// Bumped whenever the tar or compression output for the same input changes.
+const FORMAT: &str = "imgbuild-layer-v1";
+
+/// A finished layer blob.
+#[derive(Debug)]
+pub struct Blob {
+    /// `sha256:<hex>` of the uncompressed tar.
+    pub diff_id: String,
+    /// `sha256:<hex>` of the blob as stored.
+    pub digest: String,
+    pub size: u64,
+    pub tar_size: u64,
+    pub media_type: &'static str,
+    pub source: BlobSource,
+    /// Taken from the cache instead of written.
+    pub cached: bool,
+}
+
+/// Where a blob's bytes are.
+#[derive(Debug)]
+pub enum BlobSource {
+    Path(PathBuf),
+    Scratch(File),
+}
+
+impl Blob {
+    /// A reader positioned at the blob's first byte.
+    pub fn open(&self) -> io::Result<File> {
+        match &self.source {
+            BlobSource::Path(p) => File::open(p),
+            BlobSource::Scratch(f) => {
+                let mut f = f.try_clone()?;
+                f.seek(SeekFrom::Start(0))?;
+                Ok(f)
+            }
+        }
+    }
+}
+
+/// Counters the progress display reads.
+#[derive(Default)]
+pub struct Progress {
+    pub bytes: AtomicU64,
+    pub layers_done: AtomicU64,
+}
+
+/// Where blobs go: a content-addressed cache directory, or anonymous scratch files.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Cache(PathBuf),
+    Scratch(PathBuf),
+}
+
+impl Store {
+    pub fn prepare(&self) -> Result<(), OciError> {
+        let dirs: Vec<PathBuf> = match self {
+            Store::Cache(d) => vec![d.join("blobs/sha256"), d.join("keys")],
+            Store::Scratch(d) => vec![d.clone()],
+        };
+        for d in dirs {
+            std::fs::create_dir_all(&d).map_err(|e| OciError::io(&d, e))?;
+        }
+        Ok(())
+    }
+}
+
+fn hex(d: impl AsRef<[u8]>) -> String {
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a hard link becomes in this layer.
+enum Link<'a> {
+    /// Its target is written earlier in the same layer: a tar hard link.
+    Tar(&'a [u8]),
+    /// Its target is elsewhere: a regular file with the target's content and metadata.
+    File(&'a Entry),
+}
+
+fn resolve_link<'a>(
+    tree: &'a Tree,
+    layer: &Layer,
+    path: &[u8],
+    target: &'a [u8],
+) -> Result<Link<'a>, OciError> {
+    let mut t = target;
+    for _ in 0..8 {
+        let e = tree.get(t).ok_or_else(|| {
+            OciError::Input(format!(
+                "hard link {} points at {}, which is not in the image",
+                display_path(path),
+                display_path(t)
+            ))
+        })?;
+        match &e.kind {
+            Kind::HardLink(next) => t = next,
+            Kind::File(_) => {
+                let same_layer = t < path
+                    && layer
+                        .paths
+                        .binary_search_by(|p| p.as_slice().cmp(t))
+                        .is_ok();
+                return Ok(if same_layer {
+                    Link::Tar(t)
+                } else {
+                    Link::File(e)
+                });
+            }
+            _ => {
+                return Err(OciError::Input(format!(
+                    "hard link {} points at {}, which is not a regular file",
+                    display_path(path),
+                    display_path(t)
+                )))
+            }
+        }
+    }
+    Err(OciError::Input(format!(
+        "hard link chain too long at {}",
+        display_path(path)
+    )))
+}
+
+/// The layer's content key (see the module doc).
+pub fn cache_key(
+    tree: &Tree,
+    layer: &Layer,
+    epoch: u64,
+    compression: Compression,
+) -> Result<String, OciError> {
+    let mut h = Sha256::new();
+    let mut put = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    put(FORMAT.as_bytes());
+    put(compression.as_str().as_bytes());
+    put(&epoch.to_le_bytes());
+    let content_id = |c: &Content| -> Result<Vec<u8>, OciError> {
+        Ok(match c {
+            Content::Bytes(b) => {
+                let mut v = b"bytes:".to_vec();
+                v.extend_from_slice(&Sha256::digest(b));
+                v
+            }
+            Content::Host { path, size } => {
+                let m = std::fs::metadata(path).map_err(|e| OciError::io(path, e))?;
+                let mut v = b"host:".to_vec();
+                v.extend_from_slice(path.as_os_str().as_encoded_bytes());
+                for x in [
+                    *size,
+                    m.len(),
+                    m.dev(),
+                    m.ino(),
+                    m.mtime() as u64,
+                    m.mtime_nsec() as u64,
+                    m.ctime() as u64,
+                    m.ctime_nsec() as u64,
+                ] {
+                    v.extend_from_slice(&x.to_le_bytes());
+                }
+                v
+            }
+        })
+    };
+    for p in &layer.paths {
+        let e = tree.get(p).ok_or_else(|| {
+            OciError::Input(format!(
+                "planned path {} is not in the tree",
+                display_path(p)
+            ))
+        })?;
+        put(p);
+        put(&[e.mode, e.uid, e.gid].map(u32::to_le_bytes).concat());
+        match &e.kind {
+            Kind::Dir => put(b"dir"),
+            Kind::File(c) => {
+                put(b"file");
+                put(&content_id(c)?);
+            }
+            Kind::Symlink(t) => {
+                put(b"symlink");
+                put(t);
+            }
+            Kind::HardLink(t) => match resolve_link(tree, layer, p, t)? {
+                Link::Tar(t) => {
+                    put(b"hardlink");
+                    put(t);
+                }
+                Link::File(target) => {
+                    put(b"linkfile");
+                    put(&[target.mode, target.uid, target.gid]
+                        .map(u32::to_le_bytes)
+                        .concat());
+                    if let Kind::File(c) = &target.kind {
+                        put(&content_id(c)?);
+                    }
+                }
+            },
+            Kind::CharDevice { major, minor } => {
+                put(b"chardev");
+                put(&[*major, *minor].map(u32::to_le_bytes).concat());
+            }
+        }
+    }
+    Ok(hex(h.finalize()))
+}
+
+/// Counts bytes and hashes them on the way through.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+    count: u64,
+    progress: Option<Arc<Progress>>,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.count += n as u64;
+        if let Some(p) = &self.progress {
+            p.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn write_content(
+    out: &mut impl Write,
+    c: &Content,
+    path: &[u8],
+    buf: &mut [u8],
+) -> Result<(), OciError> {
+    match c {
+        Content::Bytes(b) => out.write_all(b).map_err(OciError::Write),
+        Content::Host { path: host, size } => {
+            let mut f = File::open(host).map_err(|e| OciError::io(host, e))?;
+            let now = f.metadata().map_err(|e| OciError::io(host, e))?.len();
+            if now != *size {
+                return Err(OciError::Changed {
+                    host: host.clone(),
+                    image: display_path(path),
+                    was: *size,
+                    now,
+                });
+            }
+            let mut left = *size;
+            while left > 0 {
+                let want = (buf.len() as u64).min(left) as usize;
+                let n = f
+                    .read(&mut buf[..want])
+                    .map_err(|e| OciError::io(host, e))?;
+                if n == 0 {
+                    return Err(OciError::Changed {
+                        host: host.clone(),
+                        image: display_path(path),
+                        was: *size,
+                        now: size - left,
+                    });
+                }
+                out.write_all(&buf[..n]).map_err(OciError::Write)?;
+                left -= n as u64;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Writes the layer's tar to `out`; returns its length.
+pub fn write_tar(
+    tree: &Tree,
+    layer: &Layer,
+    mtime: u64,
+    out: &mut impl Write,
+) -> Result<(), OciError> {
+    let mut buf = vec![0u8; 256 << 10];
+    let mut hdr = Vec::with_capacity(2048);
+    let mut name = Vec::with_capacity(256);
+    for p in &layer.paths {
+        let e = tree.get(p).ok_or_else(|| {
+            OciError::Input(format!(
+                "planned path {} is not in the tree",
+                display_path(p)
+            ))
+        })?;
+        name.clear();
+        name.extend_from_slice(p);
+        let mut h = Header {
+            name: &[],
+            link: &[],
+            kind: EntryType::File,
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            size: 0,
+            mtime,
+            dev: (0, 0),
+        };
+        let mut content: Option<&Content> = None;
+        match &e.kind {
+            Kind::Dir => {
+                name.push(b'/');
+                h.kind = EntryType::Dir;
+            }
+            Kind::File(c) => {
+                h.size = c.len();
+                content = Some(c);
+            }
+            Kind::Symlink(t) => {
+                h.kind = EntryType::Symlink;
+                h.link = t;
+            }
+            Kind::HardLink(t) => match resolve_link(tree, layer, p, t)? {
+                Link::Tar(t) => {
+                    h.kind = EntryType::HardLink;
+                    h.link = t;
+                }
+                Link::File(target) => {
+                    let Kind::File(c) = &target.kind else {
+                        unreachable!("resolved to a file")
+                    };
+                    h.mode = target.mode;
+                    h.uid = target.uid;
+                    h.gid = target.gid;
+                    h.size = c.len();
+                    content = Some(c);
+                }
+            },
+            Kind::CharDevice { major, minor } => {
+                h.kind = EntryType::CharDevice;
+                h.dev = (*major, *minor);
+            }
+        }
+        h.name = &name;
+        hdr.clear();
+        tar::header_bytes(&h, &mut hdr);
+        out.write_all(&hdr).map_err(OciError::Write)?;
+        if let Some(c) = content {
+            write_content(out, c, p, &mut buf)?;
+            let pad = tar::padding(h.size);
+            out.write_all(&[0u8; tar::BLOCK][..pad])
+                .map_err(OciError::Write)?;
+        }
+    }
+    tar::finish(out).map_err(OciError::Write)?;
+    Ok(())
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeyRecord {
+    diff_id: String,
+    digest: String,
+    size: u64,
+    tar_size: u64,
+}
+
+/// Options for writing layers.
+pub struct LayerOptions {
+    pub compression: Compression,
+    pub mtime: u64,
+    pub store: Store,
+    pub pool: Arc<Pool>,
+    pub progress: Arc<Progress>,
+}
+
+/// Produces one layer blob, from the cache when its key is there.
+pub fn write_layer(tree: &Tree, layer: &Layer, o: &LayerOptions) -> Result<Blob, OciError> {
+    let media_type = o.compression.media_type();
+    let key = match &o.store {
+        Store::Cache(dir) => Some((dir, cache_key(tree, layer, o.mtime, o.compression)?)),
+        Store::Scratch(_) => None,
+    };
+    if let Some((dir, key)) = &key {
+        if let Some(b) = cache_lookup(dir, key, media_type) {
+            o.progress.bytes.fetch_add(b.tar_size, Ordering::Relaxed);
+            o.progress.layers_done.fetch_add(1, Ordering::Relaxed);
+            return Ok(b);
+        }
+    }
+    let (file, pending) = match &o.store {
+        Store::Cache(dir) => {
+            let d = dir.join("blobs/sha256");
+            let p = Pending::new_in(&d, "blob").map_err(|e| OciError::io(&d, e))?;
+            (
+                p.file.try_clone().map_err(|e| OciError::io(&d, e))?,
+                Some(p),
+            )
+        }
+        Store::Scratch(d) => (scratch_in(d).map_err(|e| OciError::io(d, e))?, None),
+    };
+    let sink = BufWriter::with_capacity(1 << 20, file.try_clone().map_err(OciError::Write)?);
+    let (diff_id, tar_size, digest, size) = if o.compression == Compression::None {
+        let mut w = Hashing {
+            inner: sink,
+            hash: Sha256::new(),
+            count: 0,
+            progress: Some(Arc::clone(&o.progress)),
+        };
+        write_tar(tree, layer, o.mtime, &mut w)?;
+        w.flush().map_err(OciError::Write)?;
+        let d = format!("sha256:{}", hex(w.hash.finalize()));
+        (d.clone(), w.count, d, w.count)
+    } else {
+        let compressed = Hashing {
+            inner: sink,
+            hash: Sha256::new(),
+            count: 0,
+            progress: None,
+        };
+        let enc = Encoder::new(o.compression, Arc::clone(&o.pool), compressed)
+            .map_err(OciError::Write)?;
+        let mut w = Hashing {
+            inner: enc,
+            hash: Sha256::new(),
+            count: 0,
+            progress: Some(Arc::clone(&o.progress)),
+        };
+        write_tar(tree, layer, o.mtime, &mut w)?;
+        let mut c = w.inner.finish().map_err(OciError::Write)?;
+        c.flush().map_err(OciError::Write)?;
+        (
+            format!("sha256:{}", hex(w.hash.finalize())),
+            w.count,
+            format!("sha256:{}", hex(c.hash.finalize())),
+            c.count,
+        )
+    };
+    let source = match (pending, &key) {
+        (Some(p), Some((dir, key))) => {
+            let dest = dir.join("blobs/sha256").join(&digest["sha256:".len()..]);
+            p.persist(&dest, false)
+                .map_err(|e| OciError::io(&dest, e))?;
+            let rec = KeyRecord {
+                diff_id: diff_id.clone(),
+                digest: digest.clone(),
+                size,
+                tar_size,
+            };
+            let kdir = dir.join("keys");
+            let mut kp = Pending::new_in(&kdir, "key").map_err(|e| OciError::io(&kdir, e))?;
+            kp.file
+                .write_all(&serde_json::to_vec(&rec).expect("json"))
+                .map_err(OciError::Write)?;
+            let kdest = kdir.join(key);
+            kp.persist(&kdest, true)
+                .map_err(|e| OciError::io(&kdest, e))?;
+            BlobSource::Path(dest)
+        }
+        _ => BlobSource::Scratch(file),
+    };
+    o.progress.layers_done.fetch_add(1, Ordering::Relaxed);
+    Ok(Blob {
+        diff_id,
+        digest,
+        size,
+        tar_size,
+        media_type,
+        source,
+        cached: false,
+    })
+}
+
+fn cache_lookup(dir: &Path, key: &str, media_type: &'static str) -> Option<Blob> {
+    let rec: KeyRecord =
+        serde_json::from_slice(&std::fs::read(dir.join("keys").join(key)).ok()?).ok()?;
+    let path = dir
+        .join("blobs/sha256")
+        .join(rec.digest.strip_prefix("sha256:")?);
+    (std::fs::metadata(&path).ok()?.len() == rec.size).then_some(Blob {
+        diff_id: rec.diff_id,
+        digest: rec.digest,
+        size: rec.size,
+        tar_size: rec.tar_size,
+        media_type,
+        source: BlobSource::Path(path),
+        cached: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::Group;
+
+    fn layer_of(tree: &Tree) -> Layer {
+        Layer {
+            name: "t".into(),
+            groups: vec![Group::Base],
+            paths: tree.iter().map(|(p, _)| p.to_vec()).collect(),
+            size: 0,
+        }
+    }
+
+    fn entries(tar: &[u8]) -> Vec<tar::Parsed> {
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off + tar::BLOCK <= tar.len() {
+            let Some(p) = tar::parse_block(tar[off..off + tar::BLOCK].try_into().unwrap()).unwrap()
+            else {
+                break;
+            };
+            off += tar::BLOCK + p.size.div_ceil(512) as usize * 512;
+            out.push(p);
+        }
+        out
+    }
+
+    #[test]
+    fn tar_is_sorted_with_fixed_mtime_and_tree_owners() {
+        let mut t = Tree::new();
+        t.insert("tmp", Entry::dir(0o1777, Group::Base)).unwrap();
+        t.insert(
+            "etc/shadow",
+            Entry::file(
+                Content::bytes(b"root:!:1::::::\n".to_vec()),
+                0o600,
+                Group::Base,
+            ),
+        )
+        .unwrap();
+        t.insert("bin/sh-free", Entry::symlink("/bin/none", Group::Base))
+            .unwrap();
+        t.insert("home/hls", Entry::dir(0o755, Group::Base).owned(1000, 1000))
+            .unwrap();
+        let mut out = Vec::new();
+        write_tar(&t, &layer_of(&t), 42, &mut out).unwrap();
+        let e = entries(&out);
+        let names: Vec<String> = e
+            .iter()
+            .map(|p| String::from_utf8_lossy(&p.name).into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "bin/",
+                "bin/sh-free",
+                "etc/",
+                "etc/shadow",
+                "home/",
+                "home/hls/",
+                "tmp/"
+            ]
+        );
+        assert!(e.iter().all(|p| p.mtime == 42));
+        assert_eq!(e[3].mode, 0o600);
+        assert_eq!(e[5].uid, 1000);
+        assert_eq!(e[6].mode, 0o1777);
+        assert_eq!(out.len() % 512, 0);
+    }
+
+    #[test]
+    fn hard_links_to_another_layer_become_files() {
+        let mut t = Tree::new();
+        t.insert(
+            "a/file",
+            Entry::file(Content::bytes(b"data".to_vec()), 0o444, Group::Base),
+        )
+        .unwrap();
+        t.insert(
+            "b/link",
+            Entry {
+                kind: Kind::HardLink(b"a/file".to_vec()),
+                mode: 0o444,
+                uid: 0,
+                gid: 0,
+                group: Group::Config,
+            },
+        )
+        .unwrap();
+        t.insert(
+            "b/same",
+            Entry {
+                kind: Kind::HardLink(b"b/link".to_vec()),
+                mode: 0o444,
+                uid: 0,
+                gid: 0,
+                group: Group::Config,
+            },
+        )
+        .unwrap();
+        let only_b = Layer {
+            name: "b".into(),
+            groups: vec![Group::Config],
+            paths: vec![b"b".to_vec(), b"b/link".to_vec(), b"b/same".to_vec()],
+            size: 0,
+        };
+        let mut out = Vec::new();
+        write_tar(&t, &only_b, 1, &mut out).unwrap();
+        let e = entries(&out);
+        assert_eq!(e[1].flag, b'0');
+        assert_eq!(e[1].size, 4);
+        assert_eq!(e[2].flag, b'0');
+        let all = layer_of(&t);
+        let mut out = Vec::new();
+        write_tar(&t, &all, 1, &mut out).unwrap();
+        let e = entries(&out);
+        let link = e.iter().find(|p| p.name == b"b/link").unwrap();
+        assert_eq!((link.flag, link.link.as_slice()), (b'1', &b"a/file"[..]));
+    }
+
+    #[test]
+    fn cache_key_changes_when_a_host_file_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("bin");
+        std::fs::write(&f, b"one").unwrap();
+        let mut t = Tree::new();
+        t.insert(
+            "bin/x",
+            Entry::file(crate::tree::host_content(&f).unwrap(), 0o755, Group::Base),
+        )
+        .unwrap();
+        let l = layer_of(&t);
+        let k1 = cache_key(&t, &l, 1, Compression::None).unwrap();
+        assert_eq!(k1, cache_key(&t, &l, 1, Compression::None).unwrap());
+        assert_ne!(k1, cache_key(&t, &l, 2, Compression::None).unwrap());
+        assert_ne!(k1, cache_key(&t, &l, 1, Compression::Gzip).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(&f, b"two").unwrap();
+        assert_ne!(k1, cache_key(&t, &l, 1, Compression::None).unwrap());
+    }
+}

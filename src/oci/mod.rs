@@ -1,0 +1,330 @@
+//! The container image writer: Plan + Tree + image metadata → layer blobs (in parallel, from
+//! the cache when unchanged) → image config, OCI manifest and index → one tar in the shape
+//! Docker ≥ 25 `docker save` writes (OCI layout *and* `manifest.json` + `repositories`, so the
+//! classic Docker store, containerd, podman and skopeo all load it), or an OCI directory.
+//!
+//! It never looks at profiles: what the image runs, as whom, with which environment comes in
+//! as an [`ImageMeta`]. JSON is written from our own structs with sorted maps, so the same
+//! input gives the same bytes (and digests) every time.
+
+pub mod compress;
+pub mod files;
+pub mod image;
+pub mod layer;
+pub mod tar;
+
+use std::collections::BTreeMap;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use compress::Compression;
+pub use image::{Healthcheck, ImageMeta};
+pub use layer::{Blob, Store};
+
+use crate::plan::Plan;
+use crate::tree::Tree;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("{path}: {err}")]
+    Io { path: String, err: io::Error },
+    #[error("writing the image: {0}")]
+    Write(io::Error),
+    #[error("{host} (image path {image}) changed while the image was written: it was {was} bytes, now {now}; rebuild once the file is stable")]
+    Changed {
+        host: PathBuf,
+        image: String,
+        was: u64,
+        now: u64,
+    },
+    #[error("{0}")]
+    Input(String),
+}
+
+impl OciError {
+    pub fn io(path: &Path, err: io::Error) -> OciError {
+        OciError::Io {
+            path: path.display().to_string(),
+            err,
+        }
+    }
+}
+
+/// The on-disk shape of the result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// One tar: OCI layout plus Docker's manifest.json (what `docker save` writes).
+    DockerArchive,
+    /// An OCI image layout directory.
+    OciDir,
+}
+
+/// Where the image goes.
+#[derive(Clone, Debug)]
+pub enum Output {
+    File(PathBuf),
+    Stdout,
+}
+
+pub struct WriteOptions {
+    pub compression: Compression,
+    pub format: Format,
+    pub threads: usize,
+    /// SOURCE_DATE_EPOCH: every mtime and `created`.
+    pub epoch: u64,
+    pub store: Store,
+    /// Show progress on stderr (only when it is a terminal).
+    pub progress: bool,
+}
+
+/// What was written, for `--json` and tests.
+#[derive(Debug, serde::Serialize)]
+pub struct Summary {
+    pub output: String,
+    pub image: String,
+    pub format: Format,
+    pub compression: Compression,
+    pub config_digest: String,
+    pub manifest_digest: String,
+    pub size: u64,
+    pub layers: Vec<LayerSummary>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct LayerSummary {
+    pub name: String,
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+    pub uncompressed_size: u64,
+    pub media_type: &'static str,
+    pub cached: bool,
+    pub contents: Vec<String>,
+}
+
+/// `1970-01-01T00:00:01Z` for 1.
+pub fn rfc3339(epoch: u64) -> String {
+    let days = (epoch / 86400) as i64;
+    let secs = epoch % 86400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+fn human(b: u64) -> String {
+    let mut v = b as f64;
+    for u in ["B", "KiB", "MiB", "GiB"] {
+        if v < 1024.0 || u == "GiB" {
+            return if u == "B" {
+                format!("{b} B")
+            } else {
+                format!("{v:.1} {u}")
+            };
+        }
+        v /= 1024.0;
+    }
+    unreachable!()
+}
+
+/// Writes every layer (largest first, `threads` at a time), in plan order as the result.
+fn write_layers(
+    tree: &Tree,
+    plan: &Plan,
+    o: &layer::LayerOptions,
+    threads: usize,
+) -> Result<Vec<Blob>, OciError> {
+    let n = plan.layers.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| {
+        plan.layers[b]
+            .size
+            .cmp(&plan.layers[a].size)
+            .then(a.cmp(&b))
+    });
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<Result<Blob, OciError>>>> =
+        Mutex::new((0..n).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, n.max(1)) {
+            s.spawn(|| loop {
+                if failed.load(Ordering::Relaxed) {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&li) = order.get(i) else { return };
+                let r = layer::write_layer(tree, &plan.layers[li], o);
+                if r.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                results.lock().expect("results lock")[li] = Some(r);
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(n);
+    let mut first_err = None;
+    for r in results.into_inner().expect("results lock") {
+        match r {
+            Some(Ok(b)) => out.push(b),
+            Some(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            None => {}
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// Shows layers done, bytes and rate on stderr while `stop` is false.
+fn progress_thread(
+    p: Arc<layer::Progress>,
+    total_layers: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut shown = false;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+            let bytes = p.bytes.load(Ordering::Relaxed);
+            let done = p.layers_done.load(Ordering::Relaxed);
+            let rate = bytes as f64 / start.elapsed().as_secs_f64().max(1e-3);
+            eprint!(
+                "\r\x1b[2Klayers {done}/{total_layers}  {}  {}/s",
+                human(bytes),
+                human(rate as u64)
+            );
+            shown = true;
+        }
+        if shown {
+            eprint!("\r\x1b[2K");
+        }
+    })
+}
+
+/// Builds the image: layers, config, manifest, index, and the archive or directory.
+pub fn write_image(
+    tree: &Tree,
+    plan: &Plan,
+    meta: &ImageMeta,
+    out: &Output,
+    o: &WriteOptions,
+) -> Result<Summary, OciError> {
+    o.store.prepare()?;
+    let pool = compress::Pool::new(o.threads);
+    let progress = Arc::new(layer::Progress::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let shower = (o.progress && io::stderr().is_terminal())
+        .then(|| progress_thread(Arc::clone(&progress), plan.layers.len(), Arc::clone(&stop)));
+    let lo = layer::LayerOptions {
+        compression: o.compression,
+        mtime: o.epoch,
+        store: o.store.clone(),
+        pool: Arc::clone(&pool),
+        progress: Arc::clone(&progress),
+    };
+    let blobs = write_layers(tree, plan, &lo, o.threads);
+    pool.shutdown();
+    stop.store(true, Ordering::Relaxed);
+    if let Some(h) = shower {
+        let _ = h.join();
+    }
+    let blobs = blobs?;
+    let docs = image::Documents::new(meta, plan, &blobs);
+    let written = match (o.format, out) {
+        (Format::DockerArchive, Output::File(path)) => {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let pending = files::Pending::new_in(dir, "image").map_err(|e| OciError::io(dir, e))?;
+            let mut f = pending.file.try_clone().map_err(OciError::Write)?;
+            image::write_archive(&mut f, &docs, &blobs, o.epoch)?;
+            f.flush().map_err(OciError::Write)?;
+            pending.file.sync_data().ok();
+            pending
+                .persist(path, true)
+                .map_err(|e| OciError::io(path, e))?;
+            path.display().to_string()
+        }
+        (Format::DockerArchive, Output::Stdout) => {
+            let stdout = io::stdout();
+            let mut lock = stdout.lock();
+            image::write_archive(&mut lock, &docs, &blobs, o.epoch)?;
+            lock.flush().map_err(OciError::Write)?;
+            "-".to_string()
+        }
+        (Format::OciDir, Output::File(path)) => {
+            let pd = files::PendingDir::new_for(path).map_err(|e| OciError::io(path, e))?;
+            image::write_oci_dir(&pd.path, &docs, &blobs)?;
+            pd.persist(path).map_err(|e| OciError::io(path, e))?;
+            path.display().to_string()
+        }
+        (Format::OciDir, Output::Stdout) => {
+            return Err(OciError::Input(
+                "--format oci-dir writes a directory; give it with -o DIR (not -)".into(),
+            ));
+        }
+    };
+    let layers = plan
+        .layers
+        .iter()
+        .zip(&blobs)
+        .map(|(l, b)| LayerSummary {
+            name: l.name.clone(),
+            digest: b.digest.clone(),
+            diff_id: b.diff_id.clone(),
+            size: b.size,
+            uncompressed_size: b.tar_size,
+            media_type: b.media_type,
+            cached: b.cached,
+            contents: l.groups.iter().map(|g| g.to_string()).collect(),
+        })
+        .collect();
+    Ok(Summary {
+        output: written,
+        image: meta.reference(),
+        format: o.format,
+        compression: o.compression,
+        config_digest: docs.config_digest.clone(),
+        manifest_digest: docs.manifest_digest.clone(),
+        size: docs.total_size(&blobs),
+        layers,
+    })
+}
+
+/// Labels/annotations helper for callers: a sorted map.
+pub type Labels = BTreeMap<String, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_of_known_epochs() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1), "1970-01-01T00:00:01Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}
