@@ -88,29 +88,26 @@ fn main() {
     }
 }
 
+/// One single-threaded runtime per core, each accepting on its own descriptor of the one
+/// listening socket (the kernel wakes an idle one, as with nginx workers); no work stealing
+/// between threads on the request path. The main thread runs the clock, signals and the
+/// access-log writer.
 fn run(cli: Cli) -> anyhow::Result<()> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?;
-    rt.block_on(serve(cli))?;
-    // Connections still open must not delay exit: leave them to the kernel.
-    std::process::exit(0);
-}
-
-async fn serve(cli: Cli) -> anyhow::Result<()> {
     let s = cli.settings;
     let addr = SocketAddr::new(s.bind, s.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
 
     let (log_tx, log_task) = if s.access_log != AccessLog::Off {
         let (tx, rx) = mpsc::channel::<String>(16_384);
-        (Some(tx), Some(tokio::spawn(access_log_writer(rx))))
+        (Some(tx), Some(control.spawn(access_log_writer(rx))))
     } else {
         (None, None)
     };
@@ -124,41 +121,89 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             "variant ready"
         );
     }
-    tracing::info!(%addr, master = %format!("/{}", s.master_name), segment_duration = s.segment_duration, list_size = s.list_size, "hls-origin listening");
 
-    let ticker = {
+    // Signal handlers are in place before the first connection can be accepted.
+    let (mut term, mut int) = {
+        let _rt = control.enter();
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        )
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<()>();
+    for i in 0..threads {
+        let fd = listener.try_clone()?;
         let app = app.clone();
-        tokio::spawn(async move {
-            loop {
-                app.stream.advance();
-                tracing::debug!(
-                    media_sequence = app.stream.media_sequence(),
-                    "window advanced"
-                );
-                tokio::time::sleep(app.stream.until_next() + Duration::from_millis(1)).await;
+        let mut stop = stop_rx.clone();
+        let closed = closed_tx.clone();
+        std::thread::Builder::new()
+            .name(format!("http-{i}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("worker runtime");
+                rt.block_on(async move {
+                    match tokio::net::TcpListener::from_std(fd) {
+                        Ok(l) => {
+                            tokio::select! {
+                                _ = http::serve(l, app) => {}
+                                _ = stop.changed() => {}
+                            }
+                        }
+                        Err(e) => tracing::error!("worker {i}: {e}"),
+                    }
+                    // The listener is dropped; open connections keep being served until exit.
+                    let _ = closed.send(());
+                    std::future::pending::<()>().await
+                })
+            })?;
+    }
+    drop(closed_tx);
+    // The workers hold the only descriptors of the socket from here on.
+    drop(listener);
+    tracing::info!(%addr, threads, master = %format!("/{}", s.master_name), segment_duration = s.segment_duration, list_size = s.list_size, "hls-origin listening");
+
+    control.block_on(async move {
+        let ticker = {
+            let app = app.clone();
+            tokio::spawn(async move {
+                loop {
+                    app.stream.advance();
+                    tracing::debug!(
+                        media_sequence = app.stream.media_sequence(),
+                        "window advanced"
+                    );
+                    tokio::time::sleep(app.stream.until_next() + Duration::from_millis(1)).await;
+                }
+            })
+        };
+        let sig = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        // Close the listeners first: no new connections from here on.
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_millis(300), async {
+            for _ in 0..threads {
+                closed_rx.recv().await;
             }
         })
-    };
-    let server = tokio::spawn(http::serve(listener, app.clone()));
-
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let sig = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    // Close the listener first: no new connections from here on.
-    server.abort();
-    let _ = server.await;
-    ticker.abort();
-    tracing::info!("{sig}: listener closed, exiting");
-    drop(app);
-    if let Some(task) = log_task {
-        // Give the access log a moment to drain; never more than a fraction of the stop budget.
-        let _ = tokio::time::timeout(Duration::from_millis(300), task).await;
-    }
-    let _ = std::io::stderr().flush();
-    Ok(())
+        .await;
+        ticker.abort();
+        tracing::info!("{sig}: listener closed, exiting");
+        drop(app);
+        if let Some(task) = log_task {
+            // Let the access log drain; never more than a fraction of the stop budget.
+            let _ = tokio::time::timeout(Duration::from_millis(300), task).await;
+        }
+        let _ = std::io::stderr().flush();
+        anyhow::Ok(())
+    })?;
+    // Connections still open must not delay exit: leave them to the kernel.
+    std::process::exit(0);
 }
 
 /// Writes access-log lines to stdout, batching while lines are queued.
