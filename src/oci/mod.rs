@@ -13,7 +13,6 @@ pub mod image;
 pub mod layer;
 pub mod tar;
 
-use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -312,9 +311,6 @@ pub fn write_image(
         layers,
     })
 }
-
-/// Labels/annotations helper for callers: a sorted map.
-pub type Labels = BTreeMap<String, String>;
 
 #[cfg(test)]
 mod tests {
