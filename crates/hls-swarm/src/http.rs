@@ -203,8 +203,9 @@ impl HttpError {
 pub enum Sink<'a> {
     /// Append to this buffer, up to a limit (playlists).
     Collect(&'a mut Vec<u8>, usize),
-    /// Count and drop (segments).
-    Discard,
+    /// Count into this counter as bytes arrive, and drop (segments): a download cut short by
+    /// the end of the run still counts what was received.
+    Count(&'a std::sync::atomic::AtomicU64),
 }
 
 /// One viewer's client: at most one open keep-alive connection.
@@ -354,12 +355,16 @@ impl Client {
         let mut total = 0u64;
         let mut deliver = |b: &[u8]| {
             total += b.len() as u64;
-            if ok {
-                if let Sink::Collect(v, limit) = sink {
+            match sink {
+                Sink::Collect(v, limit) if ok => {
                     if v.len() + b.len() <= *limit {
                         v.extend_from_slice(b);
                     }
                 }
+                Sink::Count(c) => {
+                    c.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                Sink::Collect(..) => {}
             }
         };
         let leftover = self.head.split_off(head_end);

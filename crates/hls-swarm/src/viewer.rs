@@ -284,10 +284,12 @@ async fn fetch_new_segments(
         loop {
             m.request(Kind::Segment);
             let started = Instant::now();
-            match client.get(&url, Sink::Discard).await {
-                Ok(n) => {
+            match client
+                .get(&url, Sink::Count(&m.bytes[Kind::Segment as usize]))
+                .await
+            {
+                Ok(_) => {
                     let done = Instant::now();
-                    m.add_bytes(Kind::Segment, n);
                     m.segment_latency(done - started);
                     let dur = Duration::from_secs_f64(seg.duration.max(0.0));
                     state.buffered_until = Some(match state.buffered_until {

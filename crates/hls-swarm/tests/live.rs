@@ -65,17 +65,24 @@ fn request_counts_match_the_live_window_and_the_summary_holds_the_figures() {
     )
     .unwrap();
     let served_bytes = metric(&page, "hls_origin_response_bytes_total{kind=\"segment\"}").unwrap();
-    assert_eq!(
-        served, seg,
-        "origin served {served} segments, swarm counted {seg}"
+    // Each viewer has at most one request in flight when the run ends.
+    assert!(
+        served <= seg && seg - served <= viewers,
+        "origin served {served} segments, swarm asked for {seg}"
     );
-    assert_eq!(served_bytes, num(&sum["bytes"]["segment"]));
+    // The origin counts a response's whole body even when the run ended mid-download; the
+    // swarm counts what arrived. At most one segment per viewer apart.
+    let got_bytes = num(&sum["bytes"]["segment"]);
+    let per_seg = served_bytes / seg;
+    assert!(
+        got_bytes <= served_bytes && served_bytes - got_bytes <= viewers * per_seg,
+        "origin sent {served_bytes} segment bytes, swarm received {got_bytes}"
+    );
     // Keep-alive: one connection per viewer for the whole run (+2: the two /metrics probes
     // after it).
     let opened = conns(origin.port) - conns_before;
     assert_eq!(opened, viewers + 2.0, "connections opened during the run");
     // About 2128 kbit/s × 1 s per segment.
-    let per_seg = served_bytes / seg;
     assert!(
         (200_000.0..400_000.0).contains(&per_seg),
         "{per_seg} bytes per segment"
@@ -87,7 +94,11 @@ fn request_counts_match_the_live_window_and_the_summary_holds_the_figures() {
     assert_eq!(num(&sum["viewers"]["started"]), viewers);
     assert_eq!(num(&sum["viewers"]["active_at_end"]), viewers);
     let lat = &sum["segment_latency_ms"];
-    assert_eq!(num(&lat["count"]), seg);
+    let done = num(&lat["count"]);
+    assert!(
+        done <= seg && seg - done <= viewers,
+        "{done} of {seg} downloads timed"
+    );
     let (p50, p90, p99) = (num(&lat["p50"]), num(&lat["p90"]), num(&lat["p99"]));
     assert!(
         0.0 < p50 && p50 <= p90 && p90 <= p99 && p99 < 2000.0,
