@@ -1,0 +1,270 @@
+//! The initramfs: the whole running system of an imgbuild ISO. `/init` is imgbuild-init,
+//! `/etc/imgbuild/init.json` tells it what to start (the contract below), the profile's base
+//! tree gives accounts and the filesystem skeleton, the service binary sits at `/bin/<name>`,
+//! and the kernel modules the boot needs sit under `/lib/modules/<kver>/`. Written as a newc
+//! cpio with fixed times, gzip-compressed (gzip header time 0), so rebuilds are identical.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::hadris::{self, HadrisError};
+use super::modules::Module;
+use crate::profile::{Network, Profile};
+use crate::tree::{Content, Entry, Group, Kind, Tree, TreeError};
+
+/// Where imgbuild-init reads its configuration.
+pub const CONFIG_PATH: &str = "etc/imgbuild/init.json";
+/// Kernel command-line prefix whose `KEY=VALUE` words override the service environment.
+pub const CMDLINE_PREFIX: &str = "hls.";
+
+/// `/etc/imgbuild/init.json` (the contract with crates/imgbuild-init).
+#[derive(Debug, Serialize, PartialEq)]
+pub struct InitConfig {
+    pub service: Service,
+    pub hostname: String,
+    pub network: NetworkConfig,
+    /// Module files relative to `/`, in load order (dependencies first).
+    pub modules: Vec<String>,
+    pub cmdline_prefix: String,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub path: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum NetworkConfig {
+    Dhcp,
+    Static {
+        address: String,
+        gateway: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dns: Option<String>,
+    },
+}
+
+/// The init configuration of a profile.
+pub fn init_config(p: &Profile, kver: &str, modules: &[Module]) -> InitConfig {
+    let bin = &p.image.binary;
+    let network = match p.iso.as_ref().map(|i| &i.network) {
+        Some(Network::Static {
+            address,
+            gateway,
+            dns,
+        }) => NetworkConfig::Static {
+            address: address.clone(),
+            gateway: gateway.clone(),
+            dns: dns.clone(),
+        },
+        _ => NetworkConfig::Dhcp,
+    };
+    InitConfig {
+        service: Service {
+            name: bin.clone(),
+            path: format!("/bin/{bin}"),
+            args: vec![],
+            env: p.env().into_iter().collect(),
+            uid: p.image.user.uid,
+            gid: p.image.user.gid,
+        },
+        hostname: format!("{}-{}", p.image.name, p.name),
+        network,
+        modules: modules
+            .iter()
+            .map(|m| format!("lib/modules/{kver}/{}", m.rel))
+            .collect(),
+        cmdline_prefix: CMDLINE_PREFIX.into(),
+    }
+}
+
+/// The initramfs tree: base tree + /init + service + config + modules + device nodes.
+pub fn tree(
+    mut t: Tree,
+    init: &Path,
+    service_name: &str,
+    service: &Path,
+    config: &InitConfig,
+    kver: &str,
+    modules: &[Module],
+) -> Result<Tree, InitramfsError> {
+    let host = |p: &Path| {
+        crate::tree::host_content(p).map_err(|e| InitramfsError::Read(p.display().to_string(), e))
+    };
+    let payload = |n: &str| Group::Payload(n.to_string());
+    t.replace(
+        "init",
+        Entry::file(program(init)?, 0o755, payload("imgbuild-init")),
+    )?;
+    t.replace(
+        format!("bin/{service_name}"),
+        Entry::file(program(service)?, 0o755, payload(service_name)),
+    )?;
+    let json = serde_json::to_vec_pretty(config).expect("init config serialises");
+    t.replace(
+        CONFIG_PATH,
+        Entry::file(Content::bytes(json), 0o644, Group::Config),
+    )?;
+    for m in modules {
+        t.replace(
+            format!("lib/modules/{kver}/{}", m.rel),
+            Entry::file(host(&m.host)?, 0o644, Group::Base),
+        )?;
+    }
+    // The kernel opens /dev/console for init's stdio before anything is mounted.
+    for d in ["dev", "proc", "sys", "run", "tmp"] {
+        if t.get(d).is_none() {
+            let mode = if d == "tmp" { 0o1777 } else { 0o755 };
+            t.insert(d, Entry::dir(mode, Group::Base))?;
+        }
+    }
+    t.replace(
+        "dev/console",
+        Entry {
+            kind: Kind::CharDevice { major: 5, minor: 1 },
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            group: Group::Base,
+        },
+    )?;
+    Ok(t)
+}
+
+/// A payload program as it goes into the initramfs: only the part the kernel loads (every
+/// segment of the program headers), without section headers, symbols and debug info. The
+/// initramfs lives in RAM and is read by the boot loader through the firmware, so a debug
+/// build's 40 MB of DWARF would cost memory and seconds of boot for nothing.
+fn program(path: &Path) -> Result<Content, InitramfsError> {
+    let bytes =
+        std::fs::read(path).map_err(|e| InitramfsError::Read(path.display().to_string(), e))?;
+    Ok(match loaded_part(&bytes) {
+        Some(stripped) => Content::bytes(stripped),
+        None => Content::bytes(bytes),
+    })
+}
+
+/// The bytes of a 64-bit little-endian ELF file up to the end of its last segment, with
+/// the section header table dropped; `None` when that saves nothing or the file is not
+/// such an ELF.
+pub fn loaded_part(b: &[u8]) -> Option<Vec<u8>> {
+    let u16_at = |o: usize| Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?) as usize);
+    let u64_at = |o: usize| Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?) as usize);
+    if !b.starts_with(b"\x7fELF") || b.get(4) != Some(&2) || b.get(5) != Some(&1) {
+        return None;
+    }
+    let phoff = u64_at(0x20)?;
+    let phentsize = u16_at(0x36)?;
+    let phnum = u16_at(0x38)?;
+    let mut end = phoff.checked_add(phentsize.checked_mul(phnum)?)?;
+    for i in 0..phnum {
+        let o = phoff + i * phentsize;
+        let offset = u64_at(o + 8)?;
+        let filesz = u64_at(o + 32)?;
+        end = end.max(offset.checked_add(filesz)?);
+    }
+    if end >= b.len() {
+        return None;
+    }
+    let mut out = b[..end].to_vec();
+    out[0x28..0x30].fill(0); // e_shoff
+    out[0x3c..0x40].fill(0); // e_shnum, e_shstrndx
+    Some(out)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitramfsError {
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    #[error("{0}: cannot read: {1}")]
+    Read(String, std::io::Error),
+    #[error(transparent)]
+    Hadris(#[from] HadrisError),
+    #[error("compressing the initramfs: {0}")]
+    Compress(std::io::Error),
+}
+
+/// The compressed initramfs bytes.
+pub fn write(t: &Tree, epoch: i64) -> Result<Vec<u8>, InitramfsError> {
+    let time = hadris::time(epoch)?;
+    let ht = hadris::convert(t, time)?;
+    // Header mtime 0 and no file name: the bytes depend only on the content.
+    let gz = flate2::GzBuilder::new().mtime(0).write(
+        Vec::with_capacity(t.content_size() as usize / 2),
+        flate2::Compression::new(6),
+    );
+    let buf = std::io::BufWriter::with_capacity(1 << 20, gz);
+    let buf = hadris::write_cpio(buf, &ht, time)?;
+    let gz = buf
+        .into_inner()
+        .map_err(|e| InitramfsError::Compress(e.into_error()))?;
+    let mut gz = gz;
+    gz.flush().map_err(InitramfsError::Compress)?;
+    gz.finish().map_err(InitramfsError::Compress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{load, Kind as PKind};
+    use crate::root::Root;
+
+    #[test]
+    fn a_stripped_program_still_runs() {
+        use std::os::unix::fs::PermissionsExt;
+        let exe = std::env::current_exe().unwrap();
+        let full = std::fs::read(&exe).unwrap();
+        let Some(small) = loaded_part(&full) else {
+            return; // nothing past the segments to drop
+        };
+        assert!(small.len() < full.len());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("stripped");
+        std::fs::write(&p, &small).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = std::process::Command::new(&p)
+            .args(["--list", "a_stripped_program_still_runs"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("a_stripped_program_still_runs"));
+        assert!(loaded_part(b"#!/bin/sh\n").is_none());
+    }
+
+    #[test]
+    fn init_config_follows_the_contract() {
+        let p = load(&Root::Embedded, PKind::Origin, "tap").unwrap();
+        let m = Module {
+            name: "virtio_net".into(),
+            rel: "kernel/drivers/net/virtio_net.ko".into(),
+            host: "/x".into(),
+        };
+        let c = init_config(&p, "6.1.0-56-cloud-amd64", &[m]);
+        let v: serde_json::Value = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["service"]["name"], "hls-origin");
+        assert_eq!(v["service"]["path"], "/bin/hls-origin");
+        assert_eq!(v["service"]["env"]["PORT"], "17080");
+        assert_eq!(v["service"]["uid"], 1000);
+        assert_eq!(v["hostname"], "hls-origin-tap");
+        assert_eq!(v["network"]["mode"], "static");
+        assert_eq!(v["network"]["address"], "10.177.0.10/24");
+        assert_eq!(v["network"]["gateway"], "10.177.0.1");
+        assert_eq!(
+            v["modules"][0],
+            "lib/modules/6.1.0-56-cloud-amd64/kernel/drivers/net/virtio_net.ko"
+        );
+        assert_eq!(v["cmdline_prefix"], "hls.");
+        let d = load(&Root::Embedded, PKind::Origin, "default").unwrap();
+        let v = serde_json::to_value(init_config(&d, "k", &[])).unwrap();
+        assert_eq!(v["network"], serde_json::json!({"mode": "dhcp"}));
+    }
+}
