@@ -15,6 +15,9 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
             || cause.is::<crate::plan::PlanError>()
             || cause.is::<crate::closure::ClosureError>()
             || cause.is::<clap::Error>()
+            || cause
+                .downcast_ref::<crate::iso::IsoError>()
+                .is_some_and(crate::iso::IsoError::is_bad_input)
         {
             return 2;
         }
