@@ -46,6 +46,7 @@ fn real_main() -> i32 {
         }
     };
     init_logging(s.log_level);
+    raise_fd_limit(s.clients as u64);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,4 +76,26 @@ fn init_logging(level: LogLevel) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+/// One socket per viewer: raise the soft open-file limit to the hard one, and say so when even
+/// that is too low for the number of viewers.
+fn raise_fd_limit(clients: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        tracing::debug!(from = soft, to = hard, "raised the open-file limit");
+    }
+    let now = getrlimit(Resource::RLIMIT_NOFILE)
+        .map(|l| l.0)
+        .unwrap_or(soft);
+    if now < clients + 64 {
+        tracing::warn!(
+            limit = now,
+            clients,
+            "open-file limit is below one socket per viewer; expect connect errors (raise ulimit -n)"
+        );
+    }
 }
