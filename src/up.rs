@@ -57,15 +57,34 @@ pub enum Action {
 
 impl Action {
     const ALL: [(Action, &'static str, &'static str); 3] = [
-        (Action::Container, "container", "load the image into docker and run it until you stop it"),
-        (Action::Iso, "iso", "boot the ISO in QEMU with the ports forwarded (origin only)"),
-        (Action::Run, "run", "origin + swarm: a load test for --duration, then clean up"),
+        (
+            Action::Container,
+            "container",
+            "load the image into docker and run it until you stop it",
+        ),
+        (
+            Action::Iso,
+            "iso",
+            "boot the ISO in QEMU with the ports forwarded (origin only)",
+        ),
+        (
+            Action::Run,
+            "run",
+            "origin + swarm: a load test for --duration, then clean up",
+        ),
     ];
     fn parse(s: &str) -> Option<Action> {
-        Self::ALL.iter().find(|(_, n, _)| *n == s).map(|(a, _, _)| *a)
+        Self::ALL
+            .iter()
+            .find(|(_, n, _)| *n == s)
+            .map(|(a, _, _)| *a)
     }
     fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(a, _, _)| *a == self).map(|(_, n, _)| *n).unwrap_or("?")
+        Self::ALL
+            .iter()
+            .find(|(a, _, _)| *a == self)
+            .map(|(_, n, _)| *n)
+            .unwrap_or("?")
     }
 }
 
@@ -78,7 +97,10 @@ pub struct Choice {
 }
 
 /// Sorts the given words into kind, profile and action.
-pub fn classify(root: &Root, words: &[String]) -> Result<(Option<Kind>, Option<String>, Option<Action>)> {
+pub fn classify(
+    root: &Root,
+    words: &[String],
+) -> Result<(Option<Kind>, Option<String>, Option<Action>)> {
     let (mut kind, mut prof, mut action) = (None, None, None);
     for w in words {
         if let (None, Some(k)) = (kind, Kind::parse(w)) {
@@ -107,7 +129,11 @@ extern "C" fn on_signal(_: i32) {
 
 fn install_signal_handlers() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let act = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
     for s in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe {
@@ -189,7 +215,11 @@ fn require_docker() -> Result<()> {
 }
 
 fn require_qemu() -> Result<()> {
-    if Command::new("qemu-system-x86_64").arg("--version").output().is_err() {
+    if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         bail!("qemu-system-x86_64 is not installed: apt-get install qemu-system-x86 (and ovmf for --uefi)");
     }
     Ok(())
@@ -283,16 +313,26 @@ fn menu(root: &Root) -> Result<Choice> {
         .map(|(_, n, h)| (n.to_string(), h.to_string()))
         .collect();
     let action = Action::parse(&ask("Action", &actions, 0)?).expect("offered actions parse");
-    Ok(Choice { kind, profile: prof, action })
+    Ok(Choice {
+        kind,
+        profile: prof,
+        action,
+    })
 }
 
 pub fn run(ctx: &Ctx, a: UpArgs) -> Result<()> {
-    let words: Vec<String> = [&a.kind, &a.profile, &a.action].into_iter().flatten().cloned().collect();
+    let words: Vec<String> = [&a.kind, &a.profile, &a.action]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
     let choice = if words.is_empty() {
         if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
             menu(&ctx.root)?
         } else {
-            eprintln!("imgbuild up: not on a terminal; using the defaults: origin default container");
+            eprintln!(
+                "imgbuild up: not on a terminal; using the defaults: origin default container"
+            );
             Choice {
                 kind: Kind::Origin,
                 profile: "default".into(),
@@ -317,8 +357,12 @@ pub fn run(ctx: &Ctx, a: UpArgs) -> Result<()> {
                 Kind::Origin => (p, profile::load(&ctx.root, Kind::Swarm, &a.swarm)?),
                 Kind::Swarm => (profile::load(&ctx.root, Kind::Origin, &a.origin)?, p),
             };
-            let secs = parse_secs(&a.duration)
-                .ok_or_else(|| BadInput(format!("--duration {:?}: a duration such as 20s or 2m", a.duration)))?;
+            let secs = parse_secs(&a.duration).ok_or_else(|| {
+                BadInput(format!(
+                    "--duration {:?}: a duration such as 20s or 2m",
+                    a.duration
+                ))
+            })?;
             up_run(ctx, &origin, &swarm, secs)
         }
     }
@@ -336,7 +380,10 @@ fn parse_secs(s: &str) -> Option<u64> {
 fn build_and_load(ctx: &Ctx, p: &Profile, tmp: &Path) -> Result<()> {
     let tar = tmp.join(format!("hls-{}-{}.tar", p.kind, p.name));
     eprintln!("imgbuild up: building {} ({})", p.image_ref(), p.id());
-    imgbuild(ctx, &["container", &p.id(), "-o", &tar.display().to_string()])?;
+    imgbuild(
+        ctx,
+        &["container", &p.id(), "-o", &tar.display().to_string()],
+    )?;
     if interrupted() {
         bail!("interrupted");
     }
@@ -355,24 +402,36 @@ fn wait_healthy(name: &str, deadline: Duration) -> Result<()> {
             bail!("interrupted while waiting for {name} to become healthy");
         }
         let o = Command::new("docker")
-            .args(["inspect", "-f", "{{.State.Status}} {{.State.Health.Status}}", name])
+            .args([
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{.State.Health.Status}}",
+                name,
+            ])
             .output()?;
         let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
         match s.split_once(' ') {
             Some((_, "healthy")) => return Ok(()),
             Some(("exited" | "dead", _)) => {
-                let logs = Command::new("docker").args(["logs", "--tail", "20", name]).output()?;
+                let logs = Command::new("docker")
+                    .args(["logs", "--tail", "20", name])
+                    .output()?;
                 bail!(
                     "container {name} exited before it became healthy; its last output:\n{}{}",
                     String::from_utf8_lossy(&logs.stdout),
                     String::from_utf8_lossy(&logs.stderr)
                 );
             }
-            Some((_, "unhealthy")) => bail!("container {name} is unhealthy (docker inspect {name} shows the healthcheck log)"),
+            Some((_, "unhealthy")) => bail!(
+                "container {name} is unhealthy (docker inspect {name} shows the healthcheck log)"
+            ),
             _ => {}
         }
         if start.elapsed() > deadline {
-            bail!("container {name} not healthy after {}s (status: {s})", deadline.as_secs());
+            bail!(
+                "container {name} not healthy after {}s (status: {s})",
+                deadline.as_secs()
+            );
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -391,7 +450,10 @@ fn up_container(ctx: &Ctx, p: &Profile) -> Result<()> {
         run.args(["-p", &format!("127.0.0.1:{port}:{port}")]);
     }
     if p.kind == Kind::Swarm {
-        bail!("a swarm needs an origin to load: use `imgbuild up swarm {} run`", p.name);
+        bail!(
+            "a swarm needs an origin to load: use `imgbuild up swarm {} run`",
+            p.name
+        );
     }
     run.arg(p.image_ref());
     exec(&mut run)?;
@@ -409,7 +471,11 @@ fn up_container(ctx: &Ctx, p: &Profile) -> Result<()> {
 
 fn up_iso(ctx: &Ctx, p: &Profile, uefi: bool) -> Result<()> {
     if p.kind != Kind::Origin {
-        return Err(BadInput(format!("{}: ISOs are built for origin profiles only", p.id())).into());
+        return Err(BadInput(format!(
+            "{}: ISOs are built for origin profiles only",
+            p.id()
+        ))
+        .into());
     }
     require_qemu()?;
     let cleanup = Cleanup::new()?;
@@ -450,7 +516,15 @@ fn up_run(ctx: &Ctx, origin: &Profile, swarm: &Profile, secs: u64) -> Result<()>
     let origin_name = format!("{tag}-origin");
     cleanup.containers.push(origin_name.clone());
     exec(Command::new("docker").args([
-        "run", "-d", "--name", &origin_name, "--network", &net, "--network-alias", "origin", &origin.image_ref(),
+        "run",
+        "-d",
+        "--name",
+        &origin_name,
+        "--network",
+        &net,
+        "--network-alias",
+        "origin",
+        &origin.image_ref(),
     ]))?;
     wait_healthy(&origin_name, Duration::from_secs(60))?;
     let port = origin.ports().first().copied().unwrap_or(17080);
@@ -459,7 +533,15 @@ fn up_run(ctx: &Ctx, origin: &Profile, swarm: &Profile, secs: u64) -> Result<()>
     cleanup.containers.push(swarm_name.clone());
     let mut cmd = Command::new("docker");
     cmd.args([
-        "run", "--name", &swarm_name, "--network", &net, &swarm.image_ref(), "--duration", &format!("{secs}s"), &url,
+        "run",
+        "--name",
+        &swarm_name,
+        "--network",
+        &net,
+        &swarm.image_ref(),
+        "--duration",
+        &format!("{secs}s"),
+        &url,
     ]);
     announce(&cmd);
     let mut child = cmd.stdin(Stdio::null()).spawn().context("running docker")?;

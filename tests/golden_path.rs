@@ -59,11 +59,23 @@ fn up_run_non_terminal_reports_zero_errors_and_leaves_nothing_behind() {
     assert!(err.contains("Executing: docker load"), "{err}");
     assert!(err.contains("Executing: docker network create"), "{err}");
     let all = format!("{out}{err}");
-    let summary = all.lines().find(|l| l.trim_start().starts_with("errors:")).unwrap_or_else(|| panic!("no summary in:\n{all}"));
-    assert!(summary.trim_start().starts_with("errors:    0 "), "{summary}");
-    let requests = all.lines().find(|l| l.trim_start().starts_with("requests:")).unwrap();
+    let summary = all
+        .lines()
+        .find(|l| l.trim_start().starts_with("errors:"))
+        .unwrap_or_else(|| panic!("no summary in:\n{all}"));
+    assert!(
+        summary.trim_start().starts_with("errors:    0 "),
+        "{summary}"
+    );
+    let requests = all
+        .lines()
+        .find(|l| l.trim_start().starts_with("requests:"))
+        .unwrap();
     let n: u64 = requests.split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!(n > 100, "the swarm made only {n} requests in 20 s: {requests}");
+    assert!(
+        n > 100,
+        "the swarm made only {n} requests in 20 s: {requests}"
+    );
     assert_eq!(leftovers(pid), Vec::<String>::new());
 }
 
@@ -80,18 +92,27 @@ fn up_run_interrupted_by_sigint_cleans_up() {
         .unwrap();
     let pid = child.id();
     std::thread::sleep(Duration::from_secs(5));
-    Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "up did not stop after SIGINT");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "up did not stop after SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert!(!status.success(), "an interrupted up reported success:\n{err}");
+    assert!(
+        !status.success(),
+        "an interrupted up reported success:\n{err}"
+    );
     assert!(err.contains("interrupted"), "{err}");
     assert_eq!(leftovers(pid), Vec::<String>::new(), "{err}");
 }
@@ -102,11 +123,23 @@ fn up_without_a_terminal_says_its_defaults_in_one_line() {
     let _g = lock();
     let o = imgbuild().arg("up").stdin(Stdio::null()).output().unwrap();
     let err = stderr(&o);
-    let _ = Command::new("docker").args(["rm", "-f", "imgbuild-up-origin-default"]).output();
+    let _ = Command::new("docker")
+        .args(["rm", "-f", "imgbuild-up-origin-default"])
+        .output();
     assert!(o.status.success(), "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.contains("not on a terminal")).collect();
-    assert_eq!(lines, ["imgbuild up: not on a terminal; using the defaults: origin default container"]);
-    assert!(stdout(&o).contains("hls-origin:default is healthy"), "{}", stdout(&o));
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("not on a terminal"))
+        .collect();
+    assert_eq!(
+        lines,
+        ["imgbuild up: not on a terminal; using the defaults: origin default container"]
+    );
+    assert!(
+        stdout(&o).contains("hls-origin:default is healthy"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -121,7 +154,21 @@ fn up_on_a_terminal_shows_the_menu_and_builds_the_chosen_profile() {
         imgbuild_bin().display()
     );
     let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux");
-    assert!(tmux(&["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", "bash", "-c", &cmd]).status.success());
+    assert!(tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "200",
+        "-y",
+        "50",
+        "bash",
+        "-c",
+        &cmd
+    ])
+    .status
+    .success());
     let screen = || stdout(&tmux(&["capture-pane", "-p", "-S", "-200", "-t", &session]));
     let wait_for = |needle: &str, secs: u64| {
         let start = Instant::now();
@@ -153,12 +200,17 @@ fn up_on_a_terminal_shows_the_menu_and_builds_the_chosen_profile() {
         }
         tmux(&["send-keys", "-t", &session, "Enter"]);
         if !wait_for("hls-origin:low-latency is healthy", 240) {
-            return Err(format!("the chosen profile was not built and run:\n{}", screen()));
+            return Err(format!(
+                "the chosen profile was not built and run:\n{}",
+                screen()
+            ));
         }
         Ok(())
     })();
     tmux(&["kill-session", "-t", &session]);
-    let _ = Command::new("docker").args(["rm", "-f", "imgbuild-up-origin-low-latency"]).output();
+    let _ = Command::new("docker")
+        .args(["rm", "-f", "imgbuild-up-origin-low-latency"])
+        .output();
     result.unwrap();
 }
 
@@ -167,12 +219,19 @@ fn build_and_load(id: &str) {
     let tar = dir.path().join("img.tar");
     let o = run(&["container", id, "-o", tar.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let l = Command::new("docker").args(["load", "-i", tar.to_str().unwrap()]).output().unwrap();
+    let l = Command::new("docker")
+        .args(["load", "-i", tar.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(l.status.success(), "{}", stderr(&l));
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -192,11 +251,27 @@ fn compose_file_reaches_healthy_and_the_swarm_reports_zero_errors() {
             .output()
             .expect("docker-compose is installed by the full test tier")
     };
-    let o = compose(&["up", "--abort-on-container-exit", "--exit-code-from", "swarm"]);
+    let o = compose(&[
+        "up",
+        "--abort-on-container-exit",
+        "--exit-code-from",
+        "swarm",
+    ]);
     let (out, err) = (stdout(&o), stderr(&o));
     let down = compose(&["down", "-v", "--remove-orphans"]);
     assert!(o.status.success(), "compose up failed:\n{out}\n{err}");
-    let summary = out.lines().find(|l| l.contains("errors:")).unwrap_or_else(|| panic!("no swarm summary:\n{out}\n{err}"));
-    assert!(summary.split("errors:").nth(1).unwrap().trim_start().starts_with("0 "), "{summary}");
+    let summary = out
+        .lines()
+        .find(|l| l.contains("errors:"))
+        .unwrap_or_else(|| panic!("no swarm summary:\n{out}\n{err}"));
+    assert!(
+        summary
+            .split("errors:")
+            .nth(1)
+            .unwrap()
+            .trim_start()
+            .starts_with("0 "),
+        "{summary}"
+    );
     assert!(down.status.success(), "{}", stderr(&down));
 }
