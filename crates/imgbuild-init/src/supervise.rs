@@ -208,10 +208,17 @@ impl Supervisor {
             // std clears supplementary groups (setgroups(0)) before setuid.
             cmd.gid(gid).uid(uid);
         }
-        // SAFETY: setsid is async-signal-safe; it gives the service its own process group
-        // so a console ^C or a group kill reaches it and its children, not init.
+        // SAFETY: sigprocmask and setsid are async-signal-safe. The child must not inherit
+        // init's blocked signals; its own session keeps a console ^C or a group kill on
+        // the service and its children, away from init.
         unsafe {
             cmd.pre_exec(|| {
+                nix::sys::signal::sigprocmask(
+                    SigmaskHow::SIG_SETMASK,
+                    Some(&SigSet::empty()),
+                    None,
+                )
+                .map_err(std::io::Error::from)?;
                 nix::unistd::setsid().map_err(std::io::Error::from)?;
                 Ok(())
             });
