@@ -79,13 +79,6 @@ impl Action {
             .find(|(_, n, _)| *n == s)
             .map(|(a, _, _)| *a)
     }
-    fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(a, _, _)| *a == self)
-            .map(|(_, n, _)| *n)
-            .unwrap_or("?")
-    }
 }
 
 /// What the user asked for, after defaults.
