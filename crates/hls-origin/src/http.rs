@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,6 +36,8 @@ const MIME_TS: &str = "video/mp2t";
 const MIME_TEXT: &str = "text/plain; charset=utf-8";
 const MIME_PROM: &str = "text/plain; version=0.0.4; charset=utf-8";
 const MAX_HEAD: usize = 16 * 1024;
+/// Keep-alive idle limit (nginx's default is 75 s).
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(75);
 
 impl App {
     pub fn new(stream: Stream, access_log: Option<mpsc::Sender<String>>) -> Self {
@@ -56,17 +58,33 @@ impl App {
     }
 }
 
-pub async fn serve(listener: TcpListener, app: Arc<App>) {
+/// Live connections per worker thread, for balanced accepting.
+pub type Live = Arc<[AtomicUsize]>;
+
+/// Accept loop of one worker. All workers wait on the same listening socket; a worker that
+/// already holds more than one connection above the least-loaded worker leaves new connections
+/// to the others, so long-lived keep-alive connections end up spread evenly over the cores
+/// (there is no work stealing between the single-threaded workers).
+pub async fn serve(listener: TcpListener, app: Arc<App>, worker: usize, live: Live) {
     loop {
+        let mine = live[worker].load(Relaxed);
+        let least = live.iter().map(|c| c.load(Relaxed)).min().unwrap_or(0);
+        if mine > least + 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            continue;
+        }
         match listener.accept().await {
             Ok((sock, peer)) => {
                 app.metrics.connections.fetch_add(1, Relaxed);
                 let _ = sock.set_nodelay(true);
                 let app = app.clone();
+                let live = live.clone();
+                live[worker].fetch_add(1, Relaxed);
                 tokio::spawn(async move {
                     if let Err(e) = connection(sock, peer, &app).await {
                         tracing::trace!(%peer, "connection ended: {e}");
                     }
+                    live[worker].fetch_sub(1, Relaxed);
                 });
             }
             Err(e) => {
@@ -201,7 +219,11 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, app: &App) -> std::io
         if filled == buf.len() {
             buf.resize((buf.len() * 2).min(MAX_HEAD + 4096), 0);
         }
-        let n = sock.read(&mut buf[filled..]).await?;
+        // Idle keep-alive connections (and slow request heads) are closed after a while.
+        let n = match tokio::time::timeout(IDLE_TIMEOUT, sock.read(&mut buf[filled..])).await {
+            Ok(n) => n?,
+            Err(_) => return Ok(()),
+        };
         if n == 0 {
             return Ok(());
         }
@@ -250,11 +272,40 @@ fn access_line(app: &App, req: &httparse::Request, peer: SocketAddr, kind: Kind)
     ))
 }
 
+/// What a path names, resolved once per request.
+enum Target<'a> {
+    Health,
+    Metrics,
+    Stream(Resource<'a>),
+    Unknown,
+}
+
+impl Target<'_> {
+    fn kind(&self) -> Kind {
+        match self {
+            Target::Health => Kind::Health,
+            Target::Metrics => Kind::Metrics,
+            Target::Stream(Resource::Master) => Kind::Master,
+            Target::Stream(Resource::Playlist(_)) => Kind::Playlist,
+            Target::Stream(Resource::Segment(..)) => Kind::Segment,
+            Target::Unknown => Kind::Other,
+        }
+    }
+}
+
 fn handle(app: &App, req: &httparse::Request) -> Response {
     let method = req.method.unwrap_or("");
     let raw_path = req.path.unwrap_or("/");
     let path = raw_path.split(['?', '#']).next().unwrap_or("/");
-    let kind = kind_of(app, path);
+    let target = match path {
+        "/health" => Target::Health,
+        "/metrics" => Target::Metrics,
+        _ => app
+            .stream
+            .route(path)
+            .map_or(Target::Unknown, Target::Stream),
+    };
+    let kind = target.kind();
     let head_only = match method {
         "GET" => false,
         "HEAD" => true,
@@ -271,47 +322,30 @@ fn handle(app: &App, req: &httparse::Request) -> Response {
             return r;
         }
     };
-    let mut r = match path {
-        "/health" => Response::text(200, Kind::Health, "OK\n"),
-        "/metrics" => Response::new(
-            200,
-            Kind::Metrics,
-            MIME_PROM,
-            Bytes::from(app.metrics.render(&app.stream)),
-        ),
-        _ => match app.stream.route(path) {
-            Some(Resource::Master) => {
-                let mut r = Response::new(200, Kind::Master, MIME_M3U8, app.stream.master.clone());
-                r.cache_control = Some(CC_MASTER);
-                r
-            }
-            Some(Resource::Playlist(v)) => {
-                let mut r = Response::new(200, Kind::Playlist, MIME_M3U8, app.stream.playlist(v));
-                r.cache_control = Some(app.playlist_cache_control);
-                r
-            }
-            Some(Resource::Segment(v, seq)) => match app.stream.segment(v, seq) {
-                Some(body) => segment_response(req, body),
-                None => Response::text(404, Kind::Segment, "Not Found\n"),
-            },
-            None => Response::text(404, Kind::Other, "Not Found\n"),
+    let mut r = match target {
+        Target::Health => Response::text(200, kind, "OK\n"),
+        Target::Metrics => {
+            let text = app.metrics.render(&app.stream);
+            Response::new(200, kind, MIME_PROM, Bytes::from(text))
+        }
+        Target::Stream(Resource::Master) => {
+            let mut r = Response::new(200, kind, MIME_M3U8, app.stream.master.clone());
+            r.cache_control = Some(CC_MASTER);
+            r
+        }
+        Target::Stream(Resource::Playlist(v)) => {
+            let mut r = Response::new(200, kind, MIME_M3U8, app.stream.playlist(v));
+            r.cache_control = Some(app.playlist_cache_control);
+            r
+        }
+        Target::Stream(Resource::Segment(v, seq)) => match app.stream.segment(v, seq) {
+            Some(body) => segment_response(req, body),
+            None => Response::text(404, kind, "Not Found\n"),
         },
+        Target::Unknown => Response::text(404, kind, "Not Found\n"),
     };
     r.head_only = head_only;
     r
-}
-
-fn kind_of(app: &App, path: &str) -> Kind {
-    match path {
-        "/health" => Kind::Health,
-        "/metrics" => Kind::Metrics,
-        _ => match app.stream.route(path) {
-            Some(Resource::Master) => Kind::Master,
-            Some(Resource::Playlist(_)) => Kind::Playlist,
-            Some(Resource::Segment(..)) => Kind::Segment,
-            None => Kind::Other,
-        },
-    }
 }
 
 fn segment_response(req: &httparse::Request, body: Body) -> Response {

@@ -42,6 +42,7 @@ mod ts;
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,11 +134,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<()>();
+    let live: http::Live = (0..threads).map(|_| AtomicUsize::new(0)).collect();
     for i in 0..threads {
         let fd = listener.try_clone()?;
         let app = app.clone();
         let mut stop = stop_rx.clone();
         let closed = closed_tx.clone();
+        let live = live.clone();
         std::thread::Builder::new()
             .name(format!("http-{i}"))
             .spawn(move || {
@@ -149,7 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     match tokio::net::TcpListener::from_std(fd) {
                         Ok(l) => {
                             tokio::select! {
-                                _ = http::serve(l, app) => {}
+                                _ = http::serve(l, app, i, live) => {}
                                 _ = stop.changed() => {}
                             }
                         }
