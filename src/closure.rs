@@ -21,10 +21,6 @@
 //! Store files are read from `/nix/store`, or from `DIR/nix/store` with `--store-root DIR`;
 //! image paths are always `nix/store/…`.
 
-// Called by the container/ISO pipeline once it is wired; until then nothing in the binary
-// uses all of it.
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::{self, Read};
