@@ -1,5 +1,7 @@
-//! A segment that answers 404 is retried exactly as configured, then skipped; the exit status
-//! follows --max-error-rate. (A scripted origin: the real one never 404s a listed segment.)
+//! Cases that need an origin scripted to the request: a segment that answers 404 is retried
+//! exactly as configured, then skipped; the exit status follows --max-error-rate; a new viewer
+//! starts exactly three segments from the live edge. (The real origin never 404s a listed
+//! segment, and its clock is not ours.)
 
 mod common;
 use common::*;
@@ -93,4 +95,32 @@ fn exit_status_follows_max_error_rate() {
     assert_eq!(out_lax.status.code(), Some(0), "90% limit");
     let text = String::from_utf8_lossy(&out_strict.stderr);
     assert!(text.contains("FAIL"), "summary says why: {text}");
+}
+
+#[test]
+fn a_new_viewer_starts_three_segments_from_the_live_edge() {
+    // The playlist lists 96..=100 for the first second; a viewer that runs half a second
+    // fetches 98, 99 and 100, once each, and nothing older.
+    let o = TinyOrigin::start(TinyConfig {
+        segment_secs: 1.0,
+        list_size: 5,
+        segment_bytes: 1000,
+        fail: Box::new(|_| false),
+    });
+    let (out, sum) = run_swarm(
+        &[
+            &o.url("/stream.m3u8"),
+            "--clients=1",
+            "--ramp-jitter=0",
+            "--metrics-port=0",
+            "--duration=0.5",
+        ],
+        "live-edge",
+    );
+    assert_eq!(out.status.code(), Some(0));
+    for (n, want) in [(96, 0), (97, 0), (98, 1), (99, 1), (100, 1)] {
+        assert_eq!(o.count(&format!("/seg{n:05}.ts")), want, "segment {n}");
+    }
+    assert_eq!(sum["requests"]["segment"], 3);
+    assert_eq!(sum["bytes"]["segment"], 3000);
 }
