@@ -1,0 +1,299 @@
+//! The ISO boots in real QEMU (TCG here) and serves: BIOS and UEFI, from CD and as a disk
+//! (the USB-stick path), the service starts, `/health` and the playlist answer through the
+//! port forward; the tap profile comes up with its static address; a killed service is
+//! restarted; a kernel command-line override moves the port. Full tier: needs QEMU, OVMF and
+//! the boot assets (fetched with scripts/boot-assets when missing). At most two QEMUs run at
+//! once; each is killed (its process group) when its test ends.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+const STARTED: &str = "imgbuild-init: service hls-origin started";
+
+fn assets() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::var_os("IMGBUILD_BOOT_ASSETS").map_or_else(
+            || PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/imgbuild/boot-assets"),
+            PathBuf::from,
+        );
+        if !dir.join("vmlinuz").is_file() {
+            let st = Command::new(common::repo().join("scripts/boot-assets"))
+                .arg(&dir)
+                .status()
+                .expect("running scripts/boot-assets");
+            assert!(st.success(), "scripts/boot-assets failed");
+        }
+        dir
+    })
+    .clone()
+}
+
+fn build(dir: &Path, profile: &str, extra: &[&str]) -> PathBuf {
+    let out = dir.join(format!("{}.iso", profile.replace('/', "-")));
+    let o = common::imgbuild()
+        .args(["iso", profile, "-o", out.to_str().unwrap(), "--boot-assets"])
+        .arg(assets())
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    out
+}
+
+/// origin/default, built once for the four boot paths.
+fn default_iso() -> PathBuf {
+    static ISO: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    ISO.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        let p = build(d.path(), "origin/default", &[]);
+        (d, p)
+    })
+    .1
+    .clone()
+}
+
+/// At most two QEMUs at once (2 cores).
+struct Slot;
+static SLOTS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+impl Slot {
+    fn take() -> Slot {
+        let mut n = SLOTS.0.lock().unwrap();
+        while *n >= 2 {
+            n = SLOTS.1.wait(n).unwrap();
+        }
+        *n += 1;
+        Slot
+    }
+}
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *SLOTS.0.lock().unwrap() -= 1;
+        SLOTS.1.notify_one();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `imgbuild boot` running in its own process group, console collected.
+struct Vm {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    started: Instant,
+    _slot: Slot,
+}
+
+impl Vm {
+    fn boot(iso: &Path, args: &[&str]) -> Vm {
+        let slot = Slot::take();
+        let mut child = common::imgbuild()
+            .arg("boot")
+            .arg(iso)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for mut r in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    log.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        Vm {
+            child,
+            log,
+            started: Instant::now(),
+            _slot: slot,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the console shows `needle` `count` times.
+    fn wait_for(&mut self, needle: &str, count: usize, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if self.log().matches(needle).count() >= count {
+                return;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "imgbuild boot exited ({st}) before {needle:?}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no {needle:?} ×{count} within {timeout:?}:\n{}", self.log());
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // The whole group: imgbuild and the QEMU it runs.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+        eprintln!(
+            "vm ran {:.1} s; console:\n{}",
+            self.started.elapsed().as_secs_f64(),
+            self.log()
+        );
+    }
+}
+
+/// GET through the forward: (status line, body).
+fn get(port: u16, path: &str) -> Option<(String, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut b = Vec::new();
+    s.read_to_end(&mut b).ok()?;
+    let text = String::from_utf8_lossy(&b).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_string(), body.to_string()))
+}
+
+/// Polls `/health` until it answers `200 OK\n`.
+fn wait_healthy(port: u16, timeout: Duration) -> Duration {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if let Some((status, body)) = get(port, "/health") {
+            if status.contains(" 200 ") && body == "OK\n" {
+                return t0.elapsed();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("/health on 127.0.0.1:{port} did not answer within {timeout:?}");
+}
+
+fn boots_and_serves(args: &[&str], timeout: Duration) {
+    let iso = default_iso();
+    let port = free_port();
+    let fwd = format!("{port}:17080");
+    let mut all = vec!["--forward", fwd.as_str()];
+    all.extend_from_slice(args);
+    let mut vm = Vm::boot(&iso, &all);
+    vm.wait_for(STARTED, 1, timeout);
+    wait_healthy(port, Duration::from_secs(30));
+    eprintln!(
+        "{args:?}: /health answered {:.1} s after boot began",
+        vm.started.elapsed().as_secs_f64()
+    );
+    let (status, body) = get(port, "/stream.m3u8").expect("playlist");
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(body.starts_with("#EXTM3U"), "{body}");
+    assert!(body.contains("#EXT-X-TARGETDURATION:2"), "{body}");
+    let log = vm.log();
+    assert!(log.contains("Executing: qemu-system-x86_64"), "{log}");
+    assert!(
+        log.contains(&format!("hostfwd=tcp:127.0.0.1:{port}-:17080")),
+        "{log}"
+    );
+}
+
+#[test]
+#[ignore = "full: needs qemu"]
+fn bios_cd_boot_answers_health_and_a_playlist() {
+    // Default accelerator choice: probes KVM and says so when it falls back to TCG.
+    boots_and_serves(&[], Duration::from_secs(90));
+}
+
+#[test]
+#[ignore = "full: needs qemu"]
+fn bios_disk_boot_answers_health_and_a_playlist() {
+    boots_and_serves(&["--disk", "--accel", "tcg"], Duration::from_secs(90));
+}
+
+#[test]
+#[ignore = "full: needs qemu"]
+fn uefi_cd_boot_answers_health_and_a_playlist() {
+    boots_and_serves(&["--uefi", "--accel", "tcg"], Duration::from_secs(120));
+}
+
+#[test]
+#[ignore = "full: needs qemu"]
+fn uefi_disk_boot_answers_health_and_a_playlist() {
+    boots_and_serves(
+        &["--uefi", "--disk", "--accel", "tcg"],
+        Duration::from_secs(120),
+    );
+}
+
+#[test]
+#[ignore = "full: needs qemu"]
+fn the_tap_profile_comes_up_with_its_static_address() {
+    let d = tempfile::tempdir().unwrap();
+    let iso = build(d.path(), "origin/tap", &[]);
+    let port = free_port();
+    let fwd = format!("{port}:17080");
+    let mut vm = Vm::boot(&iso, &["--forward", &fwd, "--accel", "tcg"]);
+    vm.wait_for(STARTED, 1, Duration::from_secs(90));
+    let log = vm.log();
+    assert!(
+        log.contains("address 10.177.0.10/24 on eth0 (static)"),
+        "{log}"
+    );
+    assert!(log.contains("hostname hls-origin-tap"), "{log}");
+}
+
+#[test]
+#[ignore = "full: needs qemu"]
+fn a_killed_service_restarts_and_a_cmdline_port_override_answers() {
+    let d = tempfile::tempdir().unwrap();
+    let iso = build(
+        d.path(),
+        "origin/default",
+        &[
+            "--cmdline",
+            "imgbuild.test=kill-service-after=5",
+            "--cmdline",
+            "hls.PORT=18080",
+        ],
+    );
+    let port = free_port();
+    let fwd = format!("{port}:18080");
+    let mut vm = Vm::boot(&iso, &["--forward", &fwd, "--accel", "tcg"]);
+    vm.wait_for(STARTED, 1, Duration::from_secs(90));
+    wait_healthy(port, Duration::from_secs(30));
+    // Killed once after 5 s, then started again by the init.
+    vm.wait_for("service hls-origin exited", 1, Duration::from_secs(30));
+    vm.wait_for(STARTED, 2, Duration::from_secs(30));
+    wait_healthy(port, Duration::from_secs(30));
+    let log = vm.log();
+    assert!(log.contains("restarting"), "{log}");
+    let (_, body) = get(port, "/stream.m3u8").expect("playlist");
+    assert!(body.starts_with("#EXTM3U"), "{body}");
+}
