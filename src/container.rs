@@ -74,6 +74,9 @@ pub struct ContainerArgs {
     /// (on stderr with -o -).
     #[arg(long)]
     pub json: bool,
+    /// Print the image's Tree (every entry) and layer Plan as JSON; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Everything the build reads, resolved and checked.
@@ -273,6 +276,40 @@ pub fn image_meta(i: &Inputs) -> ImageMeta {
     }
 }
 
+/// `--dry-run`: the Tree and the Plan, as data.
+pub fn dry_run_json(meta: &ImageMeta, tree: &Tree, plan: &plan::Plan) -> serde_json::Value {
+    use crate::tree::{display_path, Kind};
+    let entries: Vec<serde_json::Value> = tree
+        .iter()
+        .map(|(path, e)| {
+            let (kind, target) = match &e.kind {
+                Kind::Dir => ("dir", None),
+                Kind::File(_) => ("file", None),
+                Kind::Symlink(t) => ("symlink", Some(String::from_utf8_lossy(t).into_owned())),
+                Kind::HardLink(t) => ("hardlink", Some(display_path(t))),
+                Kind::CharDevice { .. } => ("chardev", None),
+            };
+            serde_json::json!({
+                "path": display_path(path), "type": kind, "mode": e.mode, "uid": e.uid,
+                "gid": e.gid, "size": e.size(), "target": target, "group": e.group.to_string(),
+            })
+        })
+        .collect();
+    let layers: Vec<serde_json::Value> = plan
+        .layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "name": l.name,
+                "groups": l.groups.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+                "size": l.size,
+                "paths": l.paths.iter().map(|p| display_path(p)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "image": meta.reference(), "layers": layers, "tree": entries })
+}
+
 fn default_cache_dir() -> Option<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
         return Some(PathBuf::from(x).join("imgbuild/layers"));
@@ -303,6 +340,13 @@ pub fn run(ctx: &Ctx, a: ContainerArgs) -> Result<()> {
         },
     )?;
     let meta = image_meta(&inputs);
+    if a.dry_run {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&dry_run_json(&meta, &tree, &plan))?
+        );
+        return Ok(());
+    }
     let p = &inputs.profile;
     let output = match a.output.as_deref() {
         Some("-") => Output::Stdout,

@@ -117,7 +117,6 @@ impl Pool {
 }
 
 fn worker(rx: Arc<Mutex<Receiver<Job>>>) {
-    let mut deflate: Option<Compress> = None;
     let mut zstd: Option<zstd::bulk::Compressor<'static>> = None;
     loop {
         let job = match rx.lock().expect("pool lock").recv() {
@@ -126,8 +125,16 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>) {
         };
         let out = match job.kind {
             Compression::Gzip => {
-                let c = deflate.get_or_insert_with(|| Compress::new(Level::new(GZIP_LEVEL), false));
-                deflate_chunk(c, &job.data, job.dict.as_deref().map(|v| &v[..]), job.last)
+                // A fresh deflate state per chunk: a reused (reset) one gave different bytes
+                // depending on what it compressed before, and a new state costs microseconds
+                // against milliseconds of compression.
+                let mut c = Compress::new(Level::new(GZIP_LEVEL), false);
+                deflate_chunk(
+                    &mut c,
+                    &job.data,
+                    job.dict.as_deref().map(|v| &v[..]),
+                    job.last,
+                )
             }
             Compression::Zstd => {
                 let c = match zstd.as_mut() {
