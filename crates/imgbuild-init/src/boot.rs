@@ -244,6 +244,7 @@ fn network(cfg: &Config, cmd: &Cmdline) {
         NetPlan::Dhcp { gateway, dns, .. } => {
             let mac = net::mac_address(&dev).unwrap_or([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
             let t = Instant::now();
+            let mut how = "dhcp";
             let mut lease = match dhcp::obtain(&dev, mac, DHCP_TIMEOUT) {
                 Ok(ack) => {
                     let l = ack.lease();
@@ -264,6 +265,7 @@ fn network(cfg: &Config, cmd: &Cmdline) {
                         f.prefix,
                         f.gateway.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)
                     );
+                    how = "fallback";
                     f
                 }
             };
@@ -273,7 +275,7 @@ fn network(cfg: &Config, cmd: &Cmdline) {
             if let Some(d) = dns {
                 lease.dns = d;
             }
-            net::apply(&dev, &lease, "dhcp");
+            net::apply(&dev, &lease, how);
         }
     }
 }

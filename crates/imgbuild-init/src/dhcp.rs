@@ -287,25 +287,27 @@ mod tests {
         assert_eq!(back.lease(), crate::net::qemu_fallback());
     }
 
-    /// An OFFER laid out as QEMU's user-mode network (libslirp `bootp.c`) writes it: server
-    /// id, mask, router, DNS, lease, in that order, padded with zeros.
+    /// An OFFER captured from QEMU 7.2 user-mode networking (`-object filter-dump`) while
+    /// imgbuild-init booted: the BOOTP header and options up to the end option; the rest of
+    /// the 548 bytes is zeros.
+    const CAPTURED_OFFER: &str = concat!(
+        "02010600208c0dbc00000000000000000a00020f0a000202000000005254001234560000",
+        "0000000000000000"
+    );
+    const CAPTURED_OPTIONS: &str =
+        "6382536335010236040a0002020104ffffff0003040a00020206040a000203330400015180ff";
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
     fn slirp_offer() -> Vec<u8> {
-        let mut b = vec![0u8; 236];
-        b[..4].copy_from_slice(&[2, 1, 6, 0]);
-        b[4..8].copy_from_slice(&[0x12, 0x34, 0x56, 0x78]);
-        b[16..20].copy_from_slice(&[10, 0, 2, 15]); // yiaddr
-        b[20..24].copy_from_slice(&[10, 0, 2, 2]); // siaddr
-        b[28..34].copy_from_slice(&MAC);
-        b.extend_from_slice(&[
-            99, 130, 83, 99, // magic
-            53, 1, 2, // OFFER
-            54, 4, 10, 0, 2, 2, // server id
-            1, 4, 255, 255, 255, 0, // mask
-            3, 4, 10, 0, 2, 2, // router
-            6, 4, 10, 0, 2, 3, // dns
-            51, 4, 0, 1, 0x51, 0x80, // lease 86400
-            255,
-        ]);
+        let mut b = hex(CAPTURED_OFFER);
+        b.resize(236, 0);
+        b.extend(hex(CAPTURED_OPTIONS));
         b.resize(548, 0);
         b
     }
@@ -315,7 +317,9 @@ mod tests {
         let p = Packet::decode(&slirp_offer()).unwrap();
         assert_eq!(p.op, 2);
         assert_eq!(p.msg_type, OFFER);
-        assert_eq!(p.xid, 0x12345678);
+        assert_eq!(p.xid, 0x208c0dbc);
+        assert_eq!(p.chaddr, MAC);
+        assert_eq!(p.yiaddr, Ipv4Addr::new(10, 0, 2, 15));
         assert_eq!(p.server_id, Some(Ipv4Addr::new(10, 0, 2, 2)));
         assert_eq!(p.lease_secs, Some(86400));
         assert_eq!(p.lease(), crate::net::qemu_fallback());

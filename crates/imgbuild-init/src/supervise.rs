@@ -325,12 +325,12 @@ impl Supervisor {
                 last: self.last,
             }),
             Some(r) => {
-                say!(
-                    "{} received: stopping service {} (pid {})",
-                    sig.as_str(),
-                    self.spec.name,
-                    r.pid
-                );
+                let why = if self.poweroff_requested {
+                    "power-off time reached".to_string()
+                } else {
+                    format!("{} received", sig.as_str())
+                };
+                say!("{why}: stopping service {} (pid {})", self.spec.name, r.pid);
                 self.stopping = Some((sig, Instant::now() + self.spec.grace));
                 let fwd = if sig == Signal::SIGPWR {
                     Signal::SIGTERM
@@ -382,7 +382,6 @@ impl Supervisor {
             }
             if self.poweroff_at.is_some_and(|t| t <= now) && self.stopping.is_none() {
                 self.poweroff_at = None;
-                say!("power-off time reached");
                 self.poweroff_requested = true;
                 if self.stop(Signal::SIGTERM).is_some() {
                     return Ending::PowerOffTimer;
