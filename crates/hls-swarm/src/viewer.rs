@@ -24,6 +24,8 @@ use crate::metrics::{Kind, Metrics};
 pub const LIVE_EDGE_SEGMENTS: u64 = 3;
 /// Largest playlist accepted.
 const MAX_PLAYLIST: usize = 1024 * 1024;
+/// Most content a viewer downloads ahead of its playback clock (hls.js's default).
+const MAX_BUFFER: Duration = Duration::from_secs(30);
 /// First reconnect delay; doubles up to `reconnect_delay_max`.
 const BACKOFF_START: Duration = Duration::from_millis(500);
 
@@ -271,6 +273,13 @@ async fn fetch_new_segments(
         Some(n) => n,
     };
     while next <= last {
+        // Like a player, do not buffer more than MAX_BUFFER ahead (only a finished stream or
+        // a very long window gets there; a live edge start holds three segments).
+        if let Some(b) = state.buffered_until {
+            if b > Instant::now() + MAX_BUFFER {
+                sleep_until(b - MAX_BUFFER).await;
+            }
+        }
         let seg = &pl.segments[(next - first) as usize];
         let url = match media_url.join(&seg.uri) {
             Ok(u) => u,

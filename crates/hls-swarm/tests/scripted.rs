@@ -1,6 +1,6 @@
 //! Cases that need an origin scripted to the request: a segment that answers 404 is retried
 //! exactly as configured, then skipped; the exit status follows --max-error-rate; a new viewer
-//! starts exactly three segments from the live edge. (The real origin never 404s a listed
+//! starts exactly three segments from the live edge; a finished stream is paced. (The real origin never 404s a listed
 //! segment, and its clock is not ours.)
 
 mod common;
@@ -12,6 +12,7 @@ fn origin_failing_101() -> TinyOrigin {
         list_size: 5,
         segment_bytes: 2000,
         fail: Box::new(|n| n == 101),
+        vod: None,
     })
 }
 
@@ -106,6 +107,7 @@ fn a_new_viewer_starts_three_segments_from_the_live_edge() {
         list_size: 5,
         segment_bytes: 1000,
         fail: Box::new(|_| false),
+        vod: None,
     });
     let (out, sum) = run_swarm(
         &[
@@ -123,4 +125,32 @@ fn a_new_viewer_starts_three_segments_from_the_live_edge() {
     }
     assert_eq!(sum["requests"]["segment"], 3);
     assert_eq!(sum["bytes"]["segment"], 3000);
+}
+
+#[test]
+fn a_finished_stream_is_played_from_the_start_at_most_30_s_ahead() {
+    // Six 10 s segments with #EXT-X-ENDLIST: a viewer takes the first four (40 s, the 4th
+    // fetched while less than 30 s was buffered) and then waits for its playback clock.
+    let o = TinyOrigin::start(TinyConfig {
+        segment_secs: 10.0,
+        list_size: 6,
+        segment_bytes: 1000,
+        fail: Box::new(|_| false),
+        vod: Some(6),
+    });
+    let (out, sum) = run_swarm(
+        &[
+            &o.url("/stream.m3u8"),
+            "--clients=1",
+            "--ramp-jitter=0",
+            "--metrics-port=0",
+            "--duration=1.5",
+        ],
+        "vod",
+    );
+    assert_eq!(out.status.code(), Some(0));
+    for (n, want) in [(0, 1), (1, 1), (2, 1), (3, 1), (4, 0), (5, 0)] {
+        assert_eq!(o.count(&format!("/seg{n:05}.ts")), want, "segment {n}");
+    }
+    assert_eq!(sum["stalls"], 0);
 }

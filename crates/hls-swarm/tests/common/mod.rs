@@ -220,6 +220,8 @@ pub struct TinyConfig {
     pub segment_bytes: usize,
     /// Media sequence numbers answered with 404.
     pub fail: Box<dyn Fn(u64) -> bool + Send + Sync>,
+    /// Some(n): a finished (VOD) stream of segments 0..n with #EXT-X-ENDLIST instead of live.
+    pub vod: Option<u64>,
 }
 
 impl TinyOrigin {
@@ -294,8 +296,13 @@ fn serve_conn(
         }
         let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
         *counts.lock().unwrap().entry(path.clone()).or_default() += 1;
-        let last = TinyOrigin::live_msn(cfg.segment_secs, t0);
-        let first = last + 1 - cfg.list_size;
+        let (first, last) = match cfg.vod {
+            Some(n) => (0, n - 1),
+            None => {
+                let last = TinyOrigin::live_msn(cfg.segment_secs, t0);
+                (last + 1 - cfg.list_size, last)
+            }
+        };
         let (code, ctype, body): (u16, &str, Vec<u8>) = if path == "/stream.m3u8" {
             let mut p = format!(
                 "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:{first}\n",
@@ -303,6 +310,9 @@ fn serve_conn(
             );
             for n in first..=last {
                 p += &format!("#EXTINF:{:.3},\nseg{n:05}.ts\n", cfg.segment_secs);
+            }
+            if cfg.vod.is_some() {
+                p += "#EXT-X-ENDLIST\n";
             }
             (200, "application/vnd.apple.mpegurl", p.into_bytes())
         } else if let Some(n) = path
