@@ -154,3 +154,41 @@ fn a_finished_stream_is_played_from_the_start_at_most_30_s_ahead() {
     }
     assert_eq!(sum["stalls"], 0);
 }
+
+#[test]
+fn the_progress_line_appears_on_a_terminal_only() {
+    let o = TinyOrigin::start(TinyConfig {
+        segment_secs: 1.0,
+        list_size: 5,
+        segment_bytes: 1000,
+        fail: Box::new(|_| false),
+        vod: None,
+    });
+    let url = o.url("/stream.m3u8");
+    let args = [
+        "--clients=2",
+        "--ramp-jitter=0",
+        "--metrics-port=0",
+        "--duration=2.5",
+    ];
+    // Not a terminal (a pipe): no progress line, just the summary.
+    let out = swarm().arg(&url).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("\x1b[K") && !err.contains('\r'), "{err:?}");
+    assert!(err.contains("hls-swarm summary"));
+    // A terminal, through util-linux `script`: the progress line is redrawn in place.
+    let line = format!("{} {url} {}", swarm_bin().display(), args.join(" "));
+    let mut c = std::process::Command::new("script");
+    c.args(["-qec", &line, "/dev/null"]);
+    for k in SWARM_ENV {
+        c.env_remove(k);
+    }
+    let Ok(out) = c.output() else {
+        eprintln!("no `script` program: terminal case not checked");
+        return;
+    };
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(tty.contains("\r\x1b[K"), "{tty:?}");
+    assert!(tty.contains("viewers 2/2 | requests"), "{tty:?}");
+    assert!(tty.contains("hls-swarm summary"), "{tty:?}");
+}
