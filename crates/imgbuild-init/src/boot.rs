@@ -83,8 +83,11 @@ fn boot(config_path: &Path) -> Result<(), String> {
         nc.as_ref().map(|n| n.user.env.as_slice()).unwrap_or(&[]),
         &cmd.env,
     );
-    for (k, v) in nc.iter().flat_map(|n| &n.user.env).chain(&cmd.env) {
-        say!("service env override {k}={v}");
+    for (k, v) in nc.iter().flat_map(|n| &n.user.env) {
+        say!("service env {k}={v} (NoCloud)");
+    }
+    for (k, v) in &cmd.env {
+        say!("service env {k}={v} (kernel command line)");
     }
     say!("boot steps took {:.1}s", started.elapsed().as_secs_f64());
 
@@ -97,6 +100,7 @@ fn boot(config_path: &Path) -> Result<(), String> {
         restart: Restart::Always,
         grace: STOP_GRACE,
         stop_signals: vec![Signal::SIGTERM, Signal::SIGINT, Signal::SIGPWR],
+        stop_with: Some(Signal::SIGTERM),
         forward_signals: vec![Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2],
         stdin_null: true,
         kill_after: cmd.kill_service_after,

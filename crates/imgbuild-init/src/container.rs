@@ -53,6 +53,7 @@ pub fn run(config_path: &Path, extra: Vec<String>) -> i32 {
         restart: Restart::OnFailure,
         grace: GRACE,
         stop_signals: vec![Signal::SIGTERM, Signal::SIGINT],
+        stop_with: None,
         forward_signals: vec![
             Signal::SIGHUP,
             Signal::SIGQUIT,

@@ -151,8 +151,10 @@ pub struct Spec {
     pub restart: Restart,
     /// How long a stopping service gets between the signal and SIGKILL.
     pub grace: Duration,
-    /// Stop signals: forwarded to the service, then supervision ends.
+    /// Stop signals: the service is stopped, then supervision ends.
     pub stop_signals: Vec<Signal>,
+    /// The signal that stops the service; `None` forwards the stop signal received.
+    pub stop_with: Option<Signal>,
     /// Signals forwarded to the service without stopping.
     pub forward_signals: Vec<Signal>,
     pub stdin_null: bool,
@@ -332,12 +334,7 @@ impl Supervisor {
                 };
                 say!("{why}: stopping service {} (pid {})", self.spec.name, r.pid);
                 self.stopping = Some((sig, Instant::now() + self.spec.grace));
-                let fwd = if sig == Signal::SIGPWR {
-                    Signal::SIGTERM
-                } else {
-                    sig
-                };
-                self.signal_service(fwd);
+                self.signal_service(self.spec.stop_with.unwrap_or(sig));
                 None
             }
         }
