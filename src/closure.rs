@@ -77,7 +77,7 @@ pub enum ClosureError {
         path: String,
         reference: String,
     },
-    #[error("store path {path}: cannot read {host}: {err}; realise it first (nix-store --realise) or point --store-root at a directory holding nix/store")]
+    #[error("store path {path}: cannot read {host}: {err}; make sure it is realised (nix-store --realise) and readable by this user (check its permissions), or point --store-root at a directory holding nix/store")]
     StoreRead {
         path: String,
         host: String,
@@ -542,10 +542,19 @@ pub fn load(inputs: &[PathBuf], store_root: Option<&Path>) -> Result<Closure, Cl
             hashes: &hashes,
             found: &mut found,
         });
-        let size = nar_walk(&host, scanner).map_err(|err| ClosureError::StoreRead {
-            path: known[i].clone(),
-            host: host.display().to_string(),
-            err,
+        let size = nar_walk(&host, scanner).map_err(|err| {
+            match err.get_ref().and_then(|e| e.downcast_ref::<SpecialFile>()) {
+                Some(SpecialFile(file, what)) => ClosureError::UnsupportedFile {
+                    path: known[i].clone(),
+                    host: file.display().to_string(),
+                    what,
+                },
+                None => ClosureError::StoreRead {
+                    path: known[i].clone(),
+                    host: host.display().to_string(),
+                    err,
+                },
+            }
         })?;
         Ok((i, size, found))
     })?;
@@ -653,6 +662,18 @@ impl Scanner<'_> {
     }
 }
 
+/// A file a store cannot hold (FIFO, socket, device), found while walking a store path.
+#[derive(Debug)]
+struct SpecialFile(PathBuf, &'static str);
+
+impl std::fmt::Display for SpecialFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is a {}", self.0.display(), self.1)
+    }
+}
+
+impl std::error::Error for SpecialFile {}
+
 /// Length of a NAR string field: 8-byte length + bytes padded to 8.
 fn nar_str(len: u64) -> u64 {
     8 + len.div_ceil(8) * 8
@@ -662,7 +683,9 @@ fn nar_str(len: u64) -> u64 {
 /// size; with a scanner, also scans names, contents and symlink targets for hashes.
 fn nar_walk(host: &Path, mut scanner: Option<Scanner<'_>>) -> io::Result<u64> {
     fn node(path: &Path, sc: &mut Option<Scanner<'_>>) -> io::Result<u64> {
-        let meta = fs::symlink_metadata(path)?;
+        // Name the file inside the store path in every error.
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        let meta = fs::symlink_metadata(path).map_err(named)?;
         let ft = meta.file_type();
         // "(" "type" <type> … ")"
         let mut size = nar_str(1) + nar_str(4) + nar_str(1);
@@ -675,7 +698,8 @@ fn nar_walk(host: &Path, mut scanner: Option<Scanner<'_>>) -> io::Result<u64> {
             size += nar_str(7) + nar_str(6) + nar_str(t.len() as u64);
         } else if ft.is_dir() {
             size += nar_str(9);
-            let mut names: Vec<_> = fs::read_dir(path)?
+            let mut names: Vec<_> = fs::read_dir(path)
+                .map_err(named)?
                 .map(|e| e.map(|e| e.file_name()))
                 .collect::<io::Result<_>>()?;
             names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
@@ -695,12 +719,12 @@ fn nar_walk(host: &Path, mut scanner: Option<Scanner<'_>>) -> io::Result<u64> {
             }
             size += nar_str(8) + nar_str(meta.len()); // "contents" <bytes>
             if let Some(s) = sc {
-                s.scan_file(path)?;
+                s.scan_file(path).map_err(named)?;
             }
         } else {
-            return Err(io::Error::other(format!(
-                "{} is not a file, directory or symlink",
-                path.display()
+            return Err(io::Error::other(SpecialFile(
+                path.to_path_buf(),
+                file_type_name(ft),
             )));
         }
         Ok(size)
