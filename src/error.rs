@@ -14,6 +14,10 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
             || cause.is::<crate::payload::PayloadError>()
             || cause.is::<crate::plan::PlanError>()
             || cause.is::<crate::closure::ClosureError>()
+            // RootfsError forwards a ProfileError transparently (it is not its own cause).
+            || cause
+                .downcast_ref::<crate::rootfs::RootfsError>()
+                .is_some_and(|r| !matches!(r, crate::rootfs::RootfsError::Read(..)))
             || cause.is::<clap::Error>()
             || cause
                 .downcast_ref::<crate::iso::IsoError>()
