@@ -28,9 +28,9 @@ use crate::tree::Tree;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
-    #[error("{path}: {err}")]
+    #[error("{path}: {err}{}", hint(.err))]
     Io { path: String, err: io::Error },
-    #[error("writing the image: {0}")]
+    #[error("writing the image: {}{}", .0, hint(.0))]
     Write(io::Error),
     #[error("{host} (image path {image}) changed while the image was written: it was {was} bytes, now {now}; rebuild once the file is stable")]
     Changed {
@@ -43,7 +43,29 @@ pub enum OciError {
     Input(String),
 }
 
+/// What to do about an I/O error, appended to the one-line report.
+fn hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => "; check its permissions: imgbuild must read every input and write the output directory and the layer cache (--cache-dir)",
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            "; free some space or write elsewhere (-o FILE, --cache-dir DIR)"
+        }
+        io::ErrorKind::ReadOnlyFilesystem => {
+            "; write to a writable directory (-o FILE, --cache-dir DIR)"
+        }
+        _ => "",
+    }
+}
+
 impl OciError {
+    /// Names the file or directory a bare write error happened in.
+    fn at(self, path: &Path) -> OciError {
+        match self {
+            OciError::Write(err) => OciError::io(path, err),
+            e => e,
+        }
+    }
+
     pub fn io(path: &Path, err: io::Error) -> OciError {
         OciError::Io {
             path: path.display().to_string(),
@@ -248,7 +270,10 @@ pub fn write_image(
     if let Some(h) = shower {
         let _ = h.join();
     }
-    let blobs = blobs?;
+    let store_dir = match &o.store {
+        Store::Cache(d) | Store::Scratch(d) => d.clone(),
+    };
+    let blobs = blobs.map_err(|e| e.at(&store_dir))?;
     let docs = image::Documents::new(meta, plan, &blobs);
     let written = match (o.format, out) {
         (Format::DockerArchive, Output::File(path)) => {
@@ -258,8 +283,8 @@ pub fn write_image(
                 .unwrap_or(Path::new("."));
             let pending = files::Pending::new_in(dir, "image").map_err(|e| OciError::io(dir, e))?;
             let mut f = pending.file.try_clone().map_err(OciError::Write)?;
-            image::write_archive(&mut f, &docs, &blobs, o.epoch)?;
-            f.flush().map_err(OciError::Write)?;
+            image::write_archive(&mut f, &docs, &blobs, o.epoch).map_err(|e| e.at(path))?;
+            f.flush().map_err(|e| OciError::io(path, e))?;
             pending.file.sync_data().ok();
             pending
                 .persist(path, true)
