@@ -9,7 +9,8 @@
 //! instead: entrypoint `/bin/imgbuild-init --container`, which reads the service from
 //! `/etc/imgbuild/init.json`, supervises it and drops privileges for it to the profile's
 //! uid/gid — so that image's config `User` is root (`0:0`); the service itself never runs as
-//! root.
+//! root. It is a different image, so it is tagged `<profile>-init` (`hls-origin:default-init`)
+//! and written to `hls-origin-<profile>-init.tar` by default.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -250,7 +251,12 @@ pub fn image_meta(i: &Inputs) -> ImageMeta {
     };
     ImageMeta {
         name: p.image.name.clone(),
-        tag: p.tag().to_string(),
+        // The enhanced image is another image, so it gets its own tag.
+        tag: if i.init {
+            format!("{}-init", p.tag())
+        } else {
+            p.tag().to_string()
+        },
         user,
         env: p
             .env()
@@ -348,12 +354,13 @@ pub fn run(ctx: &Ctx, a: ContainerArgs) -> Result<()> {
         return Ok(());
     }
     let p = &inputs.profile;
+    let suffix = if a.init { "-init" } else { "" };
     let output = match a.output.as_deref() {
         Some("-") => Output::Stdout,
         Some(f) => Output::File(PathBuf::from(f)),
         None => Output::File(PathBuf::from(match a.format {
-            Format::DockerArchive => format!("hls-{}-{}.tar", p.kind, p.name),
-            Format::OciDir => format!("hls-{}-{}.oci", p.kind, p.name),
+            Format::DockerArchive => format!("hls-{}-{}{suffix}.tar", p.kind, p.name),
+            Format::OciDir => format!("hls-{}-{}{suffix}.oci", p.kind, p.name),
         })),
     };
     let out_dir = match &output {

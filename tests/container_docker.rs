@@ -527,3 +527,42 @@ fn images_are_hardened_no_shell_no_setuid_etc_owned_by_root_and_stop_within_two_
     docker_ok(&["stop", &s.0]);
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
+
+#[test]
+#[ignore = "full: needs docker"]
+fn the_enhanced_init_image_supervises_the_origin_as_uid_1000_and_becomes_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("init.tar");
+    let o = common::imgbuild()
+        .args(["container", "origin/default", "--init", "--no-cache", "-o"])
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let image = "hls-origin:default-init";
+    LOADED.lock().unwrap().push(image.to_string());
+    // SAFETY: registering a plain extern "C" function to run at exit (idempotent cleanup).
+    unsafe { libc::atexit(remove_images) };
+    let out = docker_ok(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(out.contains(&format!("Loaded image: {image}")), "{out}");
+    let c = config_of(image);
+    assert_eq!(c["User"], "0:0");
+    assert_eq!(
+        c["Entrypoint"],
+        serde_json::json!(["/bin/imgbuild-init", "--container"])
+    );
+    let run = Container::run(&["-p", "127.0.0.1::17080"], image, &[]);
+    run.wait_healthy(Duration::from_secs(60));
+    let (st, body) = get(&run.host_port(17080), "/health");
+    assert_eq!((st, body.as_str()), (200, "OK\n"));
+    // The service runs as the profile's user, init as root.
+    let top = docker_ok(&["top", &run.0, "-o", "pid,uid,args"]);
+    let origin_line = top
+        .lines()
+        .find(|l| l.contains("/bin/hls-origin") && !l.contains("healthcheck"))
+        .unwrap_or_else(|| panic!("{top}"));
+    assert_eq!(origin_line.split_whitespace().nth(1), Some("1000"), "{top}");
+    let t = Instant::now();
+    docker_ok(&["stop", &run.0]);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
