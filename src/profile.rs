@@ -60,13 +60,6 @@ pub enum ProfileError {
     Root(#[from] crate::root::RootError),
 }
 
-impl ProfileError {
-    /// Bad input (exit 2) — every profile error is the user's input.
-    pub fn exit_code(&self) -> i32 {
-        2
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Schema (see profiles/README.md). Every struct has `default` so a single file can be
 // checked alone (unknown keys and wrong types found with their line), and

@@ -275,3 +275,99 @@ fn compose_file_reaches_healthy_and_the_swarm_reports_zero_errors() {
     );
     assert!(down.status.success(), "{}", stderr(&down));
 }
+
+/// Kills a whole process group (imgbuild boot and its QEMU) when dropped.
+struct Group(std::process::Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+#[ignore = "full: needs qemu and boot assets"]
+fn iso_golden_path_the_swarm_loads_the_booted_origin_with_zero_errors() {
+    use std::os::unix::process::CommandExt;
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let iso = dir.path().join("origin.iso");
+    let o = run(&["iso", "origin/default", "-o", iso.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let port = free_port();
+    let console = std::fs::File::create(dir.path().join("console.log")).unwrap();
+    let vm = Group(
+        imgbuild()
+            .args([
+                "boot",
+                iso.to_str().unwrap(),
+                "--forward",
+                &format!("{port}:17080"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(console.try_clone().unwrap())
+            .stderr(console)
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    let console = || std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
+    let start = Instant::now();
+    loop {
+        let ok = std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .and_then(|mut s| {
+                use std::io::{Read, Write};
+                s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+                s.write_all(b"GET /health HTTP/1.0\r\n\r\n").ok()?;
+                let mut b = String::new();
+                s.read_to_string(&mut b).ok()?;
+                b.starts_with("HTTP/1.1 200").then_some(())
+            });
+        if ok.is_some() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the ISO never answered /health:\n{}",
+            console()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let summary = dir.path().join("summary.json");
+    let swarm = Command::new(payload_dir().join("hls-swarm"))
+        .args([
+            "--clients",
+            "20",
+            "--ramp-rate",
+            "10",
+            "--duration",
+            "20s",
+            "--metrics-port",
+            "0",
+        ])
+        .arg("--summary-json")
+        .arg(&summary)
+        .arg(format!("http://127.0.0.1:{port}/master.m3u8"))
+        .env_clear()
+        .output()
+        .unwrap();
+    drop(vm);
+    assert!(
+        swarm.status.success(),
+        "swarm failed:\n{}\nconsole:\n{}",
+        stderr(&swarm),
+        console()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(v["errors"]["total"], 0, "{v}");
+    assert!(v["requests"]["segment"].as_u64().unwrap() >= 20, "{v}");
+    assert!(
+        console().contains("imgbuild-init: service hls-origin started"),
+        "{}",
+        console()
+    );
+}
