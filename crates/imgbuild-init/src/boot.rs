@@ -97,7 +97,11 @@ fn boot(config_path: &Path) -> Result<(), String> {
         args: cfg.service.args.clone(),
         env,
         user: supervise::service_user(cfg.service.uid, cfg.service.gid),
-        restart: Restart::Always,
+        restart: if cmd.poweroff_on_exit {
+            Restart::Never
+        } else {
+            Restart::Always
+        },
         grace: STOP_GRACE,
         stop_signals: vec![Signal::SIGTERM, Signal::SIGINT, Signal::SIGPWR],
         stop_with: Some(Signal::SIGTERM),

@@ -9,7 +9,9 @@
 //!   over `ip=`.
 //! - `PREFIXKEY=VALUE` for any other KEY: the service environment variable KEY (case kept).
 //! - `imgbuild.test=kill-service-after=SECS[,poweroff-after=SECS]`: test aids.
-//! - `imgbuild.poweroff=SECS`: power off SECS seconds after the service first started.
+//! - `imgbuild.poweroff=SECS`: power off SECS seconds after supervision began (the boot
+//!   steps done); `imgbuild.poweroff` alone (or `=on-exit`): power off when the service
+//!   exits instead of restarting it.
 //! - Double quotes group words: `hls.GREETING="hello world"`; the quotes are removed.
 
 use std::net::Ipv4Addr;
@@ -35,6 +37,8 @@ pub struct Cmdline {
     pub env: Vec<(String, String)>,
     pub kill_service_after: Option<Duration>,
     pub poweroff_after: Option<Duration>,
+    /// Power off when the service exits instead of restarting it.
+    pub poweroff_on_exit: bool,
     /// Entries that were recognised but could not be used, one line each.
     pub warnings: Vec<String>,
 }
@@ -122,6 +126,7 @@ impl Cmdline {
                         }
                     }
                 }
+                ("imgbuild.poweroff", None | Some("on-exit")) => c.poweroff_on_exit = true,
                 ("imgbuild.poweroff", Some(v)) => match secs(v) {
                     Some(d) => c.poweroff_after = Some(d),
                     None => c
@@ -365,5 +370,8 @@ mod tests {
         assert_eq!(c.warnings.len(), 1);
         let c = Cmdline::parse("imgbuild.poweroff=12", "hls.");
         assert_eq!(c.poweroff_after, Some(Duration::from_secs(12)));
+        assert!(!c.poweroff_on_exit);
+        assert!(Cmdline::parse("quiet imgbuild.poweroff", "hls.").poweroff_on_exit);
+        assert!(Cmdline::parse("imgbuild.poweroff=on-exit", "hls.").poweroff_on_exit);
     }
 }

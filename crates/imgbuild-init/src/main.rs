@@ -48,7 +48,10 @@
 //!   `ip=CLIENT:SERVER:GW:NETMASK:HOSTNAME:DEVICE:AUTOCONF:DNS0:DNS1`
 //! - `hls.ip=ADDR/LEN|dhcp|off`, `hls.gw=ADDR`, `hls.dns=ADDR[,ADDR]` (win over `ip=`)
 //! - `hls.KEY=VALUE`: service environment variable KEY (any other KEY; case kept)
-//! - `imgbuild.test=kill-service-after=SECS[,poweroff-after=SECS]`, `imgbuild.poweroff=SECS`
+//! - `imgbuild.test=kill-service-after=SECS[,poweroff-after=SECS]`: SIGKILL the service
+//!   once, SECS after it first started (so a test sees a restart)
+//! - `imgbuild.poweroff=SECS`: power off SECS after the service was first started;
+//!   `imgbuild.poweroff` alone: power off when the service exits instead of restarting
 //!
 //! (`hls.` is the config's `cmdline_prefix`.)
 //! Precedence — hostname: config < NoCloud meta-data `local-hostname` < user-data

@@ -326,13 +326,15 @@ pub fn add_default_route(name: &str, gw: Ipv4Addr) -> std::io::Result<()> {
     }
 }
 
-/// Names of the non-loopback interfaces in /sys/class/net, sorted.
+/// Names of the Ethernet interfaces in /sys/class/net (type 1: no lo, sit0, tunl0…), sorted.
 pub fn interfaces() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir("/sys/class/net")
         .map(|d| {
             d.filter_map(|e| e.ok())
+                .filter(|e| {
+                    std::fs::read_to_string(e.path().join("type")).is_ok_and(|t| t.trim() == "1")
+                })
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != "lo")
                 .collect()
         })
         .unwrap_or_default();

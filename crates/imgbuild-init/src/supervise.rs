@@ -63,6 +63,8 @@ pub enum Restart {
     /// After a crash (signal or non-zero status) but not after status 0 or 2 (bad usage,
     /// which a restart cannot fix): container mode.
     OnFailure,
+    /// Never: the first exit ends supervision (`imgbuild.poweroff` in boot mode).
+    Never,
 }
 
 /// Exponential restart delay: 0.5 s doubling to 10 s, back to 0.5 s after 30 s of running.
@@ -262,8 +264,11 @@ impl Supervisor {
                 last: Some(status),
             });
         }
-        let finished = self.spec.restart == Restart::OnFailure
-            && matches!(status, ExitStatus::Code(0) | ExitStatus::Code(2));
+        let finished = match self.spec.restart {
+            Restart::Always => false,
+            Restart::OnFailure => matches!(status, ExitStatus::Code(0) | ExitStatus::Code(2)),
+            Restart::Never => true,
+        };
         if finished {
             say!("service {name} exited ({status}), not restarting");
             return Some(Ending::Finished(status));
