@@ -17,14 +17,16 @@ use crate::{layers, payload};
 pub struct Finding {
     pub file: String,
     pub line: Option<usize>,
+    pub column: Option<usize>,
     pub message: String,
 }
 
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.line {
-            Some(l) => write!(f, "{}:{}: {}", self.file, l, self.message),
-            None => write!(f, "{}: {}", self.file, self.message),
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "{}:{l}:{c}: {}", self.file, self.message),
+            (Some(l), None) => write!(f, "{}:{l}: {}", self.file, self.message),
+            _ => write!(f, "{}: {}", self.file, self.message),
         }
     }
 }
@@ -39,16 +41,19 @@ fn finding(e: &ProfileError) -> Finding {
         } => Finding {
             file: file.clone(),
             line: Some(*line),
-            message: format!("(column {col}) {msg}"),
+            column: Some(*col),
+            message: msg.clone(),
         },
         ProfileError::Invalid { file, msg } => Finding {
             file: file.clone(),
             line: None,
+            column: None,
             message: msg.clone(),
         },
         other => Finding {
             file: "profiles".into(),
             line: None,
+            column: None,
             message: other.to_string(),
         },
     }
@@ -83,6 +88,7 @@ pub fn run(root: &Root, check_binaries: bool) -> Report {
             Ok(gaps) if !gaps.is_empty() => findings.push(Finding {
                 file: root.display(&format!("profiles/{kind}/_base.toml")),
                 line: None,
+                column: None,
                 message: format!(
                     "leaves these settings to built-in defaults: {}; set them so every {kind} profile is explicit",
                     gaps.join(", ")
@@ -150,6 +156,7 @@ pub fn run(root: &Root, check_binaries: bool) -> Report {
             findings.push(Finding {
                 file: p.file.clone(),
                 line,
+                column: None,
                 message: format!(
                     "image {r} is also built by {}; give one of them another image.tag",
                     others.join(", ")
@@ -174,6 +181,7 @@ pub fn run(root: &Root, check_binaries: bool) -> Report {
                 findings.push(Finding {
                     file: first.file.clone(),
                     line: None,
+                    column: None,
                     message: format!("{e} (used by {})", users.join(", ")),
                 });
             }
