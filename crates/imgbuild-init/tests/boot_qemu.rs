@@ -127,7 +127,13 @@ fn is_static(p: &Path) -> bool {
     n > 4 && &head[..4] == b"\x7fELF" && !head[..n].windows(8).any(|w| w == b"/lib64/l")
 }
 
-fn initramfs(modules_dir: &Path, kver: &str, busybox: &Path) -> Vec<u8> {
+fn initramfs(
+    modules_dir: &Path,
+    kver: &str,
+    busybox: &Path,
+    network: serde_json::Value,
+    extra_modules: &[&str],
+) -> Vec<u8> {
     let mut c = Cpio::new();
     for d in [
         "bin",
@@ -168,6 +174,7 @@ fn initramfs(modules_dir: &Path, kver: &str, busybox: &Path) -> Vec<u8> {
         c.file(&rel, 0o644, &data);
         listed.push(rel);
     }
+    listed.extend(extra_modules.iter().map(|m| m.to_string()));
     let config = serde_json::json!({
         "service": {
             "name": "httpd",
@@ -178,7 +185,7 @@ fn initramfs(modules_dir: &Path, kver: &str, busybox: &Path) -> Vec<u8> {
             "uid": 1000, "gid": 1000
         },
         "hostname": "from-config",
-        "network": {"mode": "dhcp"},
+        "network": network,
         "modules": listed,
         "cmdline_prefix": "hls."
     });
@@ -235,23 +242,133 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     Some(r)
 }
 
-#[test]
-fn the_machine_boots_serves_restarts_and_powers_off_on_ctrl_alt_del() {
+/// Everything a boot needs from the host, or why the test is skipped.
+struct Host {
+    qemu: PathBuf,
+    kernel: PathBuf,
+    modules_dir: PathBuf,
+    kver: String,
+    busybox: PathBuf,
+}
+
+fn host() -> Option<Host> {
     let Some(qemu) = on_path("qemu-system-x86_64") else {
         eprintln!("skipped: qemu-system-x86_64 not found");
-        return;
+        return None;
     };
     let Some((kernel, modules_dir, kver)) = assets() else {
         eprintln!("skipped: no boot assets (run scripts/boot-assets)");
-        return;
+        return None;
     };
     let Some(busybox) = on_path("busybox").filter(|b| is_static(b)) else {
         eprintln!("skipped: no static busybox on PATH");
-        return;
+        return None;
     };
+    Some(Host {
+        qemu,
+        kernel,
+        modules_dir,
+        kver,
+        busybox,
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Boot with this initramfs, kernel command line and extra QEMU arguments; the serial
+/// console's lines arrive on `Vm::lines`.
+fn boot(h: &Host, initrd: &Path, append: &str, extra: &[String]) -> Vm {
+    let mut cmd = Command::new(&h.qemu);
+    cmd.args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot"])
+        .args(["-serial", "stdio"])
+        .arg("-kernel")
+        .arg(&h.kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(format!("console=ttyS0 quiet panic=-1 {append}"))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if !extra.iter().any(|a| a == "-monitor") {
+        // -nographic would put the monitor on stdio next to the serial console.
+        cmd.args(["-monitor", "none"]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, lines) = channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).split(b'\n').map_while(Result::ok) {
+            let l = String::from_utf8_lossy(&l)
+                .trim_end_matches('\r')
+                .to_string();
+            eprintln!("[vm] {l}");
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    Vm {
+        child,
+        lines,
+        seen: vec![],
+    }
+}
+
+/// Wait for `/health` to answer 200 OK through the host port forward.
+fn wait_health(port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(r) = http_get(port, "/health") {
+            if r.starts_with("HTTP/1.") && r.contains(" 200 ") && r.ends_with("OK\n") {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no /health answer through the forward"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn wait_power_off(vm: &mut Vm, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = vm.child.try_wait().unwrap() {
+            assert!(s.success(), "qemu exited with {s}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "the machine did not power off");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+const BOOT: Duration = Duration::from_secs(120);
+
+#[test]
+fn the_machine_boots_serves_restarts_and_powers_off_on_ctrl_alt_del() {
+    let Some(h) = host() else { return };
     let dir = tempfile::tempdir().unwrap();
     let initrd = dir.path().join("initrd.cpio");
-    std::fs::write(&initrd, initramfs(&modules_dir, &kver, &busybox)).unwrap();
+    std::fs::write(
+        &initrd,
+        initramfs(
+            &h.modules_dir,
+            &h.kver,
+            &h.busybox,
+            serde_json::json!({"mode": "dhcp"}),
+            &[],
+        ),
+    )
+    .unwrap();
 
     // A NoCloud seed when a mastering tool is around (the boot must work without it too).
     let seed = dir.path().join("seed.iso");
@@ -278,58 +395,28 @@ fn the_machine_boots_serves_restarts_and_powers_off_on_ctrl_alt_del() {
         })
         .unwrap_or(false);
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let monitor = dir.path().join("monitor.sock");
-    let mut cmd = Command::new(qemu);
-    cmd.args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot"])
-        .args(["-serial", "stdio", "-monitor"])
-        .arg(format!("unix:{},server,nowait", monitor.display()))
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&initrd)
-        .arg("-append")
-        .arg(
-            "console=ttyS0 quiet panic=-1 hls.PORT=18080 \"hls.GREETING=from the kernel\" \
-             imgbuild.test=kill-service-after=3",
-        )
-        .arg("-nic")
-        .arg(format!(
-            "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:18080"
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    let mut extra = vec![
+        "-monitor".to_string(),
+        format!("unix:{},server,nowait", monitor.display()),
+        "-nic".to_string(),
+        format!("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:18080"),
+    ];
     if have_seed {
-        cmd.arg("-drive").arg(format!(
+        extra.push("-drive".into());
+        extra.push(format!(
             "file={},media=cdrom,if=ide,readonly=on",
             seed.display()
         ));
     }
-    let mut child = cmd.spawn().unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, lines) = channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).split(b'\n').map_while(Result::ok) {
-            let l = String::from_utf8_lossy(&l)
-                .trim_end_matches('\r')
-                .to_string();
-            eprintln!("[vm] {l}");
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    let mut vm = Vm {
-        child,
-        lines,
-        seen: vec![],
-    };
-    let boot = Duration::from_secs(120);
+    let mut vm = boot(
+        &h,
+        &initrd,
+        "hls.PORT=18080 \"hls.GREETING=from the kernel\" imgbuild.test=kill-service-after=3",
+        &extra,
+    );
+    let boot = BOOT;
     vm.expect("imgbuild-init: module virtio_net loaded", boot);
     vm.expect("imgbuild-init: DHCP lease 10.0.2.15/24 from 10.0.2.2", boot);
     vm.expect("imgbuild-init: default route via 10.0.2.2 dev eth0", boot);
@@ -350,20 +437,7 @@ fn the_machine_boots_serves_restarts_and_powers_off_on_ctrl_alt_del() {
         "{env}"
     );
 
-    // /health through the port forward (the service may be mid-restart: retry).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(r) = http_get(port, "/health") {
-            if r.starts_with("HTTP/1.") && r.contains(" 200 ") && r.ends_with("OK\n") {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no /health answer through the forward"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_health(port, Duration::from_secs(60));
 
     vm.expect("imgbuild-init: test: killing service httpd", boot);
     vm.expect(
@@ -380,14 +454,60 @@ fn the_machine_boots_serves_restarts_and_powers_off_on_ctrl_alt_del() {
         "imgbuild-init: SIGINT received: stopping service httpd",
         boot,
     );
+    // The service is stopped with SIGTERM whatever asked for the power-off.
+    vm.expect(
+        "imgbuild-init: service httpd exited (status 143, signal SIGTERM)",
+        boot,
+    );
     vm.expect("imgbuild-init: power off", boot);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(s) = vm.child.try_wait().unwrap() {
-            assert!(s.success(), "qemu exited with {s}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the machine did not power off");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_power_off(&mut vm, Duration::from_secs(60));
+}
+
+#[test]
+fn static_network_from_the_command_line_a_missing_module_and_power_off_on_exit() {
+    let Some(h) = host() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = dir.path().join("initrd.cpio");
+    // The config says static 10.177.0.10/24 (a tap profile); the kernel command line moves
+    // the machine onto QEMU's user network instead.
+    std::fs::write(
+        &initrd,
+        initramfs(
+            &h.modules_dir,
+            &h.kver,
+            &h.busybox,
+            serde_json::json!({"mode": "static", "address": "10.177.0.10/24",
+                               "gateway": "10.177.0.1", "dns": "10.177.0.1"}),
+            &["lib/modules/nowhere/missing_mod.ko"],
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let extra = vec![
+        "-nic".to_string(),
+        format!("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-10.0.2.20:17080"),
+    ];
+    let mut vm = boot(
+        &h,
+        &initrd,
+        "ip=10.0.2.20/24::10.0.2.2 hls.dns=10.0.2.3 hostname=static-box \
+         imgbuild.test=kill-service-after=10 imgbuild.poweroff",
+        &extra,
+    );
+    vm.expect("imgbuild-init: module virtio_net loaded", BOOT);
+    // Listed last; reported, and the boot goes on.
+    vm.expect("imgbuild-init: module missing_mod NOT loaded", BOOT);
+    vm.expect("imgbuild-init: address 10.0.2.20/24 on eth0 (static)", BOOT);
+    vm.expect("imgbuild-init: default route via 10.0.2.2 dev eth0", BOOT);
+    vm.expect("imgbuild-init: DNS 10.0.2.3", BOOT);
+    vm.expect("imgbuild-init: hostname static-box", BOOT);
+    vm.expect("imgbuild-init: service httpd started (pid ", BOOT);
+    wait_health(port, Duration::from_secs(8));
+    // imgbuild.poweroff: the (test-killed) service is not restarted; the machine goes down.
+    vm.expect(
+        "imgbuild-init: service httpd exited (status 137, signal SIGKILL), not restarting",
+        BOOT,
+    );
+    vm.expect("imgbuild-init: power off", BOOT);
+    wait_power_off(&mut vm, Duration::from_secs(60));
 }
