@@ -76,6 +76,7 @@ pub fn run_swarm(args: &[&str], summary_name: &str) -> (Output, serde_json::Valu
             String::from_utf8_lossy(&out.stderr)
         )
     });
+    let _ = std::fs::remove_dir_all(&dir);
     (
         out,
         serde_json::from_str(&text).expect("summary JSON parses"),
