@@ -246,6 +246,7 @@ fn a_killed_origin_causes_errors_and_reconnects_then_recovery() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     let sum: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(num(&sum["errors"]["total"]) >= 3.0, "{sum}");
     assert!(num(&sum["errors"]["by_kind"]["connect"]) >= 3.0, "{sum}");
     assert!(num(&sum["reconnects"]) >= 3.0, "{sum}");
@@ -293,6 +294,7 @@ fn sigterm_stops_the_swarm_within_two_seconds_with_a_summary() {
     );
     let sum: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(sum["stopped_by"], "SIGTERM");
     assert!(num(&sum["requests"]["segment"]) >= 5.0);
     assert!(String::from_utf8_lossy(&out.stderr).contains("hls-swarm summary"));
