@@ -54,6 +54,8 @@ impl Source {
         let mut problems = Vec::new();
         let mut off = 0u64;
         let mut long_name: Option<Vec<u8>> = None;
+        // A PAX `size` record: the next entry's real size (past 8 GiB, octal cannot say it).
+        let mut pax_size: Option<u64> = None;
         let mut block = [0u8; tar::BLOCK];
         loop {
             if off + tar::BLOCK as u64 > len {
@@ -83,8 +85,14 @@ impl Source {
                 }
             };
             let data_off = off;
-            let padded = h.size.div_ceil(tar::BLOCK as u64) * tar::BLOCK as u64;
-            if data_off + padded > len {
+            let size = match h.flag {
+                b'x' | b'L' => h.size,
+                _ => pax_size.take().unwrap_or(h.size),
+            };
+            let padded = size
+                .div_ceil(tar::BLOCK as u64)
+                .saturating_mul(tar::BLOCK as u64);
+            if data_off.saturating_add(padded) > len {
                 problems.push(format!(
                     "archive entry {} runs past the end of the file",
                     String::from_utf8_lossy(&h.name)
@@ -99,9 +107,12 @@ impl Source {
                     long_name = if h.flag == b'L' {
                         Some(body.split(|&b| b == 0).next().unwrap_or(&[]).to_vec())
                     } else {
-                        tar::parse_pax(&body).ok().and_then(|recs| {
-                            recs.into_iter().find(|(k, _)| k == "path").map(|(_, v)| v)
-                        })
+                        let recs = tar::parse_pax(&body).unwrap_or_default();
+                        pax_size = recs
+                            .iter()
+                            .find(|(k, _)| k == "size")
+                            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok());
+                        recs.into_iter().find(|(k, _)| k == "path").map(|(_, v)| v)
                     };
                 }
                 _ => {
@@ -110,7 +121,7 @@ impl Source {
                         .trim_start_matches("./")
                         .to_string();
                     if h.flag == b'0' || h.flag == 0 {
-                        entries.insert(name, (data_off, h.size));
+                        entries.insert(name, (data_off, size));
                     }
                     r.seek_relative(padded as i64)?;
                 }
@@ -283,6 +294,8 @@ struct TarCheck {
     body: Vec<u8>,
     long_name: Option<Vec<u8>>,
     long_link: Option<Vec<u8>>,
+    /// A PAX `size` record for the next entry (files past 8 GiB).
+    pax_size: Option<u64>,
     ended: bool,
     entries: u64,
     problems: Vec<String>,
@@ -304,6 +317,7 @@ impl TarCheck {
             body: Vec::new(),
             long_name: None,
             long_link: None,
+            pax_size: None,
             ended: false,
             entries: 0,
             problems: Vec::new(),
@@ -364,6 +378,16 @@ impl TarCheck {
                             match k.as_str() {
                                 "path" => self.long_name = Some(v),
                                 "linkpath" => self.long_link = Some(v),
+                                "size" => {
+                                    match std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok())
+                                    {
+                                        Some(n) => self.pax_size = Some(n),
+                                        None => self.problem(format!(
+                                            "PAX size record {:?} is not a number",
+                                            String::from_utf8_lossy(&v)
+                                        )),
+                                    }
+                                }
                                 _ => {}
                             }
                         }
@@ -382,7 +406,13 @@ impl TarCheck {
                 self.ended = true;
             }
             Ok(Some(h)) => {
-                let padded = h.size.div_ceil(tar::BLOCK as u64) * tar::BLOCK as u64;
+                let size = match h.flag {
+                    b'x' | b'L' | b'K' | b'g' => h.size,
+                    _ => self.pax_size.take().unwrap_or(h.size),
+                };
+                let padded = size
+                    .div_ceil(tar::BLOCK as u64)
+                    .saturating_mul(tar::BLOCK as u64);
                 match h.flag {
                     b'x' | b'L' | b'K' => {
                         self.collect = Some((h.flag, h.size));
