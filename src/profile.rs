@@ -490,11 +490,11 @@ impl Profile {
 }
 
 /// Swarm resource estimates. One keep-alive connection (one fd, one ephemeral port) per
-/// viewer plus the metrics listener, stdio and the runtime's own descriptors. Memory: the
-/// runtime's base plus a per-viewer figure, set from `bench/swarm-1000` (peak RSS / viewers,
-/// rounded up for headroom).
-pub const SWARM_BASE_MEMORY: u64 = 16 << 20;
-pub const SWARM_MEMORY_PER_VIEWER: u64 = 64 << 10;
+/// viewer plus the metrics listener, stdio and the runtime's own descriptors. Memory from
+/// `bench/swarm-1000` (1000 viewers, 60 s): one viewer peaks at 2.9 MiB RSS, each further
+/// viewer adds 8.2 KiB; the estimate doubles both for headroom.
+pub const SWARM_BASE_MEMORY: u64 = 6 << 20;
+pub const SWARM_MEMORY_PER_VIEWER: u64 = 16 << 10;
 pub const SWARM_BASE_FDS: u64 = 32;
 
 #[derive(Clone, Debug, Serialize)]
