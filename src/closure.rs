@@ -418,6 +418,48 @@ fn parse_registration(input: &str, text: &str) -> Result<Vec<Record>, ClosureErr
     Ok(out)
 }
 
+/// The input formats [`load`] detects, to parse one of them on purpose ([`parse_bytes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputFormat {
+    /// `nix path-info --json` (either form) or a structured-attrs exportReferencesGraph.
+    Json,
+    /// closureInfo `registration` / `nix-store --dump-db` / exportReferencesGraph records.
+    Registration,
+    /// A plain list of store paths.
+    List,
+}
+
+/// Parses one closure input's bytes as `format` (`None`: detected as [`load`] does) and
+/// returns every store path it names (paths and references), without touching the store.
+/// For fuzzing and tests; errors are the ones `load` gives for the same bytes.
+pub fn parse_bytes(
+    input: &str,
+    bytes: &[u8],
+    format: Option<InputFormat>,
+) -> Result<Vec<String>, ClosureError> {
+    let text = || {
+        std::str::from_utf8(bytes).map_err(|e| {
+            malformed(
+                input,
+                format!("byte offset {}: not UTF-8 text", e.valid_up_to()),
+            )
+        })
+    };
+    let parsed = match format {
+        None => parse_input(input, bytes)?,
+        Some(InputFormat::Json) => Parsed::Records(parse_json(input, bytes)?),
+        Some(InputFormat::Registration) => Parsed::Records(parse_registration(input, text()?)?),
+        Some(InputFormat::List) => Parsed::List(parse_list(input, text()?)?),
+    };
+    Ok(match parsed {
+        Parsed::Records(recs) => recs
+            .into_iter()
+            .flat_map(|r| std::iter::once(r.path).chain(r.references))
+            .collect(),
+        Parsed::List(paths) => paths,
+    })
+}
+
 /// A plain list of store paths; blank lines and `#` comments are skipped.
 fn parse_list(input: &str, text: &str) -> Result<Vec<String>, ClosureError> {
     let mut out = Vec::new();

@@ -737,6 +737,13 @@ fn inspect(path: &Path, verify: bool) -> Result<Report> {
     Ok(rep)
 }
 
+/// `inspect --verify` as a function: the problems found in a container image tar or OCI
+/// directory (empty when it verifies), or the error that stopped reading it. For fuzzing
+/// and tests.
+pub fn verify_file(path: &Path) -> Result<Vec<String>> {
+    inspect(path, true).map(|r| r.problems)
+}
+
 fn human(b: u64) -> String {
     if b < 1024 {
         return format!("{b} B");

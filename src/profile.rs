@@ -688,6 +688,39 @@ pub fn load(root: &Root, kind: Kind, name: &str) -> Result<Profile, ProfileError
     resolve(kind, name, file, doc)
 }
 
+/// Parses and validates one profile from text, as [`load`] does from the root tree: `base`
+/// is the text of its kind's `_base.toml` (if any), `text` the profile file's. Errors name
+/// `profiles/KIND/NAME.toml` (or the base) and the line. For tests and fuzzing.
+pub fn parse_text(
+    kind: Kind,
+    name: &str,
+    base: Option<&str>,
+    text: &str,
+) -> Result<Profile, ProfileError> {
+    let file = format!("profiles/{kind}/{name}.toml");
+    let parse = |file: &str, text: &str| -> Result<toml::Table, ProfileError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+        let _: ProfileDoc = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+        Ok(table)
+    };
+    let base = match base {
+        Some(b) => parse(&base_rel(kind), b)?,
+        None => toml::Table::new(),
+    };
+    let table = parse(&file, text)?;
+    let doc: ProfileDoc = toml::Value::Table(merge_tables(&base, &table))
+        .try_into()
+        .map_err(|e: toml::de::Error| ProfileError::Invalid {
+            file: file.clone(),
+            msg: format!(
+                "after merging with {}: {}",
+                base_rel(kind),
+                e.message().trim()
+            ),
+        })?;
+    resolve(kind, name, file, doc)
+}
+
 /// Resolves `KIND/PROFILE` (or a bare profile name that only one kind has).
 pub fn load_id(root: &Root, id: &str) -> Result<Profile, ProfileError> {
     if let Some((k, n)) = id.split_once('/') {
