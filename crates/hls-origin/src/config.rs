@@ -26,9 +26,14 @@ Precedence: flag > environment variable > built-in default.
 healthcheck: `hls-origin healthcheck` exits 0 when GET /health on the running server answers
 200 within --timeout. It finds the server process via /proc (same executable, not a
 healthcheck; a sibling process first, then PID 1, then the only one) and resolves its port and
-bind address from its command line and environment with this same parser. Explicit --port or
---bind given to the healthcheck itself win; without a server process found it uses its own
-flags/env/defaults.";
+bind address from its command line and environment with this same parser. Explicit flags
+before the subcommand win (`hls-origin --port 18080 healthcheck`); without a server process
+found it uses its own flags/env/defaults. It writes nothing, so it works with --read-only.
+
+Segments: 404 once older than list-size + delete-threshold, or not yet produced.
+Cache-Control: segments max-age=60 immutable; media playlists max-age = half a segment (whole
+seconds, at least 1), stale-while-revalidate = a segment rounded up; master max-age=5.
+Stops within a second on SIGTERM/SIGINT, closing the listener first.";
 
 #[derive(Debug, Parser)]
 #[command(name = "hls-origin", version, about = "Live HLS origin server (synthetic H.264/AAC MPEG-TS, rolling window)", after_help = AFTER_HELP)]
