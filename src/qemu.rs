@@ -251,10 +251,11 @@ pub fn kvm_works(qemu: &Path) -> std::result::Result<(), String> {
                 return if ok {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "a test guest failed under KVM ({st}): {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ))
+                    // One line: QEMU's first complaint, without its program-name prefix.
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    let first = err.lines().next().unwrap_or("").trim();
+                    let first = first.strip_prefix("qemu-system-x86_64: ").unwrap_or(first);
+                    Err(format!("a test guest failed under KVM ({st}: {first})"))
                 };
             }
             if start.elapsed() > Duration::from_secs(5) {

@@ -297,3 +297,37 @@ fn a_killed_service_restarts_and_a_cmdline_port_override_answers() {
     let (_, body) = get(port, "/stream.m3u8").expect("playlist");
     assert!(body.starts_with("#EXTM3U"), "{body}");
 }
+
+#[test]
+#[ignore = "full: needs qemu"]
+fn a_nocloud_seed_sets_the_hostname_and_the_port() {
+    let seed = tempfile::tempdir().unwrap();
+    std::fs::write(
+        seed.path().join("meta-data"),
+        "instance-id: iso-test-1\nlocal-hostname: seeded-origin\n",
+    )
+    .unwrap();
+    std::fs::write(
+        seed.path().join("user-data"),
+        "#cloud-config\nhls:\n  PORT: 18090\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let fwd = format!("{port}:18090");
+    let mut vm = Vm::boot(
+        &default_iso(),
+        &[
+            "--forward",
+            &fwd,
+            "--cidata",
+            seed.path().to_str().unwrap(),
+            "--accel",
+            "tcg",
+        ],
+    );
+    vm.wait_for(STARTED, 1, Duration::from_secs(90));
+    wait_healthy(port, Duration::from_secs(30));
+    let log = vm.log();
+    assert!(log.contains("NoCloud: CIDATA volume on /dev/"), "{log}");
+    assert!(log.contains("hostname seeded-origin"), "{log}");
+}

@@ -172,8 +172,24 @@ fn cpio_entries(b: &[u8]) -> Vec<(String, u32, u32, u32, Vec<u8>)> {
     out
 }
 
+/// Runs a decompressor over `data`.
+fn decompress(cmd: &[&str], data: Vec<u8>) -> Vec<u8> {
+    let mut z = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = z.stdin.take().unwrap();
+    let w = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &data).unwrap());
+    let out = z.wait_with_output().unwrap();
+    w.join().unwrap();
+    assert!(out.status.success(), "{cmd:?} failed");
+    out.stdout
+}
+
 #[test]
-#[ignore = "full: needs boot assets and isoinfo"]
+#[ignore = "full: needs boot assets, isoinfo and zstd"]
 fn the_initramfs_holds_init_its_config_the_service_modules_and_dev_console() {
     let iso = default_iso();
     let gz = Command::new("isoinfo")
@@ -181,15 +197,9 @@ fn the_initramfs_holds_init_its_config_the_service_modules_and_dev_console() {
         .output()
         .unwrap()
         .stdout;
-    let mut z = Command::new("zcat")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = z.stdin.take().unwrap();
-    let w = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &gz).unwrap());
-    let cpio = z.wait_with_output().unwrap().stdout;
-    w.join().unwrap();
+    // zstd by default (the kernel has RD_ZSTD); `--compression gzip` writes gzip.
+    assert_eq!(&gz[..4], b"\x28\xb5\x2f\xfd", "zstd frame magic");
+    let cpio = decompress(&["zstd", "-dc"], gz);
     let e = cpio_entries(&cpio);
     let get = |n: &str| {
         e.iter().find(|x| x.0 == n).unwrap_or_else(|| {
@@ -233,6 +243,17 @@ fn the_initramfs_holds_init_its_config_the_service_modules_and_dev_console() {
     }
     // Accounts of the profile's base tree.
     assert!(String::from_utf8_lossy(&get("etc/passwd").4).contains("hls:x:1000:1000"));
+
+    // gzip on request, same archive inside.
+    let d = tempfile::tempdir().unwrap();
+    let g = build(&d.path().join("g.iso"), &["--compression", "gzip"]);
+    let gz = Command::new("isoinfo")
+        .args(["-R", "-x", "/boot/initrd.img", "-i", g.to_str().unwrap()])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(&gz[..2], b"\x1f\x8b", "gzip magic");
+    assert!(decompress(&["zcat"], gz) == cpio, "same cpio archive");
 }
 
 #[test]

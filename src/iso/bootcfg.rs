@@ -26,11 +26,17 @@ pub fn cmdline(profile_cmdline: &str, extra: &[String]) -> String {
         .join(" ")
 }
 
-fn full(consoles: &str, rest: &str) -> String {
+/// Always on the command line after the consoles: `quiet` keeps the kernel's boot log
+/// (hundreds of lines) off the consoles; under emulation, drawing it on the UEFI framebuffer
+/// costs seconds. Warnings still show; `--cmdline loglevel=7` brings the full log back.
+pub const BASE: &str = "quiet";
+
+/// The whole command line of an entry.
+pub fn full(consoles: &str, rest: &str) -> String {
     if rest.is_empty() {
-        consoles.to_string()
+        format!("{consoles} {BASE}")
     } else {
-        format!("{consoles} {rest}")
+        format!("{consoles} {BASE} {rest}")
     }
 }
 
@@ -126,21 +132,21 @@ mod tests {
         let cfg = isolinux_cfg("hls-origin-default", &rest);
         assert!(cfg.starts_with("SERIAL 0 115200\n"));
         assert!(cfg.contains("DEFAULT hls-origin-default\n"));
-        assert!(cfg.contains("  APPEND console=tty0 console=ttyS0,115200 hls.PORT=18080\n"));
+        assert!(cfg.contains("  APPEND console=tty0 console=ttyS0,115200 quiet hls.PORT=18080\n"));
         assert!(cfg.contains("LABEL serial\n"));
-        assert!(cfg.contains("  APPEND console=ttyS0,115200 hls.PORT=18080\n"));
+        assert!(cfg.contains("  APPEND console=ttyS0,115200 quiet hls.PORT=18080\n"));
         assert!(cfg.contains("  KERNEL /boot/vmlinuz\n  INITRD /boot/initrd.img\n"));
         let entries = loader_entries("hls-origin-default", &rest);
         assert_eq!(entries[0].0, "hls-origin-default.conf");
         assert!(entries[0]
             .1
-            .contains("options console=tty0 console=ttyS0,115200 hls.PORT=18080\n"));
+            .contains("options console=tty0 console=ttyS0,115200 quiet hls.PORT=18080\n"));
         assert!(entries[0]
             .1
             .contains("linux /vmlinuz\ninitrd /initrd.img\n"));
         assert!(entries[1]
             .1
-            .contains("options console=ttyS0,115200 hls.PORT=18080\n"));
+            .contains("options console=ttyS0,115200 quiet hls.PORT=18080\n"));
         assert!(loader_conf("hls-origin-default").starts_with("default hls-origin-default.conf\n"));
     }
 

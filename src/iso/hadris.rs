@@ -149,7 +149,7 @@ pub struct IsoSpec {
     pub boot: Option<IsoBoot>,
 }
 
-fn iso_options(spec: &IsoSpec) -> IsoOptions {
+fn iso_options(spec: IsoSpec) -> IsoOptions {
     let mut o = IsoOptions::default()
         .with_id(IsoId::Volume, &spec.volume_id)
         .with_id(IsoId::Publisher, &spec.publisher)
@@ -159,7 +159,7 @@ fn iso_options(spec: &IsoSpec) -> IsoOptions {
         .with_joliet()
         .with_time(spec.time)
         .with_seed(spec.seed);
-    if let Some(b) = &spec.boot {
+    if let Some(b) = spec.boot {
         o = o
             .with_el_torito(
                 ElTorito::new()
@@ -174,7 +174,7 @@ fn iso_options(spec: &IsoSpec) -> IsoOptions {
             .with_hybrid(
                 Hybrid::gpt_hybrid_mbr()
                     .with_bootstrap(&b.mbr_code)
-                    .with_appended(AppendedPartition::esp(Content::bytes(b.esp.clone()))),
+                    .with_appended(AppendedPartition::esp(Content::bytes(b.esp))),
             );
     }
     o
@@ -184,7 +184,7 @@ fn iso_options(spec: &IsoSpec) -> IsoOptions {
 pub fn write_iso(
     file: std::fs::File,
     t: &hadris_fs::Tree,
-    spec: &IsoSpec,
+    spec: IsoSpec,
 ) -> Result<(u64, Vec<String>), HadrisError> {
     let dev = hadris_storage::host::FileDevice::new(file).map_err(herr("opening the output"))?;
     let report =
@@ -357,7 +357,7 @@ pub fn write_data_iso(
         seed: 0,
         boot: None,
     };
-    Ok(write_iso(file, t, &spec)?.0)
+    Ok(write_iso(file, t, spec)?.0)
 }
 
 /// Reads a host directory into a hadris tree (for `--cidata DIR`).

@@ -2,7 +2,7 @@
 //! `/etc/imgbuild/init.json` tells it what to start (the contract below), the profile's base
 //! tree gives accounts and the filesystem skeleton, the service binary sits at `/bin/<name>`,
 //! and the kernel modules the boot needs sit under `/lib/modules/<kver>/`. Written as a newc
-//! cpio with fixed times, gzip-compressed (gzip header time 0), so rebuilds are identical.
+//! cpio with fixed times, zstd- (default) or gzip-compressed, so rebuilds are identical.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -193,23 +193,51 @@ pub enum InitramfsError {
     Compress(std::io::Error),
 }
 
+/// How the initramfs is compressed (the Debian kernel has RD_GZIP and RD_ZSTD).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Compression {
+    Gzip,
+    /// zstd level 3: smaller than gzip -6 and ten times faster to write; the kernel unpacks
+    /// it faster too.
+    #[default]
+    Zstd,
+}
+
 /// The compressed initramfs bytes.
-pub fn write(t: &Tree, epoch: i64) -> Result<Vec<u8>, InitramfsError> {
+pub fn write(t: &Tree, epoch: i64, compression: Compression) -> Result<Vec<u8>, InitramfsError> {
     let time = hadris::time(epoch)?;
     let ht = hadris::convert(t, time)?;
-    // Header mtime 0 and no file name: the bytes depend only on the content.
-    let gz = flate2::GzBuilder::new().mtime(0).write(
-        Vec::with_capacity(t.content_size() as usize / 2),
-        flate2::Compression::new(6),
-    );
-    let buf = std::io::BufWriter::with_capacity(1 << 20, gz);
-    let buf = hadris::write_cpio(buf, &ht, time)?;
-    let gz = buf
+    let cap = t.content_size() as usize / 2;
+    match compression {
+        Compression::Gzip => {
+            // Header mtime 0 and no file name: the bytes depend only on the content.
+            let gz = flate2::GzBuilder::new()
+                .mtime(0)
+                .write(Vec::with_capacity(cap), flate2::Compression::new(6));
+            let gz = finish_buf(hadris::write_cpio(buffered(gz), &ht, time)?)?;
+            gz.finish().map_err(InitramfsError::Compress)
+        }
+        Compression::Zstd => {
+            let mut z = zstd::stream::Encoder::new(Vec::with_capacity(cap), 3)
+                .map_err(InitramfsError::Compress)?;
+            // A checksum lets the kernel notice a damaged image.
+            z.include_checksum(true).map_err(InitramfsError::Compress)?;
+            let z = finish_buf(hadris::write_cpio(buffered(z), &ht, time)?)?;
+            z.finish().map_err(InitramfsError::Compress)
+        }
+    }
+}
+
+fn buffered<W: Write>(w: W) -> std::io::BufWriter<W> {
+    std::io::BufWriter::with_capacity(1 << 20, w)
+}
+
+fn finish_buf<W: Write>(b: std::io::BufWriter<W>) -> Result<W, InitramfsError> {
+    let mut w = b
         .into_inner()
         .map_err(|e| InitramfsError::Compress(e.into_error()))?;
-    let mut gz = gz;
-    gz.flush().map_err(InitramfsError::Compress)?;
-    gz.finish().map_err(InitramfsError::Compress)
+    w.flush().map_err(InitramfsError::Compress)?;
+    Ok(w)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //!
 //! Stages, each a function from data to data:
 //! load profile → locate inputs (payload binaries, boot assets) → resolve modules →
-//! initramfs (Tree → cpio.gz) → ESP (Tree → FAT) → ISO tree → write (temp file, renamed).
+//! initramfs (Tree → cpio, zstd or gzip) → ESP (Tree → FAT) → ISO tree → write (temp file, renamed).
 //!
 //! Files: [`assets`] (where inputs come from), [`modules`] (`.modinfo` dependency order),
 //! [`initramfs`], [`esp`], [`bootcfg`] (isolinux and systemd-boot configuration),
@@ -52,6 +52,9 @@ pub struct IsoArgs {
     /// Words appended to the kernel command line (e.g. hls.PORT=18080).
     #[arg(long, value_name = "EXTRA", allow_hyphen_values = true)]
     pub cmdline: Vec<String>,
+    /// Initramfs compression.
+    #[arg(long, value_enum, default_value = "zstd")]
+    pub compression: initramfs::Compression,
     /// Also write the staged ISO tree (and esp.img, isohdpfx.bin) to DIR, for comparisons
     /// with other ISO writers (bench/iso-vs-xorriso).
     #[arg(long, value_name = "DIR", hide = true)]
@@ -206,12 +209,13 @@ pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
         &mods,
     )
     .map_err(IsoError::from)?;
-    let initrd = initramfs::write(&itree, epoch).map_err(IsoError::from)?;
+    let initrd = initramfs::write(&itree, epoch, a.compression).map_err(IsoError::from)?;
     tracing::info!(
-        "initramfs: {} entries, {} bytes → {} bytes gzip in {}",
+        "initramfs: {} entries, {} bytes → {} bytes {:?} in {}",
         itree.len(),
         itree.content_size(),
         initrd.len(),
+        a.compression,
         ms(t)
     );
     // 5. Boot configuration and ESP.
@@ -256,9 +260,7 @@ pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
             .as_ref()
             .map_or_else(|| "512M".into(), |i| i.memory.clone()),
         kernel: assets.kver.clone(),
-        cmdline: format!("{} {}", bootcfg::CONSOLES_DEFAULT, cmdline)
-            .trim()
-            .to_string(),
+        cmdline: bootcfg::full(bootcfg::CONSOLES_DEFAULT, &cmdline),
     };
     let iso_tree = iso_tree(&assets, initrd, &title, &cmdline, &meta)?;
     let mbr_code = std::fs::read(&assets.isohdpfx)
@@ -300,7 +302,7 @@ pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
         .open(&tmp_path)
         .map_err(|e| IsoError::Io(format!("creating {}", tmp_path.display()), e))?;
     let mut guard = TempFile(Some(tmp_path.clone()));
-    let (size, warnings) = hadris::write_iso(file, &htree, &spec).map_err(IsoError::from)?;
+    let (size, warnings) = hadris::write_iso(file, &htree, spec).map_err(IsoError::from)?;
     for w in warnings {
         tracing::info!("iso: {w}");
     }
