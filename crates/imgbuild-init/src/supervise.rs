@@ -393,7 +393,7 @@ impl Supervisor {
                 self.restart_at,
                 self.kill_at.filter(|_| self.running.is_some()),
                 self.stopping.map(|(_, d)| d),
-                self.poweroff_at,
+                self.poweroff_at.filter(|_| self.stopping.is_none()),
             ]
             .into_iter()
             .flatten()

@@ -35,6 +35,17 @@ fn config_json(dir: &Path, script: &str, extra: &str) -> PathBuf {
 
 impl Init {
     fn start(script: &str, extra_cfg: &str, args: &[&str], env: &[(&str, &str)]) -> Init {
+        Init::start_as(script, extra_cfg, args, env, None)
+    }
+
+    /// Like `start`, with init itself running as `run_as` (uid = gid).
+    fn start_as(
+        script: &str,
+        extra_cfg: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        run_as: Option<u32>,
+    ) -> Init {
         let dir = tempfile::tempdir().unwrap();
         // World-writable so a service switched to another uid can leave its notes.
         std::fs::set_permissions(
@@ -53,6 +64,10 @@ impl Init {
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(id) = run_as {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(id).gid(id);
         }
         let mut child = cmd.spawn().unwrap();
         let err = child.stderr.take().unwrap();
@@ -344,4 +359,26 @@ fn as_root_the_service_runs_as_the_configured_user_without_groups() {
     let f: Vec<&str> = id.split_whitespace().collect();
     assert_eq!(&f[..3], ["65534", "65534", "65534"], "{id}");
     assert_ne!(f.get(3), Some(&"/root"), "HOME must not stay /root");
+}
+
+#[test]
+fn started_as_the_target_user_it_just_runs_and_says_so_for_another_user() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to start init as another user");
+        return;
+    }
+    let id = r#"echo "$(id -u)" > "$OUT/id.tmp"; mv "$OUT/id.tmp" "$OUT/id"; exec sleep 100"#;
+    let mut init = Init::start_as(id, r#", "uid": 65534, "gid": 65534"#, &[], &[], Some(65534));
+    let first = init.expect("imgbuild-init:", SECS_5);
+    assert!(
+        first.contains("started (pid"),
+        "no warning expected: {first}"
+    );
+    assert_eq!(read_when_present(&init.out("id"), SECS_5), "65534\n");
+    // Asked for uid 1000 while running as 65534: it cannot switch, says so, and runs.
+    let mut init = Init::start_as(id, r#", "uid": 1000, "gid": 1000"#, &[], &[], Some(65534));
+    let warn = init.expect("imgbuild-init:", SECS_5);
+    assert!(warn.contains("not root"), "{warn}");
+    init.expect("started (pid", SECS_5);
+    assert_eq!(read_when_present(&init.out("id"), SECS_5), "65534\n");
 }
