@@ -62,7 +62,7 @@
 //! (`docker run -e` wins). Drops to uid/gid when started as root (setgroups([]), setgid,
 //! setuid); started as any other user it just runs. Restarts the service with backoff
 //! after a crash; a service that exits 0 or 2 (bad usage) ends the container with that
-//! status. SIGTERM/SIGINT are forwarded, SIGKILL follows after 1.5 s, and init exits with
+//! status, and one that cannot be started at all ends it with 127 (not found) or 126. SIGTERM/SIGINT are forwarded, SIGKILL follows after 1.5 s, and init exits with
 //! the service's status. SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2/SIGWINCH are forwarded. Orphans
 //! are reaped (PR_SET_CHILD_SUBREAPER when not PID 1).
 //!

@@ -201,7 +201,8 @@ impl Supervisor {
         }
     }
 
-    fn start(&mut self) {
+    /// Start the service; returns the ending when it cannot be started and will not be.
+    fn start(&mut self) -> Option<Ending> {
         let spec = &self.spec;
         let mut cmd = Command::new(&spec.path);
         cmd.args(&spec.args).env_clear().envs(&spec.env);
@@ -239,6 +240,7 @@ impl Supervisor {
                     self.kill_at = spec.kill_after.map(|d| now + d);
                 }
                 self.running = Some(Running { pid, started: now });
+                None
             }
             Err(e) => {
                 say!(
@@ -246,8 +248,18 @@ impl Supervisor {
                     spec.name,
                     spec.path.display()
                 );
-                // Treated like a run that failed at once, exec-failure style.
-                self.exited(ExitStatus::Code(127), Duration::ZERO);
+                // Shell convention: 127 not found, 126 found but not executable.
+                let code = if e.kind() == std::io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                };
+                if self.spec.restart == Restart::OnFailure {
+                    // A container whose program is missing will not heal: end it now.
+                    self.last = Some(ExitStatus::Code(code));
+                    return Some(Ending::Finished(ExitStatus::Code(code)));
+                }
+                self.exited(ExitStatus::Code(code), Duration::ZERO)
             }
         }
     }
@@ -351,7 +363,9 @@ impl Supervisor {
             let now = Instant::now();
             if self.running.is_none() && self.restart_at.is_some_and(|t| t <= now) {
                 self.restart_at = None;
-                self.start();
+                if let Some(e) = self.start() {
+                    return e;
+                }
                 continue;
             }
             if let (Some(t), Some(r)) = (self.kill_at, &self.running) {

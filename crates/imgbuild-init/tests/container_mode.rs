@@ -382,3 +382,28 @@ fn started_as_the_target_user_it_just_runs_and_says_so_for_another_user() {
     init.expect("started (pid", SECS_5);
     assert_eq!(read_when_present(&init.out("id"), SECS_5), "65534\n");
 }
+
+#[test]
+fn a_missing_service_program_ends_the_container_with_127() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("init.json");
+    std::fs::write(
+        &cfg,
+        r#"{"service": {"name": "ghost", "path": "/nonexistent/bin/ghost"}}"#,
+    )
+    .unwrap();
+    let t = Instant::now();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--container")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("service ghost could not be started: /nonexistent/bin/ghost:"),
+        "{err}"
+    );
+}
