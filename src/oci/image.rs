@@ -301,24 +301,30 @@ enum Data<'a> {
     Blob(&'a Blob),
 }
 
-/// The archive's entries, byte-sorted by name; each layer blob once.
+/// The archive's entries in the order [`write_archive_direct`] writes them: the `blobs/`
+/// directories, each layer blob once (plan order), config, manifest, `index.json`,
+/// `manifest.json`, `oci-layout`, `repositories`.
 fn entries<'a>(docs: &'a Documents, blobs: &'a [Blob]) -> Vec<(String, Data<'a>)> {
-    let mut m: BTreeMap<String, Data<'a>> = BTreeMap::new();
-    m.insert("blobs/".into(), Data::Dir);
-    m.insert("blobs/sha256/".into(), Data::Dir);
+    let mut v: Vec<(String, Data<'a>)> = vec![
+        ("blobs/".into(), Data::Dir),
+        ("blobs/sha256/".into(), Data::Dir),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
     for b in blobs {
-        m.entry(blob_path(&b.digest)).or_insert(Data::Blob(b));
+        if seen.insert(&b.digest) {
+            v.push((blob_path(&b.digest), Data::Blob(b)));
+        }
     }
-    m.insert(blob_path(&docs.config_digest), Data::Bytes(&docs.config));
-    m.insert(
+    v.push((blob_path(&docs.config_digest), Data::Bytes(&docs.config)));
+    v.push((
         blob_path(&docs.manifest_digest),
         Data::Bytes(&docs.manifest),
-    );
-    m.insert("index.json".into(), Data::Bytes(&docs.index));
-    m.insert("manifest.json".into(), Data::Bytes(&docs.docker_manifest));
-    m.insert("oci-layout".into(), Data::Bytes(&docs.oci_layout));
-    m.insert("repositories".into(), Data::Bytes(&docs.repositories));
-    m.into_iter().collect()
+    ));
+    v.push(("index.json".into(), Data::Bytes(&docs.index)));
+    v.push(("manifest.json".into(), Data::Bytes(&docs.docker_manifest)));
+    v.push(("oci-layout".into(), Data::Bytes(&docs.oci_layout)));
+    v.push(("repositories".into(), Data::Bytes(&docs.repositories)));
+    v
 }
 
 /// Writes the docker-archive tar. Blob bytes are copied with `io::copy`, which the standard
@@ -369,6 +375,156 @@ pub fn write_archive<W: Write>(
     tar::finish(w).map_err(OciError::Write)
 }
 
+fn header(name: &str, kind: EntryType, mode: u32, size: u64, mtime: u64) -> Vec<u8> {
+    let mut hdr = Vec::with_capacity(512);
+    tar::header_bytes(
+        &Header {
+            name: name.as_bytes(),
+            link: b"",
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            size,
+            mtime,
+            dev: (0, 0),
+        },
+        &mut hdr,
+    );
+    hdr
+}
+
+/// Writes the docker-archive tar straight into `f` (a new, empty, seekable file): every
+/// layer is produced (or copied from the cache) in place, its header written once its digest
+/// is known — one write of every byte, no intermediate blob files. New compressed layers are
+/// then copied into the cache from the archive (`copy_file_range`). Entries: the `blobs/`
+/// directories, the layers in plan order, the config and manifest, then `index.json`,
+/// `manifest.json`, `oci-layout`, `repositories`.
+pub fn write_archive_direct(
+    f: &std::fs::File,
+    tree: &crate::tree::Tree,
+    plan: &Plan,
+    lo: &super::layer::LayerOptions,
+    meta: &ImageMeta,
+) -> Result<(Documents, Vec<Blob>), OciError> {
+    use super::layer::{self, BlobSource, Cached, Store};
+    use std::io::Seek;
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::Ordering;
+    let mtime = lo.mtime;
+    let mut out = f;
+    let mut pos = 0u64;
+    for d in ["blobs/", "blobs/sha256/"] {
+        let h = header(d, EntryType::Dir, 0o755, 0, mtime);
+        out.write_all(&h).map_err(OciError::Write)?;
+        pos += h.len() as u64;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut blobs = Vec::with_capacity(plan.layers.len());
+    let zeros = [0u8; tar::BLOCK];
+    for l in &plan.layers {
+        let (key, cached) = layer::lookup(tree, l, lo)?;
+        match cached {
+            Some(Cached::Blob(b)) => {
+                if seen.insert(b.digest.clone()) {
+                    let h = header(&blob_path(&b.digest), EntryType::File, 0o644, b.size, mtime);
+                    out.write_all(&h).map_err(OciError::Write)?;
+                    let src = b.open().map_err(OciError::Write)?;
+                    let n = io::copy(&mut io::Read::take(src, b.size), &mut out)
+                        .map_err(OciError::Write)?;
+                    if n != b.size {
+                        return Err(OciError::Input(format!(
+                            "cached layer blob {} is shorter than recorded; remove the layer cache",
+                            b.digest
+                        )));
+                    }
+                    let pad = tar::padding(b.size);
+                    out.write_all(&zeros[..pad]).map_err(OciError::Write)?;
+                    pos += h.len() as u64 + b.size + pad as u64;
+                }
+                lo.progress.bytes.fetch_add(b.tar_size, Ordering::Relaxed);
+                lo.progress.layers_done.fetch_add(1, Ordering::Relaxed);
+                blobs.push(b);
+            }
+            other => {
+                let hdr_pos = pos;
+                out.write_all(&zeros).map_err(OciError::Write)?;
+                let record = match other {
+                    Some(Cached::Record(r)) => Some(r),
+                    _ => None,
+                };
+                let sink = io::BufWriter::with_capacity(1 << 20, out);
+                let (p, sink) = layer::produce(tree, l, lo, sink, record.is_none())?;
+                drop(sink);
+                let p = match &record {
+                    Some(r) if r.tar_size != p.tar_size => {
+                        return Err(OciError::Input(format!("layer {:?} is {} bytes, its cache record says {}; a source changed without changing its metadata: rebuild with --no-cache", l.name, p.tar_size, r.tar_size)));
+                    }
+                    Some(r) => r.clone(),
+                    None => p,
+                };
+                let data_pos = hdr_pos + tar::BLOCK as u64;
+                if seen.insert(p.digest.clone()) {
+                    let pad = tar::padding(p.size);
+                    out.write_all(&zeros[..pad]).map_err(OciError::Write)?;
+                    let h = header(&blob_path(&p.digest), EntryType::File, 0o644, p.size, mtime);
+                    debug_assert_eq!(h.len(), tar::BLOCK);
+                    f.write_all_at(&h, hdr_pos).map_err(OciError::Write)?;
+                    pos = data_pos + p.size + pad as u64;
+                    if let (Store::Cache(dir), None, Some(_)) = (&lo.store, &record, &key) {
+                        if lo.compression != super::Compression::None {
+                            layer::store_blob_from(dir, f, data_pos, p.size, &p.digest)?;
+                        }
+                    }
+                } else {
+                    // The same blob is already in the archive: take this copy back out.
+                    f.set_len(hdr_pos).map_err(OciError::Write)?;
+                    out.seek(io::SeekFrom::Start(hdr_pos))
+                        .map_err(OciError::Write)?;
+                    pos = hdr_pos;
+                }
+                if let (Store::Cache(dir), None, Some(key)) = (&lo.store, &record, &key) {
+                    layer::store_record(dir, key, &p)?;
+                }
+                lo.progress.layers_done.fetch_add(1, Ordering::Relaxed);
+                blobs.push(Blob {
+                    diff_id: p.diff_id,
+                    digest: p.digest,
+                    size: p.size,
+                    tar_size: p.tar_size,
+                    media_type: lo.compression.media_type(),
+                    source: BlobSource::InArchive,
+                    cached: record.is_some(),
+                });
+            }
+        }
+    }
+    let docs = Documents::new(meta, plan, &blobs);
+    let rest: [(String, &[u8]); 6] = [
+        (blob_path(&docs.config_digest), &docs.config),
+        (blob_path(&docs.manifest_digest), &docs.manifest),
+        ("index.json".into(), &docs.index),
+        ("manifest.json".into(), &docs.docker_manifest),
+        ("oci-layout".into(), &docs.oci_layout),
+        ("repositories".into(), &docs.repositories),
+    ];
+    for (name, bytes) in rest {
+        out.write_all(&header(
+            &name,
+            EntryType::File,
+            0o644,
+            bytes.len() as u64,
+            mtime,
+        ))
+        .map_err(OciError::Write)?;
+        out.write_all(bytes).map_err(OciError::Write)?;
+        out.write_all(&zeros[..tar::padding(bytes.len() as u64)])
+            .map_err(OciError::Write)?;
+    }
+    tar::finish(&mut out).map_err(OciError::Write)?;
+    Ok((docs, blobs))
+}
+
 /// Writes an OCI image layout into `dir` (which exists and is empty).
 pub fn write_oci_dir(dir: &Path, docs: &Documents, blobs: &[Blob]) -> Result<(), OciError> {
     let bdir = dir.join("blobs/sha256");
@@ -379,15 +535,10 @@ pub fn write_oci_dir(dir: &Path, docs: &Documents, blobs: &[Blob]) -> Result<(),
             Data::Dir => {}
             Data::Bytes(b) => std::fs::write(&dest, b).map_err(|e| OciError::io(&dest, e))?,
             Data::Blob(b) => {
-                let linked = match &b.source {
-                    super::layer::BlobSource::Path(p) => std::fs::hard_link(p, &dest).is_ok(),
-                    super::layer::BlobSource::Scratch(_) => false,
-                };
-                if !linked {
-                    let mut f = b.open().map_err(OciError::Write)?;
-                    let mut o = std::fs::File::create(&dest).map_err(|e| OciError::io(&dest, e))?;
-                    io::copy(&mut f, &mut o).map_err(|e| OciError::io(&dest, e))?;
-                }
+                // A copy, never a hard link: editing the directory must not change the cache.
+                let mut f = b.open().map_err(OciError::Write)?;
+                let mut o = std::fs::File::create(&dest).map_err(|e| OciError::io(&dest, e))?;
+                io::copy(&mut f, &mut o).map_err(|e| OciError::io(&dest, e))?;
             }
         }
     }

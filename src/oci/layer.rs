@@ -50,6 +50,8 @@ pub struct Blob {
 pub enum BlobSource {
     Path(PathBuf),
     Scratch(File),
+    /// Written straight into the output archive; no file of its own.
+    InArchive,
 }
 
 impl Blob {
@@ -62,6 +64,7 @@ impl Blob {
                 f.seek(SeekFrom::Start(0))?;
                 Ok(f)
             }
+            BlobSource::InArchive => Err(io::Error::other("the blob lives only in the archive")),
         }
     }
 }
@@ -240,12 +243,15 @@ struct Hashing<W> {
     hash: Sha256,
     count: u64,
     progress: Option<Arc<Progress>>,
+    enabled: bool,
 }
 
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
+        if self.enabled {
+            self.hash.update(&buf[..n]);
+        }
         self.count += n as u64;
         if let Some(p) = &self.progress {
             p.bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -395,117 +401,280 @@ pub struct LayerOptions {
     pub progress: Arc<Progress>,
 }
 
-/// Produces one layer blob, from the cache when its key is there.
-pub fn write_layer(tree: &Tree, layer: &Layer, o: &LayerOptions) -> Result<Blob, OciError> {
-    let media_type = o.compression.media_type();
-    let key = match &o.store {
-        Store::Cache(dir) => Some((dir, cache_key(tree, layer, o.mtime, o.compression)?)),
-        Store::Scratch(_) => None,
-    };
-    if let Some((dir, key)) = &key {
-        if let Some(b) = cache_lookup(dir, key, media_type) {
-            o.progress.bytes.fetch_add(b.tar_size, Ordering::Relaxed);
-            o.progress.layers_done.fetch_add(1, Ordering::Relaxed);
-            return Ok(b);
+/// The digests and sizes of a layer as produced.
+#[derive(Clone, Debug)]
+pub struct Produced {
+    pub diff_id: String,
+    pub tar_size: u64,
+    pub digest: String,
+    pub size: u64,
+}
+
+/// Streams the layer's tar, compressed as asked, into `sink`; hashes both sides unless
+/// `hash` is false (a layer re-streamed under a known cache record: digests come from it).
+pub fn produce<W: Write>(
+    tree: &Tree,
+    layer: &Layer,
+    o: &LayerOptions,
+    sink: W,
+    hash: bool,
+) -> Result<(Produced, W), OciError> {
+    let digest_of = |h: Sha256| {
+        if hash {
+            format!("sha256:{}", hex(h.finalize()))
+        } else {
+            String::new()
         }
-    }
-    let (file, pending) = match &o.store {
-        Store::Cache(dir) => {
-            let d = dir.join("blobs/sha256");
-            let p = Pending::new_in(&d, "blob").map_err(|e| OciError::io(&d, e))?;
-            (
-                p.file.try_clone().map_err(|e| OciError::io(&d, e))?,
-                Some(p),
-            )
-        }
-        Store::Scratch(d) => (scratch_in(d).map_err(|e| OciError::io(d, e))?, None),
     };
-    let sink = BufWriter::with_capacity(1 << 20, file.try_clone().map_err(OciError::Write)?);
-    let (diff_id, tar_size, digest, size) = if o.compression == Compression::None {
+    if o.compression == Compression::None {
         let mut w = Hashing {
             inner: sink,
             hash: Sha256::new(),
             count: 0,
             progress: Some(Arc::clone(&o.progress)),
+            enabled: hash,
         };
         write_tar(tree, layer, o.mtime, &mut w)?;
         w.flush().map_err(OciError::Write)?;
-        let d = format!("sha256:{}", hex(w.hash.finalize()));
-        (d.clone(), w.count, d, w.count)
-    } else {
-        let compressed = Hashing {
-            inner: sink,
-            hash: Sha256::new(),
-            count: 0,
-            progress: None,
+        let d = digest_of(w.hash);
+        let p = Produced {
+            diff_id: d.clone(),
+            tar_size: w.count,
+            digest: d,
+            size: w.count,
         };
-        let enc = Encoder::new(o.compression, Arc::clone(&o.pool), compressed)
-            .map_err(OciError::Write)?;
-        let mut w = Hashing {
-            inner: enc,
-            hash: Sha256::new(),
-            count: 0,
-            progress: Some(Arc::clone(&o.progress)),
-        };
-        write_tar(tree, layer, o.mtime, &mut w)?;
-        let mut c = w.inner.finish().map_err(OciError::Write)?;
-        c.flush().map_err(OciError::Write)?;
-        (
-            format!("sha256:{}", hex(w.hash.finalize())),
-            w.count,
-            format!("sha256:{}", hex(c.hash.finalize())),
-            c.count,
-        )
+        return Ok((p, w.inner));
+    }
+    let compressed = Hashing {
+        inner: sink,
+        hash: Sha256::new(),
+        count: 0,
+        progress: None,
+        enabled: hash,
     };
-    let source = match (pending, &key) {
-        (Some(p), Some((dir, key))) => {
-            let dest = dir.join("blobs/sha256").join(&digest["sha256:".len()..]);
-            p.persist(&dest, false)
-                .map_err(|e| OciError::io(&dest, e))?;
-            let rec = KeyRecord {
-                diff_id: diff_id.clone(),
-                digest: digest.clone(),
-                size,
-                tar_size,
-            };
-            let kdir = dir.join("keys");
-            let mut kp = Pending::new_in(&kdir, "key").map_err(|e| OciError::io(&kdir, e))?;
-            kp.file
-                .write_all(&serde_json::to_vec(&rec).expect("json"))
-                .map_err(OciError::Write)?;
-            let kdest = kdir.join(key);
-            kp.persist(&kdest, true)
-                .map_err(|e| OciError::io(&kdest, e))?;
-            BlobSource::Path(dest)
+    let enc =
+        Encoder::new(o.compression, Arc::clone(&o.pool), compressed).map_err(OciError::Write)?;
+    let mut w = Hashing {
+        inner: enc,
+        hash: Sha256::new(),
+        count: 0,
+        progress: Some(Arc::clone(&o.progress)),
+        enabled: hash,
+    };
+    write_tar(tree, layer, o.mtime, &mut w)?;
+    let mut c = w.inner.finish().map_err(OciError::Write)?;
+    c.flush().map_err(OciError::Write)?;
+    let p = Produced {
+        diff_id: digest_of(w.hash),
+        tar_size: w.count,
+        digest: digest_of(c.hash),
+        size: c.count,
+    };
+    Ok((p, c.inner))
+}
+
+/// What the cache knows about a layer.
+pub enum Cached {
+    /// A compressed blob, stored whole.
+    Blob(Blob),
+    /// An uncompressed layer: only its digests and size. Storing a copy of every plain layer
+    /// would double the bytes written by every cold build and the disk used, to save only
+    /// the hashing on a rebuild — the tar is cheap to re-stream from the sources.
+    Record(Produced),
+}
+
+/// The layer's cache key (when there is a cache) and what the cache holds for it.
+pub fn lookup(
+    tree: &Tree,
+    layer: &Layer,
+    o: &LayerOptions,
+) -> Result<(Option<String>, Option<Cached>), OciError> {
+    let Store::Cache(dir) = &o.store else {
+        return Ok((None, None));
+    };
+    let key = cache_key(tree, layer, o.mtime, o.compression)?;
+    let found = (|| {
+        let rec: KeyRecord =
+            serde_json::from_slice(&std::fs::read(dir.join("keys").join(&key)).ok()?).ok()?;
+        let produced = Produced {
+            diff_id: rec.diff_id,
+            tar_size: rec.tar_size,
+            digest: rec.digest,
+            size: rec.size,
+        };
+        if o.compression == Compression::None {
+            return Some(Cached::Record(produced));
         }
-        _ => BlobSource::Scratch(file),
+        let path = dir
+            .join("blobs/sha256")
+            .join(produced.digest.strip_prefix("sha256:")?);
+        (std::fs::metadata(&path).ok()?.len() == produced.size).then_some(Cached::Blob(Blob {
+            diff_id: produced.diff_id,
+            digest: produced.digest,
+            size: produced.size,
+            tar_size: produced.tar_size,
+            media_type: o.compression.media_type(),
+            source: BlobSource::Path(path),
+            cached: true,
+        }))
+    })();
+    Ok((Some(key), found))
+}
+
+/// Records a layer under its key (atomically).
+pub fn store_record(dir: &Path, key: &str, p: &Produced) -> Result<(), OciError> {
+    let rec = KeyRecord {
+        diff_id: p.diff_id.clone(),
+        digest: p.digest.clone(),
+        size: p.size,
+        tar_size: p.tar_size,
     };
-    o.progress.layers_done.fetch_add(1, Ordering::Relaxed);
-    Ok(Blob {
-        diff_id,
-        digest,
-        size,
-        tar_size,
+    let kdir = dir.join("keys");
+    let mut kp = Pending::new_in(&kdir, "key").map_err(|e| OciError::io(&kdir, e))?;
+    kp.file
+        .write_all(&serde_json::to_vec(&rec).expect("json"))
+        .map_err(OciError::Write)?;
+    let kdest = kdir.join(key);
+    kp.persist(&kdest, true)
+        .map_err(|e| OciError::io(&kdest, e))?;
+    Ok(())
+}
+
+/// Copies `len` bytes at `offset` of `from` into the cache as blob `digest` (in the kernel
+/// where it can: `copy_file_range`).
+pub fn store_blob_from(
+    dir: &Path,
+    from: &File,
+    offset: u64,
+    len: u64,
+    digest: &str,
+) -> Result<PathBuf, OciError> {
+    let d = dir.join("blobs/sha256");
+    let dest = d.join(digest.trim_start_matches("sha256:"));
+    if std::fs::metadata(&dest).is_ok_and(|m| m.len() == len) {
+        return Ok(dest);
+    }
+    let p = Pending::new_in(&d, "blob").map_err(|e| OciError::io(&d, e))?;
+    copy_range(from, offset, &p.file, len).map_err(|e| OciError::io(&dest, e))?;
+    p.persist(&dest, false)
+        .map_err(|e| OciError::io(&dest, e))?;
+    Ok(dest)
+}
+
+/// Copies a byte range between files: `copy_file_range`, else pread/write.
+pub fn copy_range(from: &File, mut offset: u64, to: &File, mut len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    while len > 0 {
+        let mut off = offset as libc::loff_t;
+        let chunk = len.min(1 << 30) as usize;
+        // SAFETY: valid fds; the kernel copies at `off` of `from` to the current position of `to`.
+        let n = unsafe {
+            libc::copy_file_range(
+                from.as_raw_fd(),
+                &mut off,
+                to.as_raw_fd(),
+                std::ptr::null_mut(),
+                chunk,
+                0,
+            )
+        };
+        if n > 0 {
+            offset += n as u64;
+            len -= n as u64;
+            continue;
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "source shorter than expected",
+            ));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut to = to;
+                while len > 0 {
+                    let want = (buf.len() as u64).min(len) as usize;
+                    let k = from.read_at(&mut buf[..want], offset)?;
+                    if k == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "source shorter than expected",
+                        ));
+                    }
+                    to.write_all(&buf[..k])?;
+                    offset += k as u64;
+                    len -= k as u64;
+                }
+                return Ok(());
+            }
+            _ => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Produces one layer blob as a file of its own (for stdout and OCI directories), from the
+/// cache when its key is there.
+pub fn write_layer(tree: &Tree, layer: &Layer, o: &LayerOptions) -> Result<Blob, OciError> {
+    let media_type = o.compression.media_type();
+    let (key, cached) = lookup(tree, layer, o)?;
+    let scratch_dir = match &o.store {
+        Store::Cache(d) => d.join("blobs/sha256"),
+        Store::Scratch(d) => d.clone(),
+    };
+    let done = |b: Blob| {
+        o.progress.layers_done.fetch_add(1, Ordering::Relaxed);
+        Ok(b)
+    };
+    match cached {
+        Some(Cached::Blob(b)) => {
+            o.progress.bytes.fetch_add(b.tar_size, Ordering::Relaxed);
+            return done(b);
+        }
+        Some(Cached::Record(rec)) => {
+            let file = scratch_in(&scratch_dir).map_err(|e| OciError::io(&scratch_dir, e))?;
+            let sink =
+                BufWriter::with_capacity(1 << 20, file.try_clone().map_err(OciError::Write)?);
+            let (p, _) = produce(tree, layer, o, sink, false)?;
+            if p.tar_size != rec.tar_size {
+                return Err(OciError::Input(format!("layer {:?} is {} bytes, its cache record says {}; a source changed without changing its metadata: rebuild with --no-cache", layer.name, p.tar_size, rec.tar_size)));
+            }
+            return done(Blob {
+                diff_id: rec.diff_id,
+                digest: rec.digest,
+                size: rec.size,
+                tar_size: rec.tar_size,
+                media_type,
+                source: BlobSource::Scratch(file),
+                cached: true,
+            });
+        }
+        None => {}
+    }
+    let file = scratch_in(&scratch_dir).map_err(|e| OciError::io(&scratch_dir, e))?;
+    let sink = BufWriter::with_capacity(1 << 20, file.try_clone().map_err(OciError::Write)?);
+    let (p, _) = produce(tree, layer, o, sink, true)?;
+    let mut source = BlobSource::Scratch(file);
+    if let (Store::Cache(dir), Some(key)) = (&o.store, &key) {
+        if o.compression != Compression::None {
+            let BlobSource::Scratch(f) = &source else {
+                unreachable!()
+            };
+            source = BlobSource::Path(store_blob_from(dir, f, 0, p.size, &p.digest)?);
+        }
+        store_record(dir, key, &p)?;
+    }
+    done(Blob {
+        diff_id: p.diff_id,
+        digest: p.digest,
+        size: p.size,
+        tar_size: p.tar_size,
         media_type,
         source,
         cached: false,
-    })
-}
-
-fn cache_lookup(dir: &Path, key: &str, media_type: &'static str) -> Option<Blob> {
-    let rec: KeyRecord =
-        serde_json::from_slice(&std::fs::read(dir.join("keys").join(key)).ok()?).ok()?;
-    let path = dir
-        .join("blobs/sha256")
-        .join(rec.digest.strip_prefix("sha256:")?);
-    (std::fs::metadata(&path).ok()?.len() == rec.size).then_some(Blob {
-        diff_id: rec.diff_id,
-        digest: rec.digest,
-        size: rec.size,
-        tar_size: rec.tar_size,
-        media_type,
-        source: BlobSource::Path(path),
-        cached: true,
     })
 }
 

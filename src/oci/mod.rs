@@ -264,33 +264,51 @@ pub fn write_image(
         pool: Arc::clone(&pool),
         progress: Arc::clone(&progress),
     };
-    let blobs = write_layers(tree, plan, &lo, o.threads);
-    pool.shutdown();
-    stop.store(true, Ordering::Relaxed);
-    if let Some(h) = shower {
-        let _ = h.join();
-    }
     let store_dir = match &o.store {
         Store::Cache(d) | Store::Scratch(d) => d.clone(),
     };
-    let blobs = blobs.map_err(|e| e.at(&store_dir))?;
-    let docs = image::Documents::new(meta, plan, &blobs);
-    let written = match (o.format, out) {
-        (Format::DockerArchive, Output::File(path)) => {
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
+    let finish = || {
+        pool.shutdown();
+        stop.store(true, Ordering::Relaxed);
+    };
+    // The common case, a tar file: layers go straight into it (one write of every byte).
+    if let (Format::DockerArchive, Output::File(path)) = (o.format, out) {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let result = (|| {
             let pending = files::Pending::new_in(dir, "image").map_err(|e| OciError::io(dir, e))?;
-            let mut f = pending.file.try_clone().map_err(OciError::Write)?;
-            image::write_archive(&mut f, &docs, &blobs, o.epoch).map_err(|e| e.at(path))?;
-            f.flush().map_err(|e| OciError::io(path, e))?;
-            pending.file.sync_data().ok();
+            let (docs, blobs) = image::write_archive_direct(&pending.file, tree, plan, &lo, meta)
+                .map_err(|e| e.at(path))?;
             pending
                 .persist(path, true)
                 .map_err(|e| OciError::io(path, e))?;
-            path.display().to_string()
+            Ok((docs, blobs))
+        })();
+        finish();
+        if let Some(h) = shower {
+            let _ = h.join();
         }
+        let (docs, blobs) = result?;
+        return Ok(summary(
+            path.display().to_string(),
+            plan,
+            &blobs,
+            &docs,
+            meta,
+            o,
+        ));
+    }
+    let blobs = write_layers(tree, plan, &lo, o.threads);
+    finish();
+    if let Some(h) = shower {
+        let _ = h.join();
+    }
+    let blobs = blobs.map_err(|e| e.at(&store_dir))?;
+    let docs = image::Documents::new(meta, plan, &blobs);
+    let written = match (o.format, out) {
+        (Format::DockerArchive, Output::File(_)) => unreachable!("written above"),
         (Format::DockerArchive, Output::Stdout) => {
             let stdout = io::stdout();
             let mut lock = stdout.lock();
@@ -310,10 +328,21 @@ pub fn write_image(
             ));
         }
     };
+    Ok(summary(written, plan, &blobs, &docs, meta, o))
+}
+
+fn summary(
+    written: String,
+    plan: &Plan,
+    blobs: &[Blob],
+    docs: &image::Documents,
+    meta: &ImageMeta,
+    o: &WriteOptions,
+) -> Summary {
     let layers = plan
         .layers
         .iter()
-        .zip(&blobs)
+        .zip(blobs)
         .map(|(l, b)| LayerSummary {
             name: l.name.clone(),
             digest: b.digest.clone(),
@@ -325,16 +354,16 @@ pub fn write_image(
             contents: l.groups.iter().map(|g| g.to_string()).collect(),
         })
         .collect();
-    Ok(Summary {
+    Summary {
         output: written,
         image: meta.reference(),
         format: o.format,
         compression: o.compression,
         config_digest: docs.config_digest.clone(),
         manifest_digest: docs.manifest_digest.clone(),
-        size: docs.total_size(&blobs),
+        size: docs.total_size(blobs),
         layers,
-    })
+    }
 }
 
 #[cfg(test)]
