@@ -280,14 +280,38 @@ impl Drop for Cleanup {
     }
 }
 
+/// For an ISO without `/imgbuild.json`: the profile whose volume id the ISO carries.
+fn meta_from_volume_id(ctx: &Ctx, image: &Path) -> Option<crate::iso::IsoMeta> {
+    let vol = crate::iso::hadris::read_iso(image).ok()?.volume_id;
+    let p = crate::profile::load_all(&ctx.root)
+        .ok()?
+        .into_iter()
+        .find(|p| p.kind == crate::profile::Kind::Origin && p.volume_id() == vol)?;
+    Some(crate::iso::IsoMeta {
+        imgbuild: String::new(),
+        profile: p.id(),
+        image: p.image_ref(),
+        ports: p.ports(),
+        memory: p
+            .iso
+            .as_ref()
+            .map_or_else(|| "512M".into(), |i| i.memory.clone()),
+        kernel: String::new(),
+        cmdline: String::new(),
+    })
+}
+
 pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
-    let _ = ctx;
     if !a.image.is_file() {
         return Err(BadInput(format!("{}: no such file", a.image.display())).into());
     }
     let qemu = which("qemu-system-x86_64").ok_or(BootError::NoQemu)?;
-    let meta = crate::iso::read_meta(&a.image)
-        .with_context(|| format!("{}: reading imgbuild.json", a.image.display()))?;
+    let meta = match crate::iso::read_meta(&a.image)
+        .with_context(|| format!("{}: reading imgbuild.json", a.image.display()))?
+    {
+        Some(m) => Some(m),
+        None => meta_from_volume_id(ctx, &a.image),
+    };
     let forwards: Vec<Forward> = if a.forward.is_empty() {
         meta.as_ref()
             .map(|m| {
@@ -355,6 +379,19 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
     };
     let args = qemu_args(&m);
     eprintln!("Executing: {}", shell_line("qemu-system-x86_64", &args));
+    let fw: Vec<String> = m
+        .forwards
+        .iter()
+        .map(|f| format!("http://127.0.0.1:{} → guest :{}", f.host, f.guest))
+        .collect();
+    eprintln!(
+        "imgbuild: serial console follows (Ctrl-A X quits QEMU){}",
+        if fw.is_empty() {
+            String::new()
+        } else {
+            format!("; forwards: {}", fw.join(", "))
+        }
+    );
     let status = Command::new(&qemu)
         .args(&args)
         .status()
