@@ -491,7 +491,7 @@ fn static_network_from_the_command_line_a_missing_module_and_power_off_on_exit()
         &h,
         &initrd,
         "ip=10.0.2.20/24::10.0.2.2 hls.dns=10.0.2.3 hostname=static-box \
-         imgbuild.test=kill-service-after=10 imgbuild.poweroff",
+         imgbuild.test=kill-service-after=15 imgbuild.poweroff",
         &extra,
     );
     vm.expect("imgbuild-init: module virtio_net loaded", BOOT);
@@ -502,7 +502,7 @@ fn static_network_from_the_command_line_a_missing_module_and_power_off_on_exit()
     vm.expect("imgbuild-init: DNS 10.0.2.3", BOOT);
     vm.expect("imgbuild-init: hostname static-box", BOOT);
     vm.expect("imgbuild-init: service httpd started (pid ", BOOT);
-    wait_health(port, Duration::from_secs(8));
+    wait_health(port, Duration::from_secs(14));
     // imgbuild.poweroff: the (test-killed) service is not restarted; the machine goes down.
     vm.expect(
         "imgbuild-init: service httpd exited (status 137, signal SIGKILL), not restarting",
