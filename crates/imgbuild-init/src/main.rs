@@ -34,13 +34,17 @@
 //!
 //! # Boot mode
 //! Mounts proc, sysfs, devtmpfs, devpts, tmpfs on /run, /tmp, /dev/shm; makes sure stdio is
-//! the console; loads the modules in order (already loaded is fine, failures are reported
-//! and skipped); brings up `lo` and the first other interface (waiting up to 5 s for it);
-//! configures it by DHCP (8 s, then the static fallback 10.0.2.15/24 gw 10.0.2.2 dns
-//! 10.0.2.3, said in one line) or statically; writes /etc/resolv.conf; reads a NoCloud
-//! CIDATA volume if there is one (see `nocloud`); sets the hostname; starts the service and
-//! keeps it running. SIGTERM, SIGINT (ctrl-alt-del) and SIGPWR stop the service (SIGTERM,
-//! 2 s, SIGKILL), sync and power off.
+//! the console; loads the modules in order with finit_module (already loaded is fine,
+//! failures are reported and skipped); brings up `lo` and the first Ethernet interface
+//! (eth0 first; waiting up to 5 s for it to appear); configures it by DHCP over a UDP
+//! socket on port 68 (8 s, then the static fallback 10.0.2.15/24 gw 10.0.2.2 dns 10.0.2.3,
+//! said in one line; no lease renewal) or statically, with ioctls; writes /etc/resolv.conf;
+//! reads a NoCloud CIDATA volume if there is one (see `nocloud`; no network-config); sets
+//! the hostname (and /etc/hostname); starts the service (environment: only what is listed
+//! below plus a default PATH; stdin /dev/null; its own session) and keeps it running.
+//! SIGTERM, SIGINT (ctrl-alt-del) and SIGPWR stop the service (SIGTERM, 2 s, SIGKILL),
+//! sync and power off. A config that cannot be read halts with one line (PID 1 never
+//! exits); ctrl-alt-del still powers off.
 //!
 //! Kernel command line (later entries win; double quotes group words):
 //! - `hostname=NAME`
@@ -60,18 +64,29 @@
 //! # Container mode
 //! No mounts, modules or network. Service env: config env < the process environment
 //! (`docker run -e` wins). Drops to uid/gid when started as root (setgroups([]), setgid,
-//! setuid); started as any other user it just runs. Restarts the service with backoff
-//! after a crash; a service that exits 0 or 2 (bad usage) ends the container with that
-//! status, and one that cannot be started at all ends it with 127 (not found) or 126. SIGTERM/SIGINT are forwarded, SIGKILL follows after 1.5 s, and init exits with
-//! the service's status. SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2/SIGWINCH are forwarded. Orphans
-//! are reaped (PR_SET_CHILD_SUBREAPER when not PID 1).
+//! setuid; HOME=/root becomes the user's home); started as any other user it just runs;
+//! root without CAP_SETUID/CAP_SETGID runs the service as root and says so. Restarts the
+//! service with backoff after a crash; a service that exits 0 or 2 (bad usage) ends the
+//! container with that status, and one that cannot be started at all ends it with 127
+//! (not found) or 126. SIGTERM/SIGINT are forwarded, SIGKILL follows after 1.5 s, and init
+//! exits with the service's status. SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2/SIGWINCH are
+//! forwarded. Orphans are reaped (PR_SET_CHILD_SUBREAPER when not PID 1).
 //!
-//! # Console markers (prefix `imgbuild-init: `)
+//! # Console markers (stderr, prefix `imgbuild-init: `)
 //! - `service NAME started (pid N)`
 //! - `service NAME exited (status N), restarting in Xs` /
 //!   `service NAME exited (status N, signal SIGKILL), restarting in Xs`
 //!   (restart delay 0.5 s doubling to 10 s, back to 0.5 s after 30 s of running)
-//! - `service NAME exited (status N), not restarting` (container mode, status 0 or 2)
+//! - `service NAME exited (status N), not restarting` (container mode status 0 or 2;
+//!   boot mode with `imgbuild.poweroff`)
+//! - `SIGTERM received: stopping service NAME (pid N)`, then `service NAME exited (…)`
+//! - `test: killing service NAME (pid N) as imgbuild.test asked`
+//! - boot steps: `mounted devtmpfs on /dev`, `module virtio_net loaded` (or `already
+//!   loaded`, or `NOT loaded (PATH): why`), `link eth0 up`, `DHCP lease A/N from S in Ts`
+//!   or `DHCP failed (why); static fallback 10.0.2.15/24 gw 10.0.2.2`, `address A/N on eth0
+//!   (dhcp|static|fallback)`, `default route via G dev eth0`, `DNS …`, `NoCloud: CIDATA
+//!   volume on /dev/sr0`, `hostname H`, `service env K=V (NoCloud|kernel command line)`,
+//!   `power off`.
 
 mod boot;
 mod cmdline;
@@ -119,7 +134,7 @@ enum Mode {
     Version,
 }
 
-/// Parse argv (without argv[0]). In boot mode the kernel may pass stray words: those are
+/// Parse the arguments after the program name. In boot mode the kernel may pass stray words: those are
 /// ignored when `lenient`.
 fn parse_args(args: &[String], lenient: bool) -> Result<Args, String> {
     let mut config = PathBuf::from(config::DEFAULT_CONFIG);
