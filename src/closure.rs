@@ -121,20 +121,22 @@ fn malformed(input: &str, what: impl Into<String>) -> ClosureError {
 const NIX_BASE32: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
 const HASH_LEN: usize = 32;
 
-fn is_base32_table() -> [bool; 256] {
+/// `BASE32_TABLE[byte]`: the byte is in `NIX_BASE32`.
+static BASE32_TABLE: [bool; 256] = {
     let mut t = [false; 256];
-    for &c in NIX_BASE32 {
-        t[c as usize] = true;
+    let mut i = 0;
+    while i < NIX_BASE32.len() {
+        t[NIX_BASE32[i] as usize] = true;
+        i += 1;
     }
     t
-}
+};
 
 /// True for `<32 nix-base32 chars>-<name>`.
 fn is_store_basename(b: &str) -> bool {
-    let t = is_base32_table();
     let bytes = b.as_bytes();
     bytes.len() > HASH_LEN + 1
-        && bytes[..HASH_LEN].iter().all(|&c| t[c as usize])
+        && bytes[..HASH_LEN].iter().all(|&c| BASE32_TABLE[c as usize])
         && bytes[HASH_LEN] == b'-'
         && !bytes.contains(&b'/')
         && !bytes.iter().any(|c| c.is_ascii_whitespace() || *c == 0)
@@ -666,20 +668,20 @@ struct Scanner<'a> {
 }
 
 impl Scanner<'_> {
+    /// Searches like Nix's `RefScanSink`: test a window from its end backwards and, at the
+    /// first byte that cannot be in a hash, skip past it (most windows cost one byte).
     fn scan(&mut self, data: &[u8]) {
-        let table = is_base32_table();
-        let mut run = 0usize;
-        for (i, &c) in data.iter().enumerate() {
-            if table[c as usize] {
-                run += 1;
-                if run >= HASH_LEN {
-                    let w: &[u8; HASH_LEN] = data[i + 1 - HASH_LEN..=i].try_into().unwrap();
+        let mut i = 0;
+        while i + HASH_LEN <= data.len() {
+            let w = &data[i..i + HASH_LEN];
+            match w.iter().rposition(|&c| !BASE32_TABLE[c as usize]) {
+                Some(j) => i += j + 1,
+                None => {
                     if let Some(&idx) = self.hashes.get(w) {
                         self.found.insert(idx);
                     }
+                    i += 1;
                 }
-            } else {
-                run = 0;
             }
         }
     }
@@ -1115,6 +1117,42 @@ fn read_content(entry: &Entry, limit: Option<usize>) -> io::Result<Option<Vec<u8
     }
 }
 
+/// Cheap test on the first 4 KiB: false for non-ELF files and for ELF files that are
+/// neither `ET_EXEC` nor have a `PT_INTERP` (libraries), so those are not read whole.
+/// True when unsure (program headers past the first 4 KiB).
+fn may_be_executable(entry: &Entry) -> bool {
+    const HEAD: usize = 4096;
+    let Ok(Some(b)) = read_content(entry, Some(HEAD)) else {
+        return true; // let the full read report the error
+    };
+    if !crate::elf::is_elf(&b) {
+        return false;
+    }
+    let u16at = |o: usize| {
+        b.get(o..o + 2)
+            .map(|x| u16::from_le_bytes([x[0], x[1]]) as usize)
+    };
+    let u64at = |o: usize| {
+        b.get(o..o + 8)
+            .map(|x| u64::from_le_bytes(x.try_into().unwrap()) as usize)
+    };
+    let (Some(etype), Some(phoff), Some(phentsize), Some(phnum)) =
+        (u16at(16), u64at(32), u16at(54), u16at(56))
+    else {
+        return true;
+    };
+    if etype == 2 {
+        return true;
+    }
+    (0..phnum).any(|i| {
+        let o = phoff.saturating_add(i.saturating_mul(phentsize));
+        match o.checked_add(4).and_then(|end| b.get(o..end)) {
+            Some(t) => u32::from_le_bytes(t.try_into().unwrap()) == 3, // PT_INTERP
+            None => true,
+        }
+    })
+}
+
 fn read_object(binary: &str, entry: &Entry) -> Result<Option<Object>, ClosureError> {
     let bad = |what: String| ClosureError::BadExecutable {
         binary: binary.to_string(),
@@ -1180,6 +1218,9 @@ pub fn check_executables(tree: &Tree) -> Result<(), ClosureError> {
         let Some(entry) = tree.get(&real) else {
             continue;
         };
+        if !objects.contains_key(&real) && !may_be_executable(entry) {
+            continue;
+        }
         if !load(&mut objects, &real, entry)? {
             continue;
         }
