@@ -133,16 +133,6 @@ fn fnv(seed: u64, data: &[u8]) -> u64 {
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
-/// Deletes a file on drop unless disarmed: no half-written output is left behind.
-struct TempFile(Option<PathBuf>);
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
 fn ms(t: Instant) -> String {
     format!("{:.1} ms", t.elapsed().as_secs_f64() * 1000.0)
 }
@@ -294,25 +284,21 @@ pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
         .ok_or_else(|| BadInput(format!("-o {}: not a file name", output.display())))?
         .to_string_lossy()
         .into_owned();
-    let tmp_path = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&tmp_path)
-        .map_err(|e| IsoError::Io(format!("creating {}", tmp_path.display()), e))?;
-    let mut guard = TempFile(Some(tmp_path.clone()));
+    // An unnamed file in the output directory, named only when complete: an error, Ctrl-C
+    // or SIGKILL leaves nothing behind.
+    let pending = crate::oci::files::Pending::new_in(&dir, &name)
+        .map_err(|e| IsoError::Io(format!("creating a file in {}", dir.display()), e))?;
+    let file = pending
+        .file
+        .try_clone()
+        .map_err(|e| IsoError::Io(format!("{}", output.display()), e))?;
     let (size, warnings) = hadris::write_iso(file, &htree, spec).map_err(IsoError::from)?;
     for w in warnings {
         tracing::info!("iso: {w}");
     }
-    std::fs::rename(&tmp_path, &output).map_err(|e| {
-        IsoError::Io(
-            format!("renaming {} to {}", tmp_path.display(), output.display()),
-            e,
-        )
-    })?;
-    guard.0 = None;
+    pending
+        .persist(&output, true)
+        .map_err(|e| IsoError::Io(format!("naming {}", output.display()), e))?;
     tracing::info!("write: {size} bytes ISO in {}", ms(t));
     tracing::info!("total: {}", ms(t0));
     Ok(output)
