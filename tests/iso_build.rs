@@ -277,6 +277,29 @@ fn two_builds_are_byte_identical_and_the_isolinux_original_is_untouched() {
         a[512..1024] != c[512..1024],
         "GPT header (disk GUID, CRCs) follows the inputs"
     );
+    // --kernel and --modules naming the same inputs give the same image.
+    let kver = std::fs::read_dir(assets().join("modules"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let k = assets().join("vmlinuz");
+    let e = std::fs::read(build(
+        &d.path().join("e.iso"),
+        &[
+            "--kernel",
+            k.to_str().unwrap(),
+            "--modules",
+            kver.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    assert!(
+        a == e,
+        "--kernel/--modules with the default inputs changed the image"
+    );
+    std::fs::remove_file(d.path().join("e.iso")).unwrap();
     let mut names: Vec<String> = std::fs::read_dir(d.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
