@@ -364,7 +364,8 @@ fn an_oci_dir_is_an_oci_layout_that_verifies() {
 fn bad_input_exits_2_and_leaves_no_output() {
     let b = Build::new();
     let cwd = tempfile::tempdir().unwrap();
-    let cases: Vec<(Vec<&str>, Option<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Option<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec!["origin/no-such-profile"], None, "unknown profile"),
         (vec!["--max-layers", "128"], None, "127"),
         (vec!["--max-layers", "2"], None, "at least 3 layers"),
