@@ -78,6 +78,8 @@ pub enum IsoError {
     Hadris(#[from] hadris::HadrisError),
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
+    #[error("kernel {0} is {1} bytes: the UEFI boot partition (FAT) holds files below 4 GiB, so the ISO cannot boot it; use a kernel image under 4 GiB")]
+    KernelTooLarge(String, u64),
 }
 
 impl IsoError {
@@ -85,6 +87,7 @@ impl IsoError {
         matches!(
             self,
             IsoError::NotOrigin(..)
+                | IsoError::KernelTooLarge(..)
                 | IsoError::Asset(_)
                 | IsoError::Module(
                     modules::ModuleError::UnknownDependency { .. }
@@ -217,6 +220,12 @@ pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
     let kernel_len = std::fs::metadata(&assets.kernel)
         .map_err(|e| IsoError::Io(assets.kernel.display().to_string(), e))?
         .len();
+    // ISO9660 level 3 stores it (multi-extent), but the kernel is also in the FAT ESP.
+    if kernel_len >= 1 << 32 {
+        return Err(
+            IsoError::KernelTooLarge(assets.kernel.display().to_string(), kernel_len).into(),
+        );
+    }
     let mut seed = fnv(FNV_OFFSET, b"imgbuild-iso-1\0");
     for part in [
         p.volume_id().as_bytes(),
