@@ -92,8 +92,17 @@ pub fn partitions(head: &[u8]) -> Partitions {
         let n = u32::from_le_bytes(h[80..84].try_into().unwrap()) as usize;
         let size = u32::from_le_bytes(h[84..88].try_into().unwrap()) as usize;
         for i in 0..n.min(128) {
-            let off = lba * 512 + i * size;
-            let Some(e) = head.get(off..off + size.max(128)) else {
+            // Fields from the image: a corrupt header must not overflow (found by fuzzing).
+            let Some(off) = i
+                .checked_mul(size)
+                .and_then(|o| lba.checked_mul(512)?.checked_add(o))
+            else {
+                break;
+            };
+            let Some(e) = off
+                .checked_add(size.max(128))
+                .and_then(|end| head.get(off..end))
+            else {
                 break;
             };
             if e[..16].iter().all(|&b| b == 0) {
