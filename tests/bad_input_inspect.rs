@@ -267,6 +267,39 @@ fn malformed_archives_fail_in_one_line_without_panicking() {
     }
 }
 
+/// The partition-table reader behind `inspect FILE.iso`, on every ISO regression input and
+/// on a GPT header whose entry LBA and size are as large as the fields allow (fuzzing found
+/// `lba * 512 + i * size` overflowing).
+#[test]
+fn iso_partition_parser_survives_corrupt_gpt_headers() {
+    let mut head = vec![0u8; 2048];
+    head[510] = 0x55;
+    head[511] = 0xAA;
+    head[512..520].copy_from_slice(b"EFI PART");
+    for (lba, n, size) in [
+        (u64::MAX, 4u32, 128u32),
+        (1, 128, u32::MAX),
+        (u64::MAX / 512, 2, 0),
+    ] {
+        head[512 + 72..512 + 80].copy_from_slice(&lba.to_le_bytes());
+        head[512 + 80..512 + 84].copy_from_slice(&n.to_le_bytes());
+        head[512 + 84..512 + 88].copy_from_slice(&size.to_le_bytes());
+        let p = imgbuild::iso::inspect::partitions(&head);
+        assert!(p.gpt.is_empty(), "{lba} {n} {size}");
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    for e in std::fs::read_dir(dir).into_iter().flatten() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("inspect_iso-")
+        {
+            let _ = imgbuild::iso::inspect::partitions(&std::fs::read(&p).unwrap());
+        }
+    }
+}
+
 /// Regression inputs found by `cargo fuzz` (fuzz/ targets inspect_tar and inspect_iso):
 /// each must give a clean error, never a panic.
 #[test]
