@@ -6,7 +6,7 @@
 //!   ends with a sync flush (the last one finishes the stream), so the pieces concatenate to
 //!   one deflate stream; one gzip header (mtime 0, no name, OS byte 255) and the CRC32 and
 //!   length of the whole stream around it. This is pigz's scheme: one valid gzip member.
-//! - zstd: each 4 MiB chunk is one independent zstd frame (level 3); zstd decoders read
+//! - zstd: each 1 MiB chunk is one independent zstd frame (level 3); zstd decoders read
 //!   concatenated frames as one stream.
 //!
 //! The bytes depend on the chunk size and level only, so `--threads 1` and `--threads 8` give
@@ -52,7 +52,7 @@ impl Compression {
         match self {
             Compression::None => 1 << 20,
             Compression::Gzip => GZIP_CHUNK,
-            Compression::Zstd => 4 << 20,
+            Compression::Zstd => 1 << 20,
         }
     }
 }
@@ -207,7 +207,8 @@ impl<W: Write> Encoder<W> {
         if kind == Compression::Gzip {
             out.write_all(&GZIP_HEADER)?;
         }
-        let max_pending = pool.threads * 2 + 1;
+        // Enough chunks in flight that the workers never wait for the reader.
+        let max_pending = pool.threads * 4 + 2;
         Ok(Encoder {
             kind,
             pool,
