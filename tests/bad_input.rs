@@ -815,7 +815,12 @@ fn a_full_disk_fails_loudly_and_leaves_nothing_half_written() {
     {
         let _m = Tmpfs::mount(&full, "size=2m").expect("mount a 2 MiB tmpfs (needs root)");
         let cache = full.join("cache");
-        let o = fx.build(&[&info], &["--cache-dir", cache.to_str().unwrap()]);
+        // Compressed layers are what the cache stores whole (uncompressed ones are kept as
+        // small records only), so gzip makes the 3 MiB layer overflow the cache's disk.
+        let o = fx.build(
+            &[&info],
+            &["--cache-dir", cache.to_str().unwrap(), "--compression", "gzip"],
+        );
         assert_fails(&o, 1, &["No space left on device"]);
         assert_nothing_written(&fx);
         assert_cache_clean(&cache);
