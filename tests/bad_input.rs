@@ -819,7 +819,12 @@ fn a_full_disk_fails_loudly_and_leaves_nothing_half_written() {
         // small records only), so gzip makes the 3 MiB layer overflow the cache's disk.
         let o = fx.build(
             &[&info],
-            &["--cache-dir", cache.to_str().unwrap(), "--compression", "gzip"],
+            &[
+                "--cache-dir",
+                cache.to_str().unwrap(),
+                "--compression",
+                "gzip",
+            ],
         );
         assert_fails(&o, 1, &["No space left on device"]);
         assert_nothing_written(&fx);
