@@ -603,12 +603,16 @@ pub fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> ProfileError {
 }
 
 /// Parses one profile file alone: syntax, unknown keys and wrong types, with locations.
-fn parse_file(root: &Root, rel: &str) -> Result<(String, toml::Table), ProfileError> {
-    let file = root.display(rel);
-    let text = root.read_text(rel)?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| toml_error(&file, &text, &e))?;
-    let _: ProfileDoc = toml::from_str(&text).map_err(|e| toml_error(&file, &text, &e))?;
-    Ok((text, table))
+fn parse_file(root: &Root, rel: &str) -> Result<toml::Table, ProfileError> {
+    parse_table(&root.display(rel), &root.read_text(rel)?)
+}
+
+/// Checks one file's text alone (syntax, unknown keys, wrong types, each with its
+/// location) and returns its table for merging.
+fn parse_table(file: &str, text: &str) -> Result<toml::Table, ProfileError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+    let _: ProfileDoc = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+    Ok(table)
 }
 
 /// The merge rule of profiles/README.md: top-level tables merge key by key; every other
@@ -667,15 +671,33 @@ pub fn load(root: &Root, kind: Kind, name: &str) -> Result<Profile, ProfileError
     if !profile_names(root, kind)?.iter().any(|n| n == name) {
         return Err(unknown(root, &format!("{kind}/{name}")));
     }
-    let base = if root.exists(&base_rel(kind)) {
-        parse_file(root, &base_rel(kind))?.1
+    let base_text = if root.exists(&base_rel(kind)) {
+        Some(root.read_text(&base_rel(kind))?)
     } else {
-        toml::Table::new()
+        None
     };
-    let (_, table) = parse_file(root, &rel)?;
-    let merged = merge_tables(&base, &table);
-    let file = root.display(&rel);
-    let doc: ProfileDoc = toml::Value::Table(merged)
+    let base = base_text
+        .as_deref()
+        .map(|t| (root.display(&base_rel(kind)), t));
+    let base = base.as_ref().map(|(f, t)| (f.as_str(), *t));
+    from_texts(kind, name, root.display(&rel), base, &root.read_text(&rel)?)
+}
+
+/// The one way a profile is made: each file checked alone, laid over the base by the merge
+/// rule, then resolved and validated. `base` is (shown name, text) of `_base.toml`.
+fn from_texts(
+    kind: Kind,
+    name: &str,
+    file: String,
+    base: Option<(&str, &str)>,
+    text: &str,
+) -> Result<Profile, ProfileError> {
+    let base = match base {
+        Some((bfile, btext)) => parse_table(bfile, btext)?,
+        None => toml::Table::new(),
+    };
+    let table = parse_table(&file, text)?;
+    let doc: ProfileDoc = toml::Value::Table(merge_tables(&base, &table))
         .try_into()
         .map_err(|e: toml::de::Error| ProfileError::Invalid {
             file: file.clone(),
@@ -697,28 +719,14 @@ pub fn parse_text(
     base: Option<&str>,
     text: &str,
 ) -> Result<Profile, ProfileError> {
-    let file = format!("profiles/{kind}/{name}.toml");
-    let parse = |file: &str, text: &str| -> Result<toml::Table, ProfileError> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
-        let _: ProfileDoc = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
-        Ok(table)
-    };
-    let base = match base {
-        Some(b) => parse(&base_rel(kind), b)?,
-        None => toml::Table::new(),
-    };
-    let table = parse(&file, text)?;
-    let doc: ProfileDoc = toml::Value::Table(merge_tables(&base, &table))
-        .try_into()
-        .map_err(|e: toml::de::Error| ProfileError::Invalid {
-            file: file.clone(),
-            msg: format!(
-                "after merging with {}: {}",
-                base_rel(kind),
-                e.message().trim()
-            ),
-        })?;
-    resolve(kind, name, file, doc)
+    let base_file = base_rel(kind);
+    from_texts(
+        kind,
+        name,
+        format!("profiles/{kind}/{name}.toml"),
+        base.map(|b| (base_file.as_str(), b)),
+        text,
+    )
 }
 
 /// Resolves `KIND/PROFILE` (or a bare profile name that only one kind has).
@@ -982,7 +990,7 @@ pub fn base_gaps(root: &Root, kind: Kind) -> Result<Vec<String>, ProfileError> {
     if !root.exists(&rel) {
         return Ok(vec![format!("{rel} is missing")]);
     }
-    let (_, base) = parse_file(root, &rel)?;
+    let base = parse_file(root, &rel)?;
     let section = kind.as_str();
     let full = match kind {
         Kind::Origin => toml::Table::try_from(OriginSettings::default()),
