@@ -468,7 +468,12 @@ pub fn write_archive_direct(
                     let pad = tar::padding(p.size);
                     out.write_all(&zeros[..pad]).map_err(OciError::Write)?;
                     let h = header(&blob_path(&p.digest), EntryType::File, 0o644, p.size, mtime);
-                    debug_assert_eq!(h.len(), tar::BLOCK);
+                    if h.len() != tar::BLOCK {
+                        return Err(OciError::Input(format!(
+                            "layer {:?}: its archive header does not fit one block",
+                            l.name
+                        )));
+                    }
                     f.write_all_at(&h, hdr_pos).map_err(OciError::Write)?;
                     pos = data_pos + p.size + pad as u64;
                     if let (Store::Cache(dir), None, Some(_)) = (&lo.store, &record, &key) {

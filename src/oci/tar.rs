@@ -1,6 +1,7 @@
 //! Deterministic tar headers: ustar with the name split into the `prefix` + `name` fields
 //! where it fits (as Go's archive/tar does), a PAX extended header only for what ustar cannot
-//! hold (long names or link targets, huge sizes or ids). No atime/ctime, no PAX time records,
+//! hold (long names or link targets, ids above 2097151); sizes of 8 GiB and more use GNU
+//! base-256 in the size field, so a header without a long name is always one block. No atime/ctime, no PAX time records,
 //! empty user and group names. The same input always gives the same bytes.
 
 use std::io::{self, Write};
@@ -101,7 +102,13 @@ fn ustar_block(h: &Header, name: &[u8], prefix: &[u8], link: &[u8], size: u64) -
     octal(&mut b[100..108], h.mode as u64 & 0o7777);
     octal(&mut b[108..116], (h.uid as u64).min(MAX_OCTAL_7));
     octal(&mut b[116..124], (h.gid as u64).min(MAX_OCTAL_7));
-    octal(&mut b[124..136], size.min(MAX_OCTAL_11));
+    if size > MAX_OCTAL_11 {
+        // GNU base-256: high bit set, big-endian binary (read by GNU tar, Go, libarchive).
+        b[124] = 0x80;
+        b[128..136].copy_from_slice(&size.to_be_bytes());
+    } else {
+        octal(&mut b[124..136], size);
+    }
     octal(&mut b[136..148], h.mtime.min(MAX_OCTAL_11));
     b[156] = h.kind.flag();
     b[157..157 + link.len()].copy_from_slice(link);
@@ -138,9 +145,6 @@ pub fn header_bytes(h: &Header, out: &mut Vec<u8>) {
     } else {
         h.link
     };
-    if h.size > MAX_OCTAL_11 {
-        pax_record(&mut pax, "size", h.size.to_string().as_bytes());
-    }
     if h.uid as u64 > MAX_OCTAL_7 {
         pax_record(&mut pax, "uid", h.uid.to_string().as_bytes());
     }
@@ -354,6 +358,19 @@ mod tests {
             String::from_utf8_lossy(&v)
         );
         assert_eq!(v.len(), 103);
+    }
+
+    #[test]
+    fn huge_sizes_stay_in_one_block_as_base_256() {
+        let mut h = hdr(b"blobs/sha256/x", b"");
+        h.size = 9 << 30;
+        let mut out = Vec::new();
+        header_bytes(&h, &mut out);
+        assert_eq!(out.len(), BLOCK);
+        let p = parse_block(out[..BLOCK].try_into().unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.size, 9 << 30);
     }
 
     #[test]
