@@ -15,7 +15,8 @@ use crate::tree::{self, Kind, Tree};
 
 /// An error from hadris, with what imgbuild was doing.
 #[derive(Debug, thiserror::Error)]
-#[error("{what}: {source}")]
+/// Shown as `what`; the cause follows in the error chain (`what: cause`), once.
+#[error("{what}")]
 pub struct HadrisError {
     pub what: String,
     #[source]
@@ -242,7 +243,7 @@ fn mount(
         .map_err(herr(format!("{}: cannot open", path.display())))?;
     hadris_iso::sync::IsoFs::mount(dev, hadris_fs::MountOptions::new()).map_err(|e| HadrisError {
         what: format!("{}: not a readable ISO9660 image", path.display()),
-        source: format!("{e:?}").into(),
+        source: format!("{e}").into(),
     })
 }
 
