@@ -335,28 +335,13 @@ pub fn write_archive<W: Write>(
     blobs: &[Blob],
     mtime: u64,
 ) -> Result<(), OciError> {
-    let mut hdr = Vec::with_capacity(1024);
     for (name, data) in entries(docs, blobs) {
         let (kind, mode, size) = match &data {
             Data::Dir => (EntryType::Dir, 0o755, 0),
             Data::Bytes(b) => (EntryType::File, 0o644, b.len() as u64),
             Data::Blob(b) => (EntryType::File, 0o644, b.size),
         };
-        hdr.clear();
-        tar::header_bytes(
-            &Header {
-                name: name.as_bytes(),
-                link: b"",
-                kind,
-                mode,
-                uid: 0,
-                gid: 0,
-                size,
-                mtime,
-                dev: (0, 0),
-            },
-            &mut hdr,
-        );
+        let hdr = header(&name, kind, mode, size, mtime);
         w.write_all(&hdr).map_err(OciError::Write)?;
         match data {
             Data::Dir => {}
