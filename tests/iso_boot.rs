@@ -17,30 +17,11 @@ use std::time::{Duration, Instant};
 
 const STARTED: &str = "imgbuild-init: service hls-origin started";
 
-fn assets() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::var_os("IMGBUILD_BOOT_ASSETS").map_or_else(
-            || PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/imgbuild/boot-assets"),
-            PathBuf::from,
-        );
-        if !dir.join("vmlinuz").is_file() {
-            let st = Command::new(common::repo().join("scripts/boot-assets"))
-                .arg(&dir)
-                .status()
-                .expect("running scripts/boot-assets");
-            assert!(st.success(), "scripts/boot-assets failed");
-        }
-        dir
-    })
-    .clone()
-}
-
 fn build(dir: &Path, profile: &str, extra: &[&str]) -> PathBuf {
     let out = dir.join(format!("{}.iso", profile.replace('/', "-")));
     let o = common::imgbuild()
         .args(["iso", profile, "-o", out.to_str().unwrap(), "--boot-assets"])
-        .arg(assets())
+        .arg(common::boot_assets())
         .args(extra)
         .output()
         .unwrap();

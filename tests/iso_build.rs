@@ -10,31 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The default boot-asset directory, filled by scripts/boot-assets when it is missing.
-fn assets() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::var_os("IMGBUILD_BOOT_ASSETS").map_or_else(
-            || PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/imgbuild/boot-assets"),
-            PathBuf::from,
-        );
-        if !dir.join("vmlinuz").is_file() {
-            let st = Command::new(common::repo().join("scripts/boot-assets"))
-                .arg(&dir)
-                .status()
-                .expect("running scripts/boot-assets");
-            assert!(st.success(), "scripts/boot-assets failed");
-        }
-        dir
-    })
-    .clone()
-}
-
 fn build(out: &Path, args: &[&str]) -> PathBuf {
     let o = common::imgbuild()
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .args(["iso", "-o", out.to_str().unwrap(), "--boot-assets"])
-        .arg(assets())
+        .arg(common::boot_assets())
         .args(args)
         .output()
         .unwrap();
@@ -260,7 +240,7 @@ fn the_initramfs_holds_init_its_config_the_service_modules_and_dev_console() {
 #[ignore = "full: needs boot assets"]
 fn two_builds_are_byte_identical_and_the_isolinux_original_is_untouched() {
     let d = tempfile::tempdir().unwrap();
-    let isolinux = assets().join("isolinux.bin");
+    let isolinux = common::boot_assets().join("isolinux.bin");
     let before = std::fs::read(&isolinux).unwrap();
     let a = std::fs::read(build(&d.path().join("a.iso"), &[])).unwrap();
     let b = std::fs::read(build(&d.path().join("b.iso"), &[])).unwrap();
@@ -278,13 +258,13 @@ fn two_builds_are_byte_identical_and_the_isolinux_original_is_untouched() {
         "GPT header (disk GUID, CRCs) follows the inputs"
     );
     // --kernel and --modules naming the same inputs give the same image.
-    let kver = std::fs::read_dir(assets().join("modules"))
+    let kver = std::fs::read_dir(common::boot_assets().join("modules"))
         .unwrap()
         .next()
         .unwrap()
         .unwrap()
         .path();
-    let k = assets().join("vmlinuz");
+    let k = common::boot_assets().join("vmlinuz");
     let e = std::fs::read(build(
         &d.path().join("e.iso"),
         &[

@@ -101,3 +101,24 @@ pub fn have(cmd: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+/// The default boot-asset directory (`IMGBUILD_BOOT_ASSETS`, else
+/// ~/.cache/imgbuild/boot-assets), filled by scripts/boot-assets when it is missing.
+pub fn boot_assets() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::var_os("IMGBUILD_BOOT_ASSETS").map_or_else(
+            || PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/imgbuild/boot-assets"),
+            PathBuf::from,
+        );
+        if !dir.join("vmlinuz").is_file() {
+            let st = Command::new(repo().join("scripts/boot-assets"))
+                .arg(&dir)
+                .status()
+                .expect("running scripts/boot-assets");
+            assert!(st.success(), "scripts/boot-assets failed");
+        }
+        dir
+    })
+    .clone()
+}
