@@ -208,14 +208,10 @@ fn require_docker() -> Result<()> {
 }
 
 fn require_qemu() -> Result<()> {
-    if Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        bail!("qemu-system-x86_64 is not installed: apt-get install qemu-system-x86 (and ovmf for --uefi)");
+    match crate::qemu::accel::qemu_program(None) {
+        Some(q) if Command::new(&q).arg("--version").output().is_ok() => Ok(()),
+        _ => bail!("qemu-system-x86_64 is not installed: apt-get install qemu-system-x86 (and ovmf for --uefi), or name it with IMGBUILD_QEMU"),
     }
-    Ok(())
 }
 
 /// Everything `up` made that must go when it ends, in any way.

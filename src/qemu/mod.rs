@@ -1,14 +1,18 @@
 //! `imgbuild boot IMAGE.iso`: runs an ISO in QEMU with the serial console on this terminal
 //! and the profile's ports forwarded to 127.0.0.1 (same numbers unless `--forward` says
-//! otherwise). BIOS or UEFI (OVMF), CD or disk (the USB-stick path). KVM is used only when
-//! it really works (a probe boots a one-sector guest); otherwise TCG, said in one line.
+//! otherwise). BIOS or UEFI (OVMF), CD or disk (the USB-stick path). The accelerator is
+//! chosen and the guest supervised by [`accel`]: KVM only when it really runs a boot, else
+//! TCG, said in one line.
+
+pub mod accel;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
+
+pub use accel::Accel;
+use accel::Ended;
 
 use crate::cli::Ctx;
 use crate::error::BadInput;
@@ -35,21 +39,18 @@ pub struct BootArgs {
     /// A NoCloud seed: DIR's files (meta-data, user-data) become a CIDATA volume.
     #[arg(long, value_name = "DIR")]
     pub cidata: Option<PathBuf>,
-    /// Accelerator: auto probes KVM and falls back to TCG.
+    /// Accelerator: auto uses KVM when a probe guest runs under it and boots again under
+    /// TCG if the guest then fails under KVM; kvm never falls back (exit 1 when it fails).
     #[arg(long, value_enum, default_value = "auto", env = "IMGBUILD_ACCEL")]
     pub accel: Accel,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Accel {
-    Auto,
-    Kvm,
-    Tcg,
+    /// The QEMU program (default: qemu-system-x86_64 on PATH).
+    #[arg(long, value_name = "PATH", env = "IMGBUILD_QEMU")]
+    pub qemu: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error("qemu-system-x86_64 not found on PATH: install QEMU (Debian: apt-get install qemu-system-x86)")]
+    #[error("qemu-system-x86_64 not found on PATH: install QEMU (Debian: apt-get install qemu-system-x86) or name it with --qemu / IMGBUILD_QEMU")]
     NoQemu,
     #[error("UEFI firmware not found ({0}): install OVMF (Debian: apt-get install ovmf) or set IMGBUILD_OVMF_CODE and IMGBUILD_OVMF_VARS")]
     NoOvmf(String),
@@ -90,7 +91,7 @@ pub fn qemu_args(m: &Machine) -> Vec<String> {
     let mut a: Vec<String> = vec![];
     let mut push = |s: &[&str]| a.extend(s.iter().map(|x| x.to_string()));
     if m.kvm {
-        push(&["-accel", "kvm", "-cpu", "host"]);
+        push(&["-accel", "kvm", "-cpu", accel::KVM_CPU]);
     } else {
         push(&["-accel", "tcg"]);
     }
@@ -160,14 +161,6 @@ pub fn shell_line(prog: &str, args: &[String]) -> String {
         .join(" ")
 }
 
-fn which(prog: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(prog))
-            .find(|f| f.is_file())
-    })
-}
-
 /// OVMF code and vars templates.
 fn ovmf() -> Result<(PathBuf, PathBuf), BootError> {
     if let (Some(c), Some(v)) = (
@@ -199,84 +192,6 @@ fn ovmf() -> Result<(PathBuf, PathBuf), BootError> {
         .map(|(c, v)| (PathBuf::from(c), PathBuf::from(v)))
         .find(|(c, v)| c.is_file() && v.is_file())
         .ok_or_else(|| BootError::NoOvmf(pairs.map(|p| p.0).join(", ")))
-}
-
-/// A one-sector BIOS boot disk: writes `K` to the serial port, then exits QEMU through
-/// isa-debug-exit with status 0x21.
-fn probe_disk() -> Vec<u8> {
-    let code: &[u8] = &[
-        0xBA, 0xF8, 0x03, // mov dx, 0x3f8
-        0xB0, b'K', // mov al, 'K'
-        0xEE, // out dx, al
-        0xBA, 0xF4, 0x00, // mov dx, 0xf4
-        0xB0, 0x10, // mov al, 0x10
-        0xEE, // out dx, al   (QEMU exits with (0x10 << 1) | 1)
-        0xF4, // hlt
-        0xEB, 0xFD, // jmp back to hlt
-    ];
-    let mut s = vec![0u8; 512];
-    s[..code.len()].copy_from_slice(code);
-    s[510] = 0x55;
-    s[511] = 0xAA;
-    s
-}
-
-/// Whether KVM works here: /dev/kvm opens read-write AND a tiny guest boots under it
-/// within a few seconds (a present but broken KVM hangs or aborts).
-pub fn kvm_works(qemu: &Path) -> std::result::Result<(), String> {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        return Err(format!("/dev/kvm: {e}"));
-    }
-    let dir = std::env::temp_dir().join(format!("imgbuild-kvm-probe-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let disk = dir.join("probe.img");
-    let res = (|| {
-        std::fs::write(&disk, probe_disk()).map_err(|e| e.to_string())?;
-        let mut child = Command::new(qemu)
-            .args(["-accel", "kvm", "-cpu", "host", "-m", "16", "-nodefaults"])
-            .args(["-display", "none"])
-            .args([
-                "-serial",
-                "stdio",
-                "-device",
-                "isa-debug-exit,iobase=0xf4,iosize=0x01",
-            ])
-            .arg("-drive")
-            .arg(format!("file={},format=raw,if=ide", disk.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let start = Instant::now();
-        loop {
-            if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
-                let out = child.wait_with_output().map_err(|e| e.to_string())?;
-                let ok = st.code() == Some(0x21) && out.stdout.contains(&b'K');
-                return if ok {
-                    Ok(())
-                } else {
-                    // One line: QEMU's first complaint, without its program-name prefix.
-                    let err = String::from_utf8_lossy(&out.stderr);
-                    let first = err.lines().next().unwrap_or("").trim();
-                    let first = first.strip_prefix("qemu-system-x86_64: ").unwrap_or(first);
-                    Err(format!("a test guest failed under KVM ({st}: {first})"))
-                };
-            }
-            if start.elapsed() > Duration::from_secs(5) {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("a test guest hung under KVM".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })();
-    let _ = std::fs::remove_dir_all(&dir);
-    res
 }
 
 /// Deletes a path on drop.
@@ -314,7 +229,7 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
     if !a.image.is_file() {
         return Err(BadInput(format!("{}: no such file", a.image.display())).into());
     }
-    let qemu = which("qemu-system-x86_64").ok_or(BootError::NoQemu)?;
+    let qemu = accel::qemu_program(a.qemu.as_deref()).ok_or(BootError::NoQemu)?;
     let meta = match crate::iso::read_meta(&a.image)
         .with_context(|| format!("{}: reading imgbuild.json", a.image.display()))?
     {
@@ -343,9 +258,14 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
         .unwrap_or_else(|| "512M".into());
     let kvm = match a.accel {
         Accel::Tcg => false,
-        Accel::Kvm => true,
+        Accel::Kvm => {
+            accel::probe_kvm(&qemu).map_err(|why| {
+                anyhow::anyhow!("KVM is not usable ({why}); --accel kvm does not fall back to TCG: use --accel auto or tcg")
+            })?;
+            true
+        }
         Accel::Auto => {
-            match kvm_works(&qemu) {
+            match accel::probe_kvm(&qemu) {
                 Ok(()) => true,
                 Err(why) => {
                     eprintln!("imgbuild: KVM is not usable ({why}); using TCG (software emulation, slower)");
@@ -377,7 +297,7 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
         }
         None => None,
     };
-    let m = Machine {
+    let mut m = Machine {
         image: a.image.clone(),
         uefi,
         disk: a.disk,
@@ -386,25 +306,35 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
         kvm,
         cidata,
     };
-    let args = qemu_args(&m);
-    eprintln!("Executing: {}", shell_line("qemu-system-x86_64", &args));
     let fw: Vec<String> = m
         .forwards
         .iter()
         .map(|f| format!("http://127.0.0.1:{} → guest :{}", f.host, f.guest))
         .collect();
-    eprintln!(
-        "imgbuild: serial console follows (Ctrl-A X quits QEMU){}",
-        if fw.is_empty() {
-            String::new()
-        } else {
-            format!("; forwards: {}", fw.join(", "))
+    let status = loop {
+        let args = qemu_args(&m);
+        eprintln!("Executing: {}", shell_line("qemu-system-x86_64", &args));
+        eprintln!(
+            "imgbuild: serial console follows (Ctrl-A X quits QEMU){}",
+            if fw.is_empty() {
+                String::new()
+            } else {
+                format!("; forwards: {}", fw.join(", "))
+            }
+        );
+        match accel::run_guest(&qemu, &args, m.kvm)
+            .with_context(|| format!("running {}", qemu.display()))?
+        {
+            Ended::Exited(st) => break st,
+            Ended::KvmFailed(why) if a.accel == Accel::Auto => {
+                eprintln!("imgbuild: KVM failed while booting ({why}); booting again under TCG (software emulation, slower)");
+                m.kvm = false;
+            }
+            Ended::KvmFailed(why) => {
+                anyhow::bail!("KVM failed while booting ({why}); --accel kvm does not fall back to TCG: use --accel auto or tcg")
+            }
         }
-    );
-    let status = Command::new(&qemu)
-        .args(&args)
-        .status()
-        .with_context(|| format!("running {}", qemu.display()))?;
+    };
     drop(cleanup);
     if !status.success() {
         anyhow::bail!("qemu-system-x86_64 exited with {status}");
@@ -483,12 +413,5 @@ mod tests {
         );
         assert!(line.contains("ide-hd,drive=boot,bus=ahci.0"), "{line}");
         assert_eq!(shell_line("x", &["a b".into()]), "x 'a b'");
-    }
-
-    #[test]
-    fn probe_disk_is_a_boot_sector() {
-        let d = probe_disk();
-        assert_eq!(d.len(), 512);
-        assert_eq!(&d[510..], &[0x55, 0xAA]);
     }
 }
