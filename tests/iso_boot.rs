@@ -1,4 +1,5 @@
-//! The ISO boots in real QEMU (TCG here) and serves: BIOS and UEFI, from CD and as a disk
+//! The ISO boots in real QEMU, with the default accelerator choice (KVM where it really
+//! works, else TCG), and serves: BIOS and UEFI, from CD and as a disk
 //! (the USB-stick path), the service starts, `/health` and the playlist answer through the
 //! port forward; the tap profile comes up with its static address; a killed service is
 //! restarted; a kernel command-line override moves the port. Full tier: needs QEMU, OVMF and
@@ -59,14 +60,6 @@ impl Drop for Slot {
         *SLOTS.0.lock().unwrap() -= 1;
         SLOTS.1.notify_one();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `imgbuild boot` running in its own process group, console collected.
@@ -182,7 +175,7 @@ fn wait_healthy(port: u16, timeout: Duration) -> Duration {
 
 fn boots_and_serves(args: &[&str], timeout: Duration) {
     let iso = default_iso();
-    let port = free_port();
+    let port = testkit::reserved_port();
     let fwd = format!("{port}:17080");
     let mut all = vec!["--forward", fwd.as_str()];
     all.extend_from_slice(args);
@@ -208,29 +201,25 @@ fn boots_and_serves(args: &[&str], timeout: Duration) {
 #[test]
 #[ignore = "full: needs qemu"]
 fn bios_cd_boot_answers_health_and_a_playlist() {
-    // Default accelerator choice: probes KVM and says so when it falls back to TCG.
     boots_and_serves(&[], Duration::from_secs(90));
 }
 
 #[test]
 #[ignore = "full: needs qemu"]
 fn bios_disk_boot_answers_health_and_a_playlist() {
-    boots_and_serves(&["--disk", "--accel", "tcg"], Duration::from_secs(90));
+    boots_and_serves(&["--disk"], Duration::from_secs(90));
 }
 
 #[test]
 #[ignore = "full: needs qemu"]
 fn uefi_cd_boot_answers_health_and_a_playlist() {
-    boots_and_serves(&["--uefi", "--accel", "tcg"], Duration::from_secs(120));
+    boots_and_serves(&["--uefi"], Duration::from_secs(120));
 }
 
 #[test]
 #[ignore = "full: needs qemu"]
 fn uefi_disk_boot_answers_health_and_a_playlist() {
-    boots_and_serves(
-        &["--uefi", "--disk", "--accel", "tcg"],
-        Duration::from_secs(120),
-    );
+    boots_and_serves(&["--uefi", "--disk"], Duration::from_secs(120));
 }
 
 #[test]
@@ -238,9 +227,9 @@ fn uefi_disk_boot_answers_health_and_a_playlist() {
 fn the_tap_profile_comes_up_with_its_static_address() {
     let d = tempfile::tempdir().unwrap();
     let iso = build(d.path(), "origin/tap", &[]);
-    let port = free_port();
+    let port = testkit::reserved_port();
     let fwd = format!("{port}:17080");
-    let mut vm = Vm::boot(&iso, &["--forward", &fwd, "--accel", "tcg"]);
+    let mut vm = Vm::boot(&iso, &["--forward", &fwd]);
     vm.wait_for(STARTED, 1, Duration::from_secs(90));
     let log = vm.log();
     assert!(
@@ -264,9 +253,9 @@ fn a_killed_service_restarts_and_a_cmdline_port_override_answers() {
             "hls.PORT=18080",
         ],
     );
-    let port = free_port();
+    let port = testkit::reserved_port();
     let fwd = format!("{port}:18080");
-    let mut vm = Vm::boot(&iso, &["--forward", &fwd, "--accel", "tcg"]);
+    let mut vm = Vm::boot(&iso, &["--forward", &fwd]);
     vm.wait_for(STARTED, 1, Duration::from_secs(90));
     wait_healthy(port, Duration::from_secs(30));
     // Killed once after 5 s, then started again by the init.
@@ -293,18 +282,11 @@ fn a_nocloud_seed_sets_the_hostname_and_the_port() {
         "#cloud-config\nhls:\n  PORT: 18090\n",
     )
     .unwrap();
-    let port = free_port();
+    let port = testkit::reserved_port();
     let fwd = format!("{port}:18090");
     let mut vm = Vm::boot(
         &default_iso(),
-        &[
-            "--forward",
-            &fwd,
-            "--cidata",
-            seed.path().to_str().unwrap(),
-            "--accel",
-            "tcg",
-        ],
+        &["--forward", &fwd, "--cidata", seed.path().to_str().unwrap()],
     );
     vm.wait_for(STARTED, 1, Duration::from_secs(90));
     wait_healthy(port, Duration::from_secs(30));
