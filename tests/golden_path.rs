@@ -226,14 +226,6 @@ fn build_and_load(id: &str) {
     assert!(l.status.success(), "{}", stderr(&l));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 #[ignore = "full: needs docker and docker-compose"]
 fn compose_file_reaches_healthy_and_the_swarm_reports_zero_errors() {
@@ -245,7 +237,7 @@ fn compose_file_reaches_healthy_and_the_swarm_reports_zero_errors() {
         Command::new("docker-compose")
             .current_dir(repo())
             .env("DURATION", "15s")
-            .env("ORIGIN_PORT", free_port().to_string())
+            .env("ORIGIN_PORT", testkit::reserved_port().to_string())
             .args(["-p", &project, "-f", "compose.yaml"])
             .args(args)
             .output()
@@ -297,7 +289,7 @@ fn iso_golden_path_the_swarm_loads_the_booted_origin_with_zero_errors() {
     let iso = dir.path().join("origin.iso");
     let o = run(&["iso", "origin/default", "-o", iso.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let port = free_port();
+    let port = testkit::reserved_port();
     let console = std::fs::File::create(dir.path().join("console.log")).unwrap();
     let vm = Group(
         imgbuild()

@@ -101,6 +101,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let addr = SocketAddr::new(s.bind, s.port);
     let listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    // The address really bound: with --port 0 the kernel picks the port, and the
+    // "hls-origin listening" line below tells it (tests start the origin that way).
+    let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -28,10 +28,11 @@ fn line(o: &Output) -> String {
 #[test]
 fn healthcheck_follows_the_server_and_fails_when_it_is_down() {
     // The docker case: image Env says PORT=<image_port>, `docker run IMAGE --port <flag_port>`.
-    let image_port = free_port();
+    let image_port = reserved_port();
     let mut cmd = command();
     cmd.env("PORT", image_port.to_string());
-    let server = Server::start_with(cmd, &[]); // Server::start_with adds --port <free port>
+    // The healthcheck reads the port from the server's command line: give it a real one.
+    let server = Server::start_on(cmd, reserved_port(), &[]);
     let (out, _) = healthcheck(&[], &[], Some(image_port));
     assert_eq!(out.status.code(), Some(0), "{}", line(&out));
     assert!(
@@ -42,7 +43,7 @@ fn healthcheck_follows_the_server_and_fails_when_it_is_down() {
     assert_eq!(line(&out).lines().count(), 1);
 
     // Explicit flags on the healthcheck's own line win over discovery.
-    let dead = free_port();
+    let dead = reserved_port();
     let (out, _) = healthcheck(&["--port", &dead.to_string()], &[], None);
     assert_eq!(out.status.code(), Some(1), "{}", line(&out));
     assert!(
@@ -53,17 +54,22 @@ fn healthcheck_follows_the_server_and_fails_when_it_is_down() {
     drop(server);
 
     // A server configured only through its environment (and a non-default bind address).
-    let env_port = free_port();
+    let env_port = reserved_port();
+    let env_log = testkit::ChildLog::new("hls-origin-env");
     let mut child = command()
         .env("PORT", env_port.to_string())
         .env("BIND", "127.0.0.1")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(env_log.stdio())
         .spawn()
         .unwrap();
     let t0 = Instant::now();
     while try_get(env_port, "/health").is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(10));
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "hls-origin on PORT={env_port} never answered; its stderr:\n{}",
+            env_log.text()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let (out, _) = healthcheck(&[], &["--timeout", "2"], None);

@@ -378,18 +378,20 @@ fn metrics_counters_move() {
 
 #[test]
 fn access_log_lines_for_segments_only() {
-    let port = free_port();
+    let port = reserved_port();
+    let log = testkit::ChildLog::new("hls-origin-access-log");
     let mut child = command()
         .args(["--port", &port.to_string(), "--access-log", "segments"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log.stdio())
         .spawn()
         .unwrap();
     let t0 = Instant::now();
     while try_get(port, "/health").is_err() {
         assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "server never came up"
+            t0.elapsed() < Duration::from_secs(20),
+            "server never came up; its stderr:\n{}",
+            log.text()
         );
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -50,14 +50,14 @@ fn healthcheck_follows_the_running_swarms_metrics_port() {
     let url = origin.url("/master.m3u8");
 
     // No swarm, nothing listening: own settings are used and the check fails.
-    let idle = free_port().to_string();
+    let idle = reserved_port().to_string();
     assert_eq!(
         healthcheck(&["--timeout", "1"], &[("METRICS_PORT", &idle)]),
         1
     );
 
     // Port from the environment only.
-    let p = free_port();
+    let p = reserved_port();
     let sw = start_swarm(&url, &[], &[("METRICS_PORT", &p.to_string())]);
     wait_up(p);
     assert_eq!(healthcheck(&[], &[]), 0, "env METRICS_PORT={p}");
@@ -83,7 +83,7 @@ fn healthcheck_follows_the_running_swarms_metrics_port() {
     );
 
     // Flag beats env in the swarm; the healthcheck follows the flag (nothing on the env port).
-    let (pf, pe) = (free_port(), free_port());
+    let (pf, pe) = (reserved_port(), reserved_port());
     let sw = start_swarm(
         &url,
         &[&format!("--metrics-port={pf}")],
@@ -100,7 +100,7 @@ fn healthcheck_follows_the_running_swarms_metrics_port() {
     stop(sw);
 
     // `--metrics-port P`, last on the line.
-    let p = free_port();
+    let p = reserved_port();
     let mut c = swarm();
     c.args(["--clients=1", &url, "--metrics-port", &p.to_string()]);
     let sw = c.stderr(Stdio::null()).spawn().unwrap();

@@ -116,26 +116,13 @@ fn request_counts_match_the_live_window_and_the_summary_holds_the_figures() {
 /// Run a swarm with `--variant choice` against its own 5-variant origin; return the number of
 /// media playlist requests per variant name, from the origin's access log.
 fn variant_requests(choice: &str, clients: u32) -> std::collections::BTreeMap<String, u64> {
-    let port = free_port();
-    let child = std::process::Command::new(origin_bin())
-        .args([
-            "--port",
-            &port.to_string(),
-            "--segment-duration",
-            "1",
-            "--list-size",
-            "4",
-        ])
-        .args(["--variants", LADDER, "--access-log", "all"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while http_get(port, "/health").is_none() {
-        assert!(Instant::now() < deadline, "origin not up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let log = testkit::ChildLog::new("hls-origin-ladder");
+    let args: Vec<String> = ["--segment-duration", "1", "--list-size", "4"]
+        .iter()
+        .chain(&["--variants", LADDER, "--access-log", "all"])
+        .map(|a| a.to_string())
+        .collect();
+    let (child, port) = spawn_origin(&args, 0, std::process::Stdio::piped(), &log);
     let (out, sum) = run_swarm(
         &[
             &format!("http://127.0.0.1:{port}/master.m3u8"),
@@ -156,9 +143,9 @@ fn variant_requests(choice: &str, clients: u32) -> std::collections::BTreeMap<St
         String::from_utf8_lossy(&out.stderr)
     );
     signal(child.id(), "TERM");
-    let log = child.wait_with_output().unwrap();
+    let access = child.wait_with_output().unwrap();
     let mut per = std::collections::BTreeMap::new();
-    for line in String::from_utf8_lossy(&log.stdout).lines() {
+    for line in String::from_utf8_lossy(&access.stdout).lines() {
         if let Some(name) = line
             .split_whitespace()
             .find(|w| w.ends_with("/stream.m3u8"))

@@ -271,14 +271,6 @@ fn host() -> Option<Host> {
     })
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Boot with this initramfs, kernel command line and extra QEMU arguments; the serial
 /// console's lines arrive on `Vm::lines`.
 fn boot(h: &Host, initrd: &Path, append: &str, extra: &[String]) -> Vm {
@@ -394,7 +386,7 @@ fn the_machine_boots_serves_restarts_and_powers_off_on_ctrl_alt_del() {
         })
         .unwrap_or(false);
 
-    let port = free_port();
+    let port = testkit::reserved_port();
     let monitor = dir.path().join("monitor.sock");
     let mut extra = vec![
         "-monitor".to_string(),
@@ -482,7 +474,7 @@ fn static_network_from_the_command_line_a_missing_module_and_power_off_on_exit()
         ),
     )
     .unwrap();
-    let port = free_port();
+    let port = testkit::reserved_port();
     let extra = vec![
         "-nic".to_string(),
         format!("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-10.0.2.20:17080"),

@@ -1,8 +1,8 @@
-//! Shared helpers: start the real binary on a free port and talk raw HTTP/1.1 to it.
+//! Shared helpers: start the real binary on a port it picks itself and talk raw HTTP/1.1 to it.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,18 +32,24 @@ pub fn command() -> Command {
     c
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port for a server that must be told its port up front (see testkit::reserved_port).
+pub fn reserved_port() -> u16 {
+    testkit::reserved_port()
 }
 
-/// A running server, killed on drop.
+/// The port in hls-origin's "hls-origin listening addr=HOST:PORT" log line.
+pub fn listening_port(line: &str) -> Option<u16> {
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))?;
+    addr.rsplit(':').next()?.parse().ok()
+}
+
+/// A running server, killed on drop; its stderr is kept for failure messages.
 pub struct Server {
     pub child: Child,
     pub port: u16,
+    pub log: testkit::ChildLog,
 }
 
 impl Drop for Server {
@@ -54,27 +60,48 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Start with extra args (the port is chosen here) and wait until /health answers.
+    /// Start with extra args on a port the server picks itself (`--port 0`, read back from
+    /// its log) and wait until /health answers.
     pub fn start(args: &[&str]) -> Server {
         Self::start_with(command(), args)
     }
 
-    pub fn start_with(mut cmd: Command, args: &[&str]) -> Server {
-        let port = free_port();
+    pub fn start_with(cmd: Command, args: &[&str]) -> Server {
+        Self::start_on(cmd, 0, args)
+    }
+
+    /// Start on `port` (0: the server picks; a test that needs the port on the server's
+    /// command line, like the healthcheck's, passes a [`reserved_port`]).
+    pub fn start_on(mut cmd: Command, port: u16, args: &[&str]) -> Server {
+        let log = testkit::ChildLog::new("hls-origin");
+        // The "listening" line is an info line: keep info on whatever the caller's env says.
         cmd.arg("--port")
             .arg(port.to_string())
+            .arg("--log-level")
+            .arg("info")
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = cmd.spawn().expect("spawn hls-origin");
-        let s = Server { child, port };
+            .stderr(log.stdio());
+        let mut child = cmd.spawn().expect("spawn hls-origin");
+        let line = log.wait_for_line("hls-origin listening", Duration::from_secs(20), || {
+            matches!(child.try_wait(), Ok(None))
+        });
+        let Some(port) = line.as_deref().and_then(listening_port) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "hls-origin {args:?} did not report its port; its stderr:\n{}",
+                log.text()
+            );
+        };
+        let s = Server { child, port, log };
         s.wait_ready();
         s
     }
 
     pub fn wait_ready(&self) {
         let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(10) {
+        while t0.elapsed() < Duration::from_secs(20) {
             if let Ok(r) = try_get(self.port, "/health") {
                 if r.status == 200 {
                     return;
@@ -82,7 +109,11 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("server on port {} never became ready", self.port);
+        panic!(
+            "server on port {} never became ready; its stderr:\n{}",
+            self.port,
+            self.log.text()
+        );
     }
 
     pub fn get(&self, path: &str) -> Resp {

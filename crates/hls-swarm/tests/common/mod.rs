@@ -44,13 +44,10 @@ pub fn swarm() -> Command {
     c
 }
 
-/// A free TCP port on loopback (bound then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port for a server that must be told its port up front, like the swarm's metrics port
+/// that its healthcheck reads from the command line (see testkit::reserved_port).
+pub fn reserved_port() -> u16 {
+    testkit::reserved_port()
 }
 
 pub fn scratch_dir(name: &str) -> PathBuf {
@@ -109,22 +106,71 @@ pub fn origin_bin() -> PathBuf {
         .clone()
 }
 
-/// A running hls-origin, killed on drop.
+/// A running hls-origin, killed on drop; its stderr is kept for failure messages.
 pub struct Origin {
     pub port: u16,
     pub child: Child,
+    pub log: testkit::ChildLog,
     args: Vec<String>,
+}
+
+/// Starts hls-origin with `args` on `port` (0: it picks one and says which in its
+/// "hls-origin listening addr=HOST:PORT" line) and waits until /health answers. Returns the
+/// child and its port; on failure panics with the origin's stderr.
+pub fn spawn_origin(
+    args: &[String],
+    port: u16,
+    stdout: Stdio,
+    log: &testkit::ChildLog,
+) -> (Child, u16) {
+    let mut child = Command::new(origin_bin())
+        .args(["--port", &port.to_string(), "--log-level", "info"])
+        .args(args)
+        .env_remove("PORT")
+        .env_remove("LOG_LEVEL")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(log.stdio())
+        .spawn()
+        .expect("start hls-origin");
+    let line = log.wait_for_line("hls-origin listening", Duration::from_secs(20), || {
+        matches!(child.try_wait(), Ok(None))
+    });
+    let bound = line.as_deref().and_then(|l| {
+        let addr = l.split_whitespace().find_map(|w| w.strip_prefix("addr="))?;
+        addr.rsplit(':').next()?.parse::<u16>().ok()
+    });
+    let Some(bound) = bound else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "hls-origin {args:?} did not start; its stderr:\n{}",
+            log.text()
+        );
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(bound, "/health").map(|(c, _)| c) != Some(200) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "hls-origin {args:?} on port {bound} did not become healthy; its stderr:\n{}",
+                log.text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, bound)
 }
 
 impl Origin {
     pub fn start(segment_duration: u32, list_size: u32, variants: &str) -> Origin {
-        Self::start_on(free_port(), segment_duration, list_size, variants)
+        Self::start_on(0, segment_duration, list_size, variants)
     }
 
+    /// On `port` (0: the origin picks a free one itself).
     pub fn start_on(port: u16, segment_duration: u32, list_size: u32, variants: &str) -> Origin {
         let args: Vec<String> = vec![
-            "--port".into(),
-            port.to_string(),
             "--segment-duration".into(),
             segment_duration.to_string(),
             "--list-size".into(),
@@ -132,32 +178,18 @@ impl Origin {
             "--variants".into(),
             variants.into(),
         ];
-        let child = Command::new(origin_bin())
-            .args(&args)
-            .env_remove("PORT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start hls-origin");
-        let o = Origin { port, child, args };
-        o.wait_healthy();
-        o
+        let log = testkit::ChildLog::new("hls-origin");
+        let (child, port) = spawn_origin(&args, port, Stdio::null(), &log);
+        Origin {
+            port,
+            child,
+            log,
+            args,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if http_get(self.port, "/health").map(|(c, _)| c) == Some(200) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("hls-origin {:?} did not become healthy", self.args);
     }
 
     pub fn kill(&mut self) {
@@ -165,19 +197,13 @@ impl Origin {
         let _ = self.child.wait();
     }
 
-    /// Start again on the same port with the same settings.
+    /// Start again on the same port with the same settings (the viewers know only that
+    /// port). The port was the origin's own until the kill; should something take it in
+    /// between, the start fails with the origin's "cannot listen" in the panic message.
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new(origin_bin())
-            .args(&self.args)
-            .env_remove("PORT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("restart hls-origin");
+        let (child, _) = spawn_origin(&self.args, self.port, Stdio::null(), &self.log);
         self.child = child;
-        self.wait_healthy();
     }
 }
 

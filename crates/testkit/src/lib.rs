@@ -1,0 +1,170 @@
+//! Helpers shared by the workspace's integration tests (a dev-dependency only).
+//!
+//! - [`reserved_port`]: a port for a server that must be told its port before it starts
+//!   (QEMU's `hostfwd`, a healthcheck that reads the server's command line). Servers that can
+//!   bind port 0 and report the port they got (hls-origin's "hls-origin listening" line) are
+//!   started that way instead; see each crate's `tests/common`.
+//! - [`ChildLog`]: a file that takes a child's stderr, so a test that fails can say why the
+//!   server did not come up.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How many ports below the kernel's ephemeral range [`reserved_port`] takes from.
+const SPAN: u32 = 8000;
+
+/// A free loopback port that no other test can be handed while this test uses it.
+///
+/// Why this is not "bind port 0, release, hand the number on": a port from the kernel's
+/// ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`) that is released can be taken
+/// at once as the *source* port of any outgoing connection, e.g. by a load test running on
+/// another thread, and the server then fails to bind it. This helper takes ports from the
+/// `SPAN` ports just below that range, which the kernel never hands out on its own, and
+/// from a counter shared by every thread of the test process (starting at an offset taken
+/// from the process id), so no two tests of one run get the same port. What remains is a
+/// process outside the test run binding that exact port in between; the bind check skips
+/// ports already in use.
+pub fn reserved_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let low = ephemeral_low();
+    let base = low.saturating_sub(SPAN).max(1024);
+    let span = low - base;
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = (base + n) as u16;
+        // Free on every address (servers here bind 0.0.0.0 or 127.0.0.1).
+        if TcpListener::bind(("0.0.0.0", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port in {base}..{low}");
+}
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .filter(|&l: &u32| l > 1024 + 1000)
+        .unwrap_or(32768)
+}
+
+/// A temporary file that takes a child's stderr (or stdout); removed on drop.
+pub struct ChildLog {
+    path: PathBuf,
+}
+
+impl ChildLog {
+    /// A new empty log named after `what` (a server's name, for the reader).
+    pub fn new(what: &str) -> ChildLog {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "testkit-{}-{}-{what}.log",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::write(&path, b"").unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        ChildLog { path }
+    }
+
+    /// A `Stdio` that appends to the log (give it to `Command::stderr`).
+    pub fn stdio(&self) -> Stdio {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.path.display()))
+            .into()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the child has written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.path).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until a line of the log contains `needle` and returns that line, or `None` when
+    /// `timeout` passes or `alive` says the child is gone (then the log says why).
+    pub fn wait_for_line(
+        &self,
+        needle: &str,
+        timeout: Duration,
+        mut alive: impl FnMut() -> bool,
+    ) -> Option<String> {
+        let t0 = Instant::now();
+        loop {
+            if let Some(l) = self.text().lines().find(|l| l.contains(needle)) {
+                return Some(l.to_string());
+            }
+            if t0.elapsed() > timeout || !alive() {
+                // One last look: the line may have come with the exit.
+                return self
+                    .text()
+                    .lines()
+                    .find(|l| l.contains(needle))
+                    .map(str::to_string);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ChildLog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_ports_are_distinct_free_and_below_the_ephemeral_range() {
+        let low = ephemeral_low();
+        let ports: Vec<u16> = (0..50).map(|_| reserved_port()).collect();
+        let mut sorted = ports.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ports.len(), "{ports:?}");
+        for p in ports {
+            assert!(
+                u32::from(p) < low,
+                "{p} is in the ephemeral range from {low}"
+            );
+            TcpListener::bind(("127.0.0.1", p)).unwrap();
+        }
+    }
+
+    #[test]
+    fn child_log_waits_for_a_line_and_stops_early_when_the_child_is_gone() {
+        let log = ChildLog::new("echo");
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "echo one >&2; echo 'ready on 4242' >&2"])
+            .stderr(log.stdio())
+            .spawn()
+            .unwrap();
+        let line = log.wait_for_line("ready on", Duration::from_secs(10), || true);
+        assert_eq!(line.as_deref(), Some("ready on 4242"));
+        child.wait().unwrap();
+        let t0 = Instant::now();
+        assert!(log
+            .wait_for_line("never", Duration::from_secs(10), || false)
+            .is_none());
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        assert!(log.text().contains("one"));
+    }
+}
