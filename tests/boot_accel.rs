@@ -342,15 +342,8 @@ fn up_origin_default_iso_boots_again_under_tcg_when_the_guest_dies_under_kvm() {
     common::boot_assets();
     let _slot = Slot::take();
     let (dir, qemu) = wrapper("guest-dies");
-    // `up` forwards the profile's own port (17080): wait until nothing else holds it.
-    let t0 = Instant::now();
-    while std::net::TcpListener::bind(("127.0.0.1", 17080)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "port 17080 stays busy"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    // `up` forwards the profile's own port.
+    common::wait_until_free(17080, Duration::from_secs(120));
     let mut cmd = common::imgbuild();
     cmd.args(["up", "origin", "default", "iso"])
         .env("IMGBUILD_QEMU", &qemu)

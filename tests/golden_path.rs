@@ -121,6 +121,8 @@ fn up_run_interrupted_by_sigint_cleans_up() {
 #[ignore = "full: needs docker"]
 fn up_without_a_terminal_says_its_defaults_in_one_line() {
     let _g = lock();
+    // `up` publishes the profile's port.
+    common::wait_until_free(17080, Duration::from_secs(120));
     let o = imgbuild().arg("up").stdin(Stdio::null()).output().unwrap();
     let err = stderr(&o);
     let _ = Command::new("docker")
@@ -146,6 +148,7 @@ fn up_without_a_terminal_says_its_defaults_in_one_line() {
 #[ignore = "full: needs docker and tmux"]
 fn up_on_a_terminal_shows_the_menu_and_builds_the_chosen_profile() {
     let _g = lock();
+    common::wait_until_free(17080, Duration::from_secs(120));
     let session = format!("imgbuild-up-menu-{}", std::process::id());
     // The pane is the terminal: stdin, stdout and stderr of imgbuild are all a tty.
     let cmd = format!(

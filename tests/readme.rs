@@ -95,10 +95,12 @@ fn troubleshooting_rows_are_errors_imgbuild_really_prints() {
         &[],
     );
     trigger(&["--root", broken.path().to_str().unwrap(), "check"], &[]);
-    // The KVM note and the OVMF error come from `imgbuild boot`, which needs an ISO and QEMU
+    // The KVM lines and the OVMF error come from `imgbuild boot`, which needs an ISO and QEMU
     // (the ISO boot tests see the KVM note on this machine); here their text is checked
     // against the source that prints them.
-    actual.push(std::fs::read_to_string(repo().join("src/qemu.rs")).unwrap());
+    for f in ["src/qemu/mod.rs", "src/qemu/accel.rs"] {
+        actual.push(std::fs::read_to_string(repo().join(f)).unwrap());
+    }
     for msg in troubleshooting_messages() {
         // The check row names a file in the repository; the broken copy has the same shape.
         let pattern = msg.replace("profiles/origin/x.toml", "x.toml");

@@ -122,3 +122,24 @@ pub fn boot_assets() -> PathBuf {
     })
     .clone()
 }
+
+/// Waits until nothing listens on 127.0.0.1:`port` (a fixed port a command under test
+/// publishes, like `up`'s profile port 17080, may still be held by a container or QEMU that
+/// an earlier test is tearing down).
+pub fn wait_until_free(port: u16, timeout: std::time::Duration) {
+    let t0 = std::time::Instant::now();
+    while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < timeout,
+            "port {port} is still in use after {timeout:?}: {}",
+            String::from_utf8_lossy(
+                &Command::new("ss")
+                    .args(["-ltnp", &format!("sport = :{port}")])
+                    .output()
+                    .map(|o| o.stdout)
+                    .unwrap_or_default()
+            )
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
