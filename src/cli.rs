@@ -40,7 +40,9 @@ pub enum Command {
     Container(crate::container::ContainerArgs),
     /// Build a bootable ISO (BIOS and UEFI, CD and USB) for an origin profile.
     Iso(crate::iso::IsoArgs),
-    /// Boot an ISO in QEMU with the profile's ports forwarded to 127.0.0.1.
+    /// A MicroVM directory (kernel, initramfs, microvm.json) for an origin profile.
+    Microvm(crate::microvm::MicrovmArgs),
+    /// Boot an ISO or a MicroVM in QEMU with the profile's ports forwarded to 127.0.0.1.
     Boot(crate::qemu::BootArgs),
     /// Describe a container tar or ISO; --verify recomputes every digest.
     Inspect(crate::inspect::InspectArgs),
@@ -106,6 +108,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check(a) => run_check(&ctx, a.json),
         Command::Container(a) => crate::container::run(&ctx, a),
         Command::Iso(a) => crate::iso::run(&ctx, a),
+        Command::Microvm(a) => crate::microvm::run(&ctx, a),
         Command::Boot(a) => crate::qemu::run(&ctx, a),
         Command::Inspect(a) => crate::inspect::run(&ctx, a),
         Command::Up(a) => crate::up::run(&ctx, a),

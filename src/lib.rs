@@ -12,6 +12,7 @@ pub mod error;
 pub mod inspect;
 pub mod iso;
 pub mod layers;
+pub mod microvm;
 pub mod oci;
 pub mod payload;
 pub mod plan;

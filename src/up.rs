@@ -32,7 +32,7 @@ pub struct UpArgs {
     pub kind: Option<String>,
     /// A profile name of that kind (default: default).
     pub profile: Option<String>,
-    /// container (default), iso or run.
+    /// container (default), iso, microvm or run.
     pub action: Option<String>,
     /// How long `run` lets the swarm load the origin (e.g. 20s, 2m).
     #[arg(long, default_value = "30s")]
@@ -52,11 +52,12 @@ pub struct UpArgs {
 pub enum Action {
     Container,
     Iso,
+    Microvm,
     Run,
 }
 
 impl Action {
-    const ALL: [(Action, &'static str, &'static str); 3] = [
+    const ALL: [(Action, &'static str, &'static str); 4] = [
         (
             Action::Container,
             "container",
@@ -66,6 +67,11 @@ impl Action {
             Action::Iso,
             "iso",
             "boot the ISO in QEMU with the ports forwarded (origin only)",
+        ),
+        (
+            Action::Microvm,
+            "microvm",
+            "boot a MicroVM (kernel + initramfs, no firmware) in QEMU (origin only)",
         ),
         (
             Action::Run,
@@ -104,7 +110,7 @@ pub fn classify(
             prof = Some(w.clone());
         } else {
             return Err(BadInput(format!(
-                "up: unexpected word {w:?}; usage: imgbuild up [origin|swarm] [PROFILE] [container|iso|run]"
+                "up: unexpected word {w:?}; usage: imgbuild up [origin|swarm] [PROFILE] [container|iso|microvm|run]"
             ))
             .into());
         }
@@ -298,7 +304,7 @@ fn menu(root: &Root) -> Result<Choice> {
     let prof = ask("Profile", &profiles, default)?;
     let actions: Vec<(String, String)> = Action::ALL
         .iter()
-        .filter(|(a, _, _)| kind == Kind::Origin || *a != Action::Iso)
+        .filter(|(a, _, _)| kind == Kind::Origin || !matches!(a, Action::Iso | Action::Microvm))
         .map(|(_, n, h)| (n.to_string(), h.to_string()))
         .collect();
     let action = Action::parse(&ask("Action", &actions, 0)?).expect("offered actions parse");
@@ -341,6 +347,7 @@ pub fn run(ctx: &Ctx, a: UpArgs) -> Result<()> {
     match choice.action {
         Action::Container => up_container(ctx, &p),
         Action::Iso => up_iso(ctx, &p, a.uefi),
+        Action::Microvm => up_microvm(ctx, &p),
         Action::Run => {
             let (origin, swarm) = match choice.kind {
                 Kind::Origin => (p, profile::load(&ctx.root, Kind::Swarm, &a.swarm)?),
@@ -476,6 +483,22 @@ fn up_iso(ctx: &Ctx, p: &Profile, uefi: bool) -> Result<()> {
         args.push("--uefi");
     }
     imgbuild(ctx, &args)
+}
+
+fn up_microvm(ctx: &Ctx, p: &Profile) -> Result<()> {
+    if p.kind != Kind::Origin {
+        return Err(BadInput(format!(
+            "{}: MicroVMs are built for origin profiles only",
+            p.id()
+        ))
+        .into());
+    }
+    require_qemu()?;
+    let cleanup = Cleanup::new()?;
+    let dir = cleanup.dir().join(format!("hls-origin-{}.microvm", p.name));
+    let dir_s = dir.display().to_string();
+    imgbuild(ctx, &["microvm", &p.id(), "-o", &dir_s])?;
+    imgbuild(ctx, &["boot", dir_s.as_str()])
 }
 
 /// Runs a foreground child until it exits or the user interrupts (then it is killed).

@@ -146,19 +146,24 @@ pub fn run(ctx: &Ctx, a: IsoArgs) -> Result<()> {
     Ok(())
 }
 
-/// Builds the ISO and returns its path.
-pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
-    let t0 = Instant::now();
+/// What an ISO and a MicroVM share: the profile, the boot assets, the initramfs and the
+/// kernel command line (without consoles).
+pub struct BootPayload {
+    pub profile: profile::Profile,
+    pub assets: assets::Assets,
+    pub initrd: Vec<u8>,
+    pub cmdline: String,
+    pub epoch: i64,
+}
+
+/// Steps 1 to 4 and the command line: profile, inputs, modules, initramfs.
+pub fn boot_payload(ctx: &Ctx, a: &IsoArgs) -> Result<BootPayload> {
     let epoch = source_date_epoch()?;
     // 1. Profile.
     let p = profile::load_id(&ctx.root, &a.profile)?;
     if p.kind != Kind::Origin {
         return Err(IsoError::NotOrigin(p.id(), p.kind).into());
     }
-    let output = a
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("{}-{}.iso", p.image.name, p.name)));
     // 2. Inputs: payload binaries (static) and boot assets.
     let overrides = crate::payload::parse_overrides(&a.binary)?;
     let init = crate::payload::locate("imgbuild-init", &overrides)?;
@@ -211,12 +216,36 @@ pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
         a.compression,
         ms(t)
     );
-    // 5. Boot configuration and ESP.
-    let title = format!("{}-{}", p.image.name, p.name);
     let cmdline = bootcfg::cmdline(
         p.iso.as_ref().map_or("", |i| i.cmdline.as_str()),
         &a.cmdline,
     );
+    Ok(BootPayload {
+        profile: p,
+        assets,
+        initrd,
+        cmdline,
+        epoch,
+    })
+}
+
+/// Builds the ISO and returns its path.
+pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
+    let t0 = Instant::now();
+    let BootPayload {
+        profile: p,
+        assets,
+        initrd,
+        cmdline,
+        epoch,
+    } = boot_payload(ctx, a)?;
+    let version = env!("CARGO_PKG_VERSION");
+    let output = a
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}-{}.iso", p.image.name, p.name)));
+    // 5. Boot configuration and ESP.
+    let title = format!("{}-{}", p.image.name, p.name);
     let kernel_len = std::fs::metadata(&assets.kernel)
         .map_err(|e| IsoError::Io(assets.kernel.display().to_string(), e))?
         .len();

@@ -19,8 +19,9 @@ use crate::error::BadInput;
 
 #[derive(Args, Debug, Clone)]
 pub struct BootArgs {
-    /// The ISO to boot (built by `imgbuild iso`).
-    #[arg(value_name = "IMAGE.iso")]
+    /// The ISO to boot (built by `imgbuild iso`), or a MicroVM directory (built by
+    /// `imgbuild microvm`: its kernel and initramfs are given to QEMU directly).
+    #[arg(value_name = "IMAGE.iso|DIR")]
     pub image: PathBuf,
     /// Boot with UEFI firmware (OVMF) instead of BIOS.
     #[arg(long)]
@@ -74,12 +75,25 @@ pub fn parse_forward(s: &str) -> Result<Forward, BootError> {
     })
 }
 
+/// What the guest boots from.
+#[derive(Debug, Clone)]
+pub enum Medium {
+    /// An ISO through firmware and boot loader, as a CD or (`disk`) as a hard disk.
+    Iso { image: PathBuf, disk: bool },
+    /// A kernel and initramfs given to QEMU directly (a MicroVM directory).
+    Kernel {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        cmdline: String,
+        machine: String,
+    },
+}
+
 /// What the QEMU command line is made from.
 #[derive(Debug, Clone)]
 pub struct Machine {
-    pub image: PathBuf,
+    pub medium: Medium,
     pub uefi: Option<(PathBuf, PathBuf)>,
-    pub disk: bool,
     pub forwards: Vec<Forward>,
     pub memory: String,
     pub kvm: bool,
@@ -97,39 +111,57 @@ pub fn qemu_args(m: &Machine) -> Vec<String> {
     }
     push(&["-m", &m.memory]);
     push(&["-nographic", "-serial", "mon:stdio", "-no-reboot"]);
-    let mut nic = "user,model=virtio-net-pci".to_string();
+    let mut hostfwd = String::new();
     for f in &m.forwards {
-        nic.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest));
+        hostfwd.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest));
     }
-    push(&["-nic", &nic]);
-    if let Some((code, vars)) = &m.uefi {
-        push(&[
-            "-drive",
-            &format!("if=pflash,format=raw,readonly=on,file={}", code.display()),
-            "-drive",
-            &format!("if=pflash,format=raw,file={}", vars.display()),
-        ]);
-    }
-    // The boot medium sits on an AHCI controller: firmware reads it by DMA. On the legacy IDE
-    // controller SeaBIOS moves every byte of kernel and initramfs by port I/O, which under
-    // TCG takes seconds longer.
-    let img = m.image.display().to_string();
-    push(&["-device", "ahci,id=ahci"]);
-    if m.disk {
-        // snapshot=on: the guest's writes never reach the image.
-        push(&[
-            "-drive",
-            &format!("file={img},format=raw,if=none,id=boot,snapshot=on"),
-            "-device",
-            "ide-hd,drive=boot,bus=ahci.0,bootindex=0",
-        ]);
-    } else {
-        push(&[
-            "-drive",
-            &format!("file={img},format=raw,if=none,id=boot,media=cdrom,readonly=on"),
-            "-device",
-            "ide-cd,drive=boot,bus=ahci.0,bootindex=0",
-        ]);
+    match &m.medium {
+        Medium::Iso { image, disk } => {
+            push(&["-nic", &format!("user,model=virtio-net-pci{hostfwd}")]);
+            if let Some((code, vars)) = &m.uefi {
+                push(&[
+                    "-drive",
+                    &format!("if=pflash,format=raw,readonly=on,file={}", code.display()),
+                    "-drive",
+                    &format!("if=pflash,format=raw,file={}", vars.display()),
+                ]);
+            }
+            // The boot medium sits on an AHCI controller: firmware reads it by DMA. On the
+            // legacy IDE controller SeaBIOS moves every byte of kernel and initramfs by port
+            // I/O, which under TCG takes seconds longer.
+            let img = image.display().to_string();
+            push(&["-device", "ahci,id=ahci"]);
+            if *disk {
+                // snapshot=on: the guest's writes never reach the image.
+                push(&[
+                    "-drive",
+                    &format!("file={img},format=raw,if=none,id=boot,snapshot=on"),
+                    "-device",
+                    "ide-hd,drive=boot,bus=ahci.0,bootindex=0",
+                ]);
+            } else {
+                push(&[
+                    "-drive",
+                    &format!("file={img},format=raw,if=none,id=boot,media=cdrom,readonly=on"),
+                    "-device",
+                    "ide-cd,drive=boot,bus=ahci.0,bootindex=0",
+                ]);
+            }
+        }
+        Medium::Kernel {
+            kernel,
+            initrd,
+            cmdline,
+            machine,
+        } => {
+            push(&["-M", machine]);
+            push(&["-kernel", &kernel.display().to_string()]);
+            push(&["-initrd", &initrd.display().to_string()]);
+            push(&["-append", cmdline]);
+            // No option ROM: nothing boots from the network card (iPXE would cost time).
+            push(&["-netdev", &format!("user,id=net0{hostfwd}")]);
+            push(&["-device", "virtio-net-pci,netdev=net0,romfile="]);
+        }
     }
     if let Some(c) = &m.cidata {
         // The NoCloud seed on the legacy IDE controller (ata_piix + sr_mod in the initramfs).
@@ -226,15 +258,56 @@ fn meta_from_volume_id(ctx: &Ctx, image: &Path) -> Option<crate::iso::IsoMeta> {
 }
 
 pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
-    if !a.image.is_file() {
+    let microvm = a.image.is_dir();
+    if microvm && !crate::microvm::is_microvm(&a.image) {
+        return Err(BadInput(format!(
+            "{}: a directory without {}; build a MicroVM into it with imgbuild microvm, or name an ISO",
+            a.image.display(),
+            crate::microvm::META_FILE
+        ))
+        .into());
+    }
+    if !microvm && !a.image.is_file() {
         return Err(BadInput(format!("{}: no such file", a.image.display())).into());
     }
+    if microvm && (a.uefi || a.disk) {
+        return Err(BadInput(format!(
+            "{}: a MicroVM boots its kernel directly; --uefi and --disk are for ISOs",
+            a.image.display()
+        ))
+        .into());
+    }
     let qemu = accel::qemu_program(a.qemu.as_deref()).ok_or(BootError::NoQemu)?;
-    let meta = match crate::iso::read_meta(&a.image)
-        .with_context(|| format!("{}: reading imgbuild.json", a.image.display()))?
-    {
-        Some(m) => Some(m),
-        None => meta_from_volume_id(ctx, &a.image),
+    let (meta, medium) = if microvm {
+        let vm = crate::microvm::read_meta(&a.image)?;
+        let medium = Medium::Kernel {
+            kernel: a.image.join(crate::microvm::KERNEL_FILE),
+            initrd: a.image.join(crate::microvm::INITRD_FILE),
+            cmdline: vm.cmdline.clone(),
+            machine: vm.machine.clone(),
+        };
+        let meta = crate::iso::IsoMeta {
+            imgbuild: vm.imgbuild,
+            profile: vm.profile,
+            image: vm.image,
+            ports: vm.ports,
+            memory: vm.memory,
+            kernel: vm.kernel,
+            cmdline: vm.cmdline,
+        };
+        (Some(meta), medium)
+    } else {
+        let meta = match crate::iso::read_meta(&a.image)
+            .with_context(|| format!("{}: reading imgbuild.json", a.image.display()))?
+        {
+            Some(m) => Some(m),
+            None => meta_from_volume_id(ctx, &a.image),
+        };
+        let medium = Medium::Iso {
+            image: a.image.clone(),
+            disk: a.disk,
+        };
+        (meta, medium)
     };
     let forwards: Vec<Forward> = if a.forward.is_empty() {
         meta.as_ref()
@@ -298,9 +371,8 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
         None => None,
     };
     let mut m = Machine {
-        image: a.image.clone(),
+        medium,
         uefi,
-        disk: a.disk,
         forwards,
         memory,
         kvm,
@@ -385,9 +457,11 @@ mod tests {
     #[test]
     fn qemu_line_has_serial_console_virtio_nic_and_forwards() {
         let m = Machine {
-            image: "a.iso".into(),
+            medium: Medium::Iso {
+                image: "a.iso".into(),
+                disk: true,
+            },
             uefi: Some(("/c.fd".into(), "/tmp/v.fd".into())),
-            disk: true,
             forwards: vec![Forward {
                 host: 18080,
                 guest: 17080,

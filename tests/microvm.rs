@@ -1,0 +1,189 @@
+//! `imgbuild microvm` writes a reproducible MicroVM directory (the ISO's initramfs, the
+//! kernel, microvm.json) and `imgbuild boot DIR` boots it with the kernel given to QEMU
+//! directly, default accelerator choice, until the service answers /health through the
+//! forward. Bad input is one line, exit 2, nothing left behind. Full tier: QEMU and the boot
+//! assets.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn microvm(out: &Path, extra: &[&str]) -> std::process::Output {
+    common::imgbuild()
+        .args(["microvm", "origin/default", "-o", out.to_str().unwrap()])
+        .arg("--boot-assets")
+        .arg(common::boot_assets())
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn health(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
+    let mut b = String::new();
+    let _ = s.read_to_string(&mut b);
+    b.starts_with("HTTP/1.1 200") && b.ends_with("OK\n")
+}
+
+#[test]
+#[ignore = "full: needs the boot assets"]
+fn the_microvm_directory_is_reproducible_and_carries_the_isos_initramfs() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (d.path().join("a.microvm"), d.path().join("b.microvm"));
+    for dir in [&a, &b] {
+        let o = microvm(dir, &[]);
+        assert!(o.status.success(), "{}", common::stderr(&o));
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&a)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["initrd.img", "microvm.json", "vmlinuz"]);
+    for n in &names {
+        assert_eq!(
+            std::fs::read(a.join(n)).unwrap(),
+            std::fs::read(b.join(n)).unwrap(),
+            "{n} differs between two builds"
+        );
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("microvm.json")).unwrap()).unwrap();
+    assert_eq!(meta["profile"], "origin/default");
+    assert_eq!(meta["ports"], serde_json::json!([17080]));
+    assert_eq!(meta["machine"], "q35");
+    assert!(
+        meta["cmdline"].as_str().unwrap().contains("console=ttyS0"),
+        "{meta}"
+    );
+    assert_eq!(
+        std::fs::read(a.join("vmlinuz")).unwrap(),
+        std::fs::read(common::boot_assets().join("vmlinuz")).unwrap()
+    );
+    // The initramfs is the one the ISO carries, byte for byte.
+    let stage = d.path().join("stage");
+    let o = common::imgbuild()
+        .args(["iso", "origin/default", "-o"])
+        .arg(d.path().join("x.iso"))
+        .arg("--boot-assets")
+        .arg(common::boot_assets())
+        .arg("--stage")
+        .arg(&stage)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert_eq!(
+        std::fs::read(a.join("initrd.img")).unwrap(),
+        std::fs::read(stage.join("tree/boot/initrd.img")).unwrap()
+    );
+    // Built again over itself: replaced, same bytes.
+    let o = microvm(&a, &[]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert_eq!(
+        std::fs::read(a.join("initrd.img")).unwrap(),
+        std::fs::read(b.join("initrd.img")).unwrap()
+    );
+}
+
+#[test]
+#[ignore = "full: needs the boot assets"]
+fn bad_microvm_input_is_one_line_and_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let busy = d.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("notes.txt"), "mine").unwrap();
+    let o = microvm(&busy, &[]);
+    let err = common::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("exists and is not a MicroVM directory"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(busy.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    // Nothing half-written beside it.
+    let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+
+    // Booting a directory that is not a MicroVM, or a MicroVM with ISO-only options.
+    let o = common::run(&["boot", busy.to_str().unwrap()]);
+    let err = common::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("without microvm.json"), "{err}");
+    let vm = d.path().join("vm");
+    let o = microvm(&vm, &[]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let o = common::run(&["boot", vm.to_str().unwrap(), "--uefi"]);
+    let err = common::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--uefi and --disk are for ISOs"), "{err}");
+}
+
+#[test]
+#[ignore = "full: needs qemu and the boot assets"]
+fn the_microvm_boots_its_kernel_directly_and_answers_health() {
+    let d = tempfile::tempdir().unwrap();
+    let vm = d.path().join("origin-default.microvm");
+    let o = microvm(&vm, &[]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let port = testkit::reserved_port();
+    let log = testkit::ChildLog::new("microvm-boot");
+    let mut child = common::imgbuild()
+        .arg("boot")
+        .arg(&vm)
+        .args(["--forward", &format!("{port}:17080")])
+        .stdin(Stdio::null())
+        .stdout(log.stdio())
+        .stderr(log.stdio())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let mut up = false;
+    while t0.elapsed() < Duration::from_secs(180) {
+        if health(port) {
+            up = true;
+            break;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("imgbuild boot exited ({st}):\n{}", log.text());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status();
+    let _ = child.wait();
+    let text = log.text();
+    assert!(up, "/health never answered:\n{text}");
+    eprintln!("/health after {:.1} s", t0.elapsed().as_secs_f64());
+    // Direct kernel boot: no boot loader, no boot medium.
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Executing: qemu-system-x86_64"))
+        .unwrap_or_else(|| panic!("{text}"));
+    for want in ["-M q35", "-kernel ", "-initrd ", "-append "] {
+        assert!(line.contains(want), "{want}: {line}");
+    }
+    assert!(
+        !line.contains("ide-cd") && !line.contains("pflash"),
+        "{line}"
+    );
+    assert!(
+        text.contains("imgbuild-init: service hls-origin started"),
+        "{text}"
+    );
+    assert!(!text.contains("ISOLINUX"), "{text}");
+}
