@@ -20,6 +20,7 @@ pub mod profile;
 pub mod qemu;
 pub mod root;
 pub mod rootfs;
+pub mod signals;
 pub mod tree;
 pub mod up;
 

@@ -63,6 +63,9 @@ pub struct MicrovmMeta {
     pub kernel: String,
     /// The whole kernel command line, consoles included.
     pub cmdline: String,
+    /// The guest's network (the profile's `iso.network`).
+    #[serde(default)]
+    pub network: crate::profile::Network,
 }
 
 pub const META_FILE: &str = "microvm.json";
@@ -136,6 +139,11 @@ pub fn build(ctx: &Ctx, a: &MicrovmArgs) -> Result<PathBuf> {
         machine: MACHINE.into(),
         kernel: payload.assets.kver.clone(),
         cmdline: bootcfg::full(bootcfg::CONSOLES_DEFAULT, &payload.cmdline),
+        network: p
+            .iso
+            .as_ref()
+            .map(|i| i.network.clone())
+            .unwrap_or_default(),
     };
     let mut json = serde_json::to_vec_pretty(&meta)?;
     json.push(b'\n');

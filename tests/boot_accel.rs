@@ -315,7 +315,10 @@ fn explicit_kvm_fails_in_one_line_and_leaves_no_qemu() {
         let o = cmd.stdin(Stdio::null()).output().unwrap();
         let err = common::stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{mode}: {err}");
-        let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+        let errors: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("imgbuild: error:"))
+            .collect();
         assert_eq!(errors.len(), 1, "{mode}: {err}");
         assert!(
             errors[0].starts_with("imgbuild: error: KVM")

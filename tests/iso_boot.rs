@@ -229,7 +229,8 @@ fn the_tap_profile_comes_up_with_its_static_address() {
     let iso = build(d.path(), "origin/tap", &[]);
     let port = testkit::reserved_port();
     let fwd = format!("{port}:17080");
-    let mut vm = Vm::boot(&iso, &["--forward", &fwd]);
+    // User-mode networking here: tests/tap_net.rs boots it on a tap device.
+    let mut vm = Vm::boot(&iso, &["--forward", &fwd, "--net", "user"]);
     vm.wait_for(STARTED, 1, Duration::from_secs(90));
     let log = vm.log();
     assert!(

@@ -110,6 +110,10 @@ pub struct IsoMeta {
     pub memory: String,
     pub kernel: String,
     pub cmdline: String,
+    /// The guest's network (the profile's `iso.network`): `imgbuild boot` chooses user-mode
+    /// or tap networking from it. Absent in ISOs of earlier versions: DHCP.
+    #[serde(default)]
+    pub network: profile::Network,
 }
 
 /// Path of [`IsoMeta`] inside the ISO.
@@ -289,6 +293,11 @@ pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
             .map_or_else(|| "512M".into(), |i| i.memory.clone()),
         kernel: assets.kver.clone(),
         cmdline: bootcfg::full(bootcfg::CONSOLES_DEFAULT, &cmdline),
+        network: p
+            .iso
+            .as_ref()
+            .map(|i| i.network.clone())
+            .unwrap_or_default(),
     };
     let iso_tree = iso_tree(&assets, initrd, &title, &cmdline, &meta)?;
     let mbr_code = std::fs::read(&assets.isohdpfx)

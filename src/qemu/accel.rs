@@ -238,7 +238,17 @@ pub fn run_guest(qemu: &Path, args: &[String], kvm: bool) -> std::io::Result<End
     let mut cmd = Command::new(qemu);
     cmd.args(args);
     if !kvm {
-        return cmd.status().map(Ended::Exited);
+        let mut child = cmd.spawn()?;
+        loop {
+            if let Some(st) = child.try_wait()? {
+                return Ok(Ended::Exited(st));
+            }
+            if crate::signals::interrupted() {
+                stop(&mut child);
+                return Ok(Ended::Exited(child.wait()?));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     let mut child = cmd.stderr(Stdio::piped()).spawn()?;
     let lines = stderr_lines(&mut child);
@@ -279,6 +289,13 @@ pub fn run_guest(qemu: &Path, args: &[String], kvm: bool) -> std::io::Result<End
                 eprintln!("{l}");
             }
             return Ok(Ended::Exited(st));
+        }
+        if crate::signals::interrupted() {
+            stop(&mut child);
+            for l in held {
+                eprintln!("{l}");
+            }
+            return Ok(Ended::Exited(child.wait()?));
         }
         if holding && start.elapsed() >= EARLY_EXIT {
             holding = false;

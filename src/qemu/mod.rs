@@ -5,6 +5,7 @@
 //! TCG, said in one line.
 
 pub mod accel;
+pub mod tap;
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,17 @@ pub struct BootArgs {
     /// TCG if the guest then fails under KVM; kvm never falls back (exit 1 when it fails).
     #[arg(long, value_enum, default_value = "auto", env = "IMGBUILD_ACCEL")]
     pub accel: Accel,
+    /// Guest networking: user (QEMU's user-mode network, the ports forwarded to 127.0.0.1),
+    /// tap (a tap device on a bridge holding the profile's gateway address: the guest answers
+    /// on its static address), or auto: tap for a profile with a static address, else user.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub net: NetMode,
+    /// With --net tap: use this existing tap device instead of creating one.
+    #[arg(long, value_name = "NAME")]
+    pub tap: Option<String>,
+    /// With --net tap: enslave the tap to this existing bridge instead of creating one.
+    #[arg(long, value_name = "NAME")]
+    pub bridge: Option<String>,
     /// The QEMU program (default: qemu-system-x86_64 on PATH).
     #[arg(long, value_name = "PATH", env = "IMGBUILD_QEMU")]
     pub qemu: Option<PathBuf>,
@@ -75,6 +87,23 @@ pub fn parse_forward(s: &str) -> Result<Forward, BootError> {
     })
 }
 
+/// `--net`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetMode {
+    Auto,
+    User,
+    Tap,
+}
+
+/// The guest's network card and what is behind it.
+#[derive(Debug, Clone)]
+pub enum Net {
+    /// User-mode networking with the forwards.
+    User,
+    /// A host tap device: QEMU's `-netdev` and `-device` values.
+    Tap { netdev: String, device: String },
+}
+
 /// What the guest boots from.
 #[derive(Debug, Clone)]
 pub enum Medium {
@@ -93,6 +122,7 @@ pub enum Medium {
 #[derive(Debug, Clone)]
 pub struct Machine {
     pub medium: Medium,
+    pub net: Net,
     pub uefi: Option<(PathBuf, PathBuf)>,
     pub forwards: Vec<Forward>,
     pub memory: String,
@@ -115,9 +145,19 @@ pub fn qemu_args(m: &Machine) -> Vec<String> {
     for f in &m.forwards {
         hostfwd.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest));
     }
+    // No option ROM on the network card: nothing boots from it (iPXE would cost time).
+    match &m.net {
+        Net::User => {
+            push(&["-netdev", &format!("user,id=net0{hostfwd}")]);
+            push(&["-device", "virtio-net-pci,netdev=net0,romfile="]);
+        }
+        Net::Tap { netdev, device } => {
+            push(&["-netdev", netdev]);
+            push(&["-device", device]);
+        }
+    }
     match &m.medium {
         Medium::Iso { image, disk } => {
-            push(&["-nic", &format!("user,model=virtio-net-pci{hostfwd}")]);
             if let Some((code, vars)) = &m.uefi {
                 push(&[
                     "-drive",
@@ -158,9 +198,6 @@ pub fn qemu_args(m: &Machine) -> Vec<String> {
             push(&["-kernel", &kernel.display().to_string()]);
             push(&["-initrd", &initrd.display().to_string()]);
             push(&["-append", cmdline]);
-            // No option ROM: nothing boots from the network card (iPXE would cost time).
-            push(&["-netdev", &format!("user,id=net0{hostfwd}")]);
-            push(&["-device", "virtio-net-pci,netdev=net0,romfile="]);
         }
     }
     if let Some(c) = &m.cidata {
@@ -254,6 +291,11 @@ fn meta_from_volume_id(ctx: &Ctx, image: &Path) -> Option<crate::iso::IsoMeta> {
             .map_or_else(|| "512M".into(), |i| i.memory.clone()),
         kernel: String::new(),
         cmdline: String::new(),
+        network: p
+            .iso
+            .as_ref()
+            .map(|i| i.network.clone())
+            .unwrap_or_default(),
     })
 }
 
@@ -294,6 +336,7 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
             memory: vm.memory,
             kernel: vm.kernel,
             cmdline: vm.cmdline,
+            network: vm.network,
         };
         (Some(meta), medium)
     } else {
@@ -370,30 +413,74 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
         }
         None => None,
     };
+    // Networking: a tap profile (static address) gets a tap device unless told otherwise.
+    let network = meta.as_ref().map(|m| m.network.clone()).unwrap_or_default();
+    let tap_mode = match a.net {
+        NetMode::User => false,
+        NetMode::Tap => true,
+        NetMode::Auto => matches!(network, crate::profile::Network::Static { .. }),
+    };
+    // SIGINT/SIGTERM/SIGHUP from here on stop QEMU and let every guard below clean up.
+    crate::signals::install();
+    let (tapnet, net, where_to) = if tap_mode {
+        let (gateway, guest) = match &network {
+            crate::profile::Network::Static {
+                address, gateway, ..
+            } => {
+                let prefix = address.split_once('/').map_or("24", |x| x.1);
+                (
+                    Some(format!("{gateway}/{prefix}")),
+                    address.split('/').next().unwrap_or("").to_string(),
+                )
+            }
+            crate::profile::Network::Dhcp => (None, String::new()),
+        };
+        let t = tap::TapNet::setup(a.tap.as_deref(), a.bridge.as_deref(), gateway.as_deref())?;
+        let net = Net::Tap {
+            netdev: t.netdev(),
+            device: t.device(),
+        };
+        let ports = meta.as_ref().map(|m| m.ports.clone()).unwrap_or_default();
+        let urls: Vec<String> = ports
+            .iter()
+            .map(|p| format!("http://{guest}:{p}"))
+            .collect();
+        let where_to = format!(
+            "; tap {} on bridge {}{}",
+            t.tap,
+            t.bridge,
+            if urls.is_empty() || guest.is_empty() {
+                String::new()
+            } else {
+                format!(", guest at {}", urls.join(", "))
+            }
+        );
+        (Some(t), net, where_to)
+    } else {
+        let fw: Vec<String> = forwards
+            .iter()
+            .map(|f| format!("http://127.0.0.1:{} → guest :{}", f.host, f.guest))
+            .collect();
+        let where_to = if fw.is_empty() {
+            String::new()
+        } else {
+            format!("; forwards: {}", fw.join(", "))
+        };
+        (None, Net::User, where_to)
+    };
     let mut m = Machine {
         medium,
+        net,
         uefi,
-        forwards,
+        forwards: if tap_mode { vec![] } else { forwards },
         memory,
         kvm,
         cidata,
     };
-    let fw: Vec<String> = m
-        .forwards
-        .iter()
-        .map(|f| format!("http://127.0.0.1:{} → guest :{}", f.host, f.guest))
-        .collect();
     let status = loop {
         let args = qemu_args(&m);
         eprintln!("Executing: {}", shell_line("qemu-system-x86_64", &args));
-        eprintln!(
-            "imgbuild: serial console follows (Ctrl-A X quits QEMU){}",
-            if fw.is_empty() {
-                String::new()
-            } else {
-                format!("; forwards: {}", fw.join(", "))
-            }
-        );
+        eprintln!("imgbuild: serial console follows (Ctrl-A X quits QEMU){where_to}");
         match accel::run_guest(&qemu, &args, m.kvm)
             .with_context(|| format!("running {}", qemu.display()))?
         {
@@ -407,7 +494,11 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
             }
         }
     };
+    drop(tapnet);
     drop(cleanup);
+    if crate::signals::interrupted() {
+        anyhow::bail!("interrupted: QEMU stopped, tap devices and temporary files removed");
+    }
     if !status.success() {
         anyhow::bail!("qemu-system-x86_64 exited with {status}");
     }
@@ -469,12 +560,13 @@ mod tests {
             memory: "512M".into(),
             kvm: false,
             cidata: None,
+            net: Net::User,
         };
         let line = shell_line("qemu-system-x86_64", &qemu_args(&m));
         assert!(line.contains("-accel tcg"), "{line}");
         assert!(line.contains("-nographic -serial mon:stdio"), "{line}");
         assert!(
-            line.contains("-nic user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:18080-:17080"),
+            line.contains("-netdev user,id=net0,hostfwd=tcp:127.0.0.1:18080-:17080 -device virtio-net-pci,netdev=net0,romfile="),
             "{line}"
         );
         assert!(
