@@ -14,11 +14,12 @@
 //! * `/health` → 200 `OK\n` (text/plain, no-store); `/metrics` → Prometheus text.
 //!
 //! # Timeline
-//! The stream is taken to have started `list-size` segments before the server, so the first
-//! playlist is a full window with media sequence 0. The media sequence then advances by one
-//! every segment duration (monotonic clock); segments stay servable `delete-threshold` segments
-//! after leaving the window and then answer 404, as do segments not yet produced. Media playlist
-//! Cache-Control: `max-age` = half a segment rounded down (at least 1 s),
+//! Segments are numbered by the wall clock: segment `n` starts `n × segment-duration` after
+//! 1970-01-01T00:00:00Z (its `EXT-X-PROGRAM-DATE-TIME`), so replicas with the same settings and
+//! synchronised clocks agree on every playlist and segment byte. The playlist is always a full
+//! window of complete segments and advances by one every segment duration; segments stay
+//! servable `delete-threshold` segments after leaving the window and then answer 404, as do
+//! segments not yet produced. Media playlist Cache-Control: `max-age` = half a segment rounded down (at least 1 s),
 //! `stale-while-revalidate` = a segment rounded up (delta-seconds are integers).
 //!
 //! # Settings

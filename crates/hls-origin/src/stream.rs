@@ -1,17 +1,21 @@
 //! The live stream: a wall-clock timeline, playlists and the per-variant segment cache.
 //!
-//! Segment `n` of every variant covers `[n·D, (n+1)·D)` of the stream's time. The stream is
-//! taken to have started `list_size` segments before the server did, so the first playlist is
-//! already a full window (media sequence 0, segments `0..list_size`). At any instant the live
-//! edge is the newest *complete* segment `L`; the playlist lists `L-list_size+1 ..= L`, and
-//! segments stay servable `delete_threshold` segments longer; older ones and not-yet-complete
-//! ones answer 404. Segment bodies are built on first request and cached (in a memfd, see
+//! Segment `n` of every variant covers `[n·D, (n+1)·D)` of wall-clock time since the Unix epoch
+//! (UTC), and its `EXT-X-PROGRAM-DATE-TIME` is `n·D`. Numbering therefore depends on the clock
+//! only, not on when the process started: two origins with the same settings and synchronised
+//! clocks serve the same playlist and byte-identical segments, so the origin can run as
+//! stateless replicas behind a load balancer. At any instant the live edge is the newest
+//! *complete* segment `L = ⌊now/D⌋ - 1`; the playlist lists `L-list_size+1 ..= L`, and segments
+//! stay servable `delete_threshold` segments longer; older ones and not-yet-complete ones answer
+//! 404. If the system clock steps backwards the window holds still (it never moves backwards
+//! within a process) until the clock catches up; a step forwards skips segments. Segment bodies are built on first request and cached (in a memfd, see
 //! [`crate::body`]; a response is a refcount clone, never a copy) until they expire.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -32,10 +36,9 @@ pub struct Stream {
     pub settings: Settings,
     pub variants: Vec<VariantStream>,
     pub master: Bytes,
-    started: Instant,
-    /// Wall-clock time of sequence 0's start, in ms since the Unix epoch.
-    epoch_ms: i128,
     seg_ns: u128,
+    /// Highest media sequence handed out, so a backwards clock step cannot rewind the window.
+    high_water: AtomicU64,
 }
 
 /// What a request path names.
@@ -64,32 +67,34 @@ impl Stream {
                 playlist: RwLock::new(None),
             })
             .collect();
-        let seg_ns = (settings.segment_duration * 1e9).round() as u128;
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as i128;
-        let epoch_ms = now_ms - (settings.list_size as u128 * seg_ns / 1_000_000) as i128;
+        let seg_ns = ((settings.segment_duration * 1e9).round() as u128).max(1);
         let master = Bytes::from(master_playlist(&settings, &variants));
         Stream {
             settings,
             variants,
             master,
-            started: Instant::now(),
-            epoch_ms,
             seg_ns,
+            high_water: AtomicU64::new(0),
         }
     }
 
-    /// Media sequence number (first segment of the window) now.
+    /// Media sequence number (first segment of the window) now: the window ends with the newest
+    /// segment that is complete by the wall clock.
     pub fn media_sequence(&self) -> u64 {
-        (self.started.elapsed().as_nanos() / self.seg_ns) as u64
+        let in_progress = (unix_ns() / self.seg_ns) as u64;
+        let ms = in_progress.saturating_sub(self.settings.list_size);
+        let prev = self.high_water.fetch_max(ms, Ordering::Relaxed);
+        ms.max(prev)
     }
 
     /// Time until the window next moves.
     pub fn until_next(&self) -> Duration {
-        let e = self.started.elapsed().as_nanos();
-        Duration::from_nanos((self.seg_ns - e % self.seg_ns) as u64)
+        Duration::from_nanos((self.seg_ns - unix_ns() % self.seg_ns) as u64)
+    }
+
+    /// Start of segment `seq` in ms since the Unix epoch (its EXT-X-PROGRAM-DATE-TIME).
+    pub fn segment_start_ms(&self, seq: u64) -> i128 {
+        (seq as u128 * self.seg_ns / 1_000_000) as i128
     }
 
     /// Servable segment range (inclusive) for a given media sequence.
@@ -173,14 +178,22 @@ impl Stream {
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{ms}");
         out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
         for seq in ms..ms + s.list_size {
-            let start_ms = self.epoch_ms + (seq as u128 * self.seg_ns / 1_000_000) as i128;
-            let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_ms(start_ms));
+            let start = rfc3339_ms(self.segment_start_ms(seq));
+            let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{start}");
             let _ = writeln!(out, "#EXTINF:{d:.3},");
             out.push_str(&s.segment_pattern.format(seq));
             out.push('\n');
         }
         out
     }
+}
+
+/// Wall-clock time in ns since the Unix epoch (0 before 1970).
+fn unix_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
 }
 
 /// CODECS attribute value for a variant.
