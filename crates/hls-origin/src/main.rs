@@ -35,6 +35,7 @@
 
 mod body;
 mod config;
+mod h264;
 mod healthcheck;
 mod http;
 mod metrics;
