@@ -40,6 +40,7 @@ mod healthcheck;
 mod http;
 mod metrics;
 mod stream;
+mod tone;
 mod ts;
 
 use std::io::Write;

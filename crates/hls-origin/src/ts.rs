@@ -1,8 +1,8 @@
 //! Synthetic MPEG-TS segments: H.264 video + AAC (ADTS) audio, generated in memory.
 //!
 //! The video is the test pattern of [`crate::h264`]: every segment starts with AUD + SPS + PPS +
-//! an IDR picture, followed by P pictures that code only what changed. Audio is one ADTS frame
-//! of AAC-LC per PES, one TS packet each. Segment `n` covers `[n·D, (n+1)·D)` of a single
+//! an IDR picture, followed by P pictures that code only what changed. Audio is the test tone of
+//! [`crate::tone`], one ADTS frame of AAC-LC per PES, one TS packet each. Segment `n` covers `[n·D, (n+1)·D)` of a single
 //! timeline (PTS and PCR are that time in 90 kHz ticks, modulo 2^33) and depends on nothing but
 //! `n` and the variant, so segments can be generated independently, out of order and on several
 //! replicas, and still join up: the video packets of every segment are padded (filler NAL units
@@ -25,8 +25,6 @@ const PTS_LEAD: u64 = 9_000;
 const PCR_ORIGIN: u64 = 126_000;
 const AUDIO_RATE: u64 = 48_000;
 const AUDIO_FRAME_TICKS: u64 = 1024 * 90_000 / AUDIO_RATE; // 1920
-/// One AAC-LC stereo raw_data_block of digital silence (a CPE with zero spectra).
-const AAC_SILENCE: [u8; 6] = [0x21, 0x10, 0x04, 0x60, 0x8c, 0x1c];
 
 /// Everything about a variant's segments that does not depend on the sequence number.
 pub struct SegmentPlan {
@@ -155,10 +153,11 @@ impl SegmentPlan {
                 vf += 1;
             } else {
                 pes.clear();
-                let len = 7 + AAC_SILENCE.len();
+                let aac = crate::tone::frame(af);
+                let len = 7 + aac.len();
                 pes_header(&mut pes, 0xC0, Some(len), PCR_ORIGIN + PTS_LEAD + at);
                 adts_header(&mut pes, len);
-                pes.extend_from_slice(&AAC_SILENCE);
+                pes.extend_from_slice(aac);
                 write_pes(&mut out, PID_AUDIO, &mut acc, &pes, None, false);
                 af += 1;
             }
