@@ -324,7 +324,7 @@ impl Pattern {
     }
 
     /// The live lines of frame `frame` (counted from the Unix epoch) in segment `seq`.
-    fn live(&self, seq: u64, frame: u64) -> Live {
+    pub(crate) fn live(&self, seq: u64, frame: u64) -> Live {
         let Some(l) = &self.layout else {
             return Default::default();
         };

@@ -385,6 +385,36 @@ mod tests {
         );
     }
 
+    /// The time burned into a segment's first picture is its EXT-X-PROGRAM-DATE-TIME.
+    #[test]
+    fn burned_in_time_is_the_program_date_time() {
+        for (spec, d, fps) in [
+            ("v:1920x1080:5000k/5500k/10000k:128k", 2.0, 30.0),
+            ("v:640x360:500k/550k/1000k:64k", 0.5, 25.0),
+        ] {
+            let p = plan(spec, d, fps);
+            for seq in [0u64, 898_085_083, 3_599_999_999] {
+                let pdt = crate::stream::rfc3339_ms((seq as f64 * d * 1000.0) as i128);
+                let first = p.pattern.live(seq, p.first_video_frame(seq));
+                let time = String::from_utf8(first[0].clone()).unwrap();
+                let ms = |t: &str| {
+                    let f: Vec<u64> = t.split([':', '.']).map(|x| x.parse().unwrap()).collect();
+                    ((f[0] * 60 + f[1]) * 60 + f[2]) * 1000 + f[3]
+                };
+                // The first frame starts at the segment's start, or within one frame after it
+                // when the segment is not a whole number of frames (0.5 s at 25 fps).
+                let late = ms(&time[time.len() - 12..]) - ms(&pdt[11..23]);
+                let exact = (d * fps).fract() == 0.0;
+                assert!(
+                    late == 0 || (!exact && late < (1000.0 / fps) as u64),
+                    "{time} vs {pdt}"
+                );
+                let numbers = String::from_utf8(first[1].clone()).unwrap();
+                assert!(numbers.contains(&seq.to_string()), "{numbers}");
+            }
+        }
+    }
+
     #[test]
     fn crc_known_value() {
         // PAT of program 1 → PMT PID 0x1000, as ffmpeg writes it.
