@@ -39,6 +39,7 @@ mod h264;
 mod healthcheck;
 mod http;
 mod metrics;
+mod source;
 mod stream;
 mod tone;
 mod ts;
@@ -74,6 +75,18 @@ fn main() {
         println!("{json}");
         return;
     }
+    // A source directory is read whole before anything else: a bad one is one line, exit 2.
+    let source = if cli.settings.source.is_empty() {
+        None
+    } else {
+        match source::SourceLoop::load(std::path::Path::new(&cli.settings.source)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("hls-origin: {e}");
+                std::process::exit(2);
+            }
+        }
+    };
     let level = match cli.settings.log_level {
         LogLevel::Error => tracing::Level::ERROR,
         LogLevel::Warn => tracing::Level::WARN,
@@ -86,7 +99,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    if let Err(e) = run(cli) {
+    if let Err(e) = run(cli, source) {
         tracing::error!("{e:#}");
         std::process::exit(1);
     }
@@ -96,7 +109,7 @@ fn main() {
 /// listening socket (the kernel wakes an idle one, as with nginx workers); no work stealing
 /// between threads on the request path. The main thread runs the clock, signals and the
 /// access-log writer.
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, source: Option<source::SourceLoop>) -> anyhow::Result<()> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -115,13 +128,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         (None, None)
     };
-    let stream = stream::Stream::new(s.clone());
+    let stream = stream::Stream::new(s.clone(), source);
     let app = Arc::new(http::App::new(stream, log_tx));
     for v in &app.stream.variants {
         tracing::info!(
             variant = %v.info.name,
             playlist = %format!("{}{}", v.prefix, s.playlist_name),
-            segment_bytes = v.plan.segment(0).len(),
+            segment_bytes = v.content.segment(app.stream.media_sequence()).len(),
             "variant ready"
         );
     }

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,13 +22,78 @@ use bytes::Bytes;
 
 use crate::body::Body;
 use crate::config::{Settings, Variant};
+use crate::source::SourceLoop;
 use crate::ts::SegmentPlan;
+
+/// Where a variant's segments come from.
+pub enum Content {
+    /// The generated test pattern and tone.
+    Generated(SegmentPlan),
+    /// The user's own segments, looped (`--source`).
+    Source(Arc<SourceLoop>),
+}
+
+impl Content {
+    pub fn segment(&self, seq: u64) -> Bytes {
+        match self {
+            Content::Generated(p) => p.segment(seq),
+            Content::Source(s) => s.segment(seq),
+        }
+    }
+}
+
+/// Segment start times: a fixed duration, or the durations of a source loop.
+enum Timing {
+    Fixed(u128),
+    Loop {
+        /// Start of each file in the loop, and the loop's length, in ns.
+        offsets: Vec<u128>,
+        length: u128,
+    },
+}
+
+impl Timing {
+    /// Start of segment `n` in ns since the Unix epoch.
+    fn start(&self, n: u64) -> u128 {
+        match self {
+            Timing::Fixed(d) => n as u128 * d,
+            Timing::Loop { offsets, length } => {
+                let c = offsets.len() as u64;
+                (n / c) as u128 * length + offsets[(n % c) as usize]
+            }
+        }
+    }
+
+    /// The longest segment duration, in ns.
+    fn longest(&self) -> u128 {
+        match self {
+            Timing::Fixed(d) => *d,
+            Timing::Loop { offsets, length } => (0..offsets.len())
+                .map(|i| offsets.get(i + 1).unwrap_or(length) - offsets[i])
+                .max()
+                .unwrap_or(*length),
+        }
+    }
+
+    /// The segment under way at `t` ns since the Unix epoch.
+    fn at(&self, t: u128) -> u64 {
+        match self {
+            Timing::Fixed(d) => (t / d) as u64,
+            Timing::Loop { offsets, length } => {
+                let k = (t / length) as u64;
+                let r = t % length;
+                let i = offsets.partition_point(|&o| o <= r).saturating_sub(1);
+                k * offsets.len() as u64 + i as u64
+            }
+        }
+    }
+}
 
 pub struct VariantStream {
     pub info: Variant,
     /// URL prefix: "/" for a single variant, "/<name>/" otherwise.
     pub prefix: String,
-    pub plan: SegmentPlan,
+    pub content: Content,
     segments: RwLock<BTreeMap<u64, Body>>,
     playlist: RwLock<Option<(u64, Bytes)>>,
 }
@@ -36,7 +102,7 @@ pub struct Stream {
     pub settings: Settings,
     pub variants: Vec<VariantStream>,
     pub master: Bytes,
-    seg_ns: u128,
+    timing: Timing,
     /// Highest media sequence handed out, so a backwards clock step cannot rewind the window.
     high_water: AtomicU64,
 }
@@ -49,31 +115,63 @@ pub enum Resource<'a> {
 }
 
 impl Stream {
-    pub fn new(settings: Settings) -> Self {
-        let many = settings.variants.list.len() > 1;
-        let variants: Vec<VariantStream> = settings
-            .variants
-            .list
-            .iter()
-            .map(|v| VariantStream {
-                info: v.clone(),
-                prefix: if many {
-                    format!("/{}/", v.name)
-                } else {
-                    "/".into()
-                },
-                plan: SegmentPlan::new(v, settings.segment_duration, settings.fps),
-                segments: RwLock::new(BTreeMap::new()),
-                playlist: RwLock::new(None),
-            })
-            .collect();
-        let seg_ns = ((settings.segment_duration * 1e9).round() as u128).max(1);
+    pub fn new(settings: Settings, source: Option<SourceLoop>) -> Self {
+        let many = settings.variants.list.len() > 1 && source.is_none();
+        let (variants, timing): (Vec<VariantStream>, Timing) = match source {
+            None => (
+                settings
+                    .variants
+                    .list
+                    .iter()
+                    .map(|v| VariantStream {
+                        info: v.clone(),
+                        prefix: if many {
+                            format!("/{}/", v.name)
+                        } else {
+                            "/".into()
+                        },
+                        content: Content::Generated(SegmentPlan::new(
+                            v,
+                            settings.segment_duration,
+                            settings.fps,
+                        )),
+                        segments: RwLock::new(BTreeMap::new()),
+                        playlist: RwLock::new(None),
+                    })
+                    .collect(),
+                Timing::Fixed(((settings.segment_duration * 1e9).round() as u128).max(1)),
+            ),
+            Some(src) => {
+                let ns = |ticks: u64| ticks as u128 * 100_000 / 9;
+                let timing = Timing::Loop {
+                    offsets: src.offsets.iter().map(|&o| ns(o)).collect(),
+                    length: ns(src.loop_ticks).max(1),
+                };
+                let info = Variant {
+                    name: "source".into(),
+                    width: 0,
+                    height: 0,
+                    video_kbps: src.avg_bps / 1000,
+                    max_kbps: src.max_bps / 1000,
+                    buffer_kbps: 0,
+                    audio_kbps: 0,
+                };
+                let v = VariantStream {
+                    info,
+                    prefix: "/".into(),
+                    content: Content::Source(Arc::new(src)),
+                    segments: RwLock::new(BTreeMap::new()),
+                    playlist: RwLock::new(None),
+                };
+                (vec![v], timing)
+            }
+        };
         let master = Bytes::from(master_playlist(&settings, &variants));
         Stream {
             settings,
             variants,
             master,
-            seg_ns,
+            timing,
             high_water: AtomicU64::new(0),
         }
     }
@@ -81,7 +179,7 @@ impl Stream {
     /// Media sequence number (first segment of the window) now: the window ends with the newest
     /// segment that is complete by the wall clock.
     pub fn media_sequence(&self) -> u64 {
-        let in_progress = (unix_ns() / self.seg_ns) as u64;
+        let in_progress = self.timing.at(unix_ns());
         let ms = in_progress.saturating_sub(self.settings.list_size);
         let prev = self.high_water.fetch_max(ms, Ordering::Relaxed);
         ms.max(prev)
@@ -89,12 +187,14 @@ impl Stream {
 
     /// Time until the window next moves.
     pub fn until_next(&self) -> Duration {
-        Duration::from_nanos((self.seg_ns - unix_ns() % self.seg_ns) as u64)
+        let now = unix_ns();
+        let next = self.timing.start(self.timing.at(now) + 1);
+        Duration::from_nanos(next.saturating_sub(now) as u64)
     }
 
     /// Start of segment `seq` in ms since the Unix epoch (its EXT-X-PROGRAM-DATE-TIME).
     pub fn segment_start_ms(&self, seq: u64) -> i128 {
-        (seq as u128 * self.seg_ns / 1_000_000) as i128
+        (self.timing.start(seq) / 1_000_000) as i128
     }
 
     /// Servable segment range (inclusive) for a given media sequence.
@@ -146,7 +246,7 @@ impl Stream {
         if let Some(b) = v.segments.read().unwrap().get(&seq) {
             return Some(b.clone());
         }
-        let body = Body::seal(v.plan.segment(seq));
+        let body = Body::seal(v.content.segment(seq));
         let mut map = v.segments.write().unwrap();
         let body = map.entry(seq).or_insert(body).clone();
         // Drop what has expired.
@@ -170,7 +270,9 @@ impl Stream {
 
     fn media_playlist(&self, ms: u64) -> String {
         let s = &self.settings;
-        let d = s.segment_duration;
+        let dur = |seq: u64| (self.timing.start(seq + 1) - self.timing.start(seq)) as f64 / 1e9;
+        // The longest segment there can ever be, so the value never changes.
+        let d = self.timing.longest() as f64 / 1e9;
         let target = d.round().max(d.ceil()).max(1.0) as u64;
         let mut out = String::with_capacity(128 + 96 * s.list_size as usize);
         out.push_str("#EXTM3U\n#EXT-X-VERSION:3\n");
@@ -180,7 +282,7 @@ impl Stream {
         for seq in ms..ms + s.list_size {
             let start = rfc3339_ms(self.segment_start_ms(seq));
             let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{start}");
-            let _ = writeln!(out, "#EXTINF:{d:.3},");
+            let _ = writeln!(out, "#EXTINF:{:.3},", dur(seq));
             out.push_str(&s.segment_pattern.format(seq));
             out.push('\n');
         }
@@ -196,25 +298,35 @@ fn unix_ns() -> u128 {
         .as_nanos()
 }
 
-/// CODECS attribute value for a variant.
-pub fn codecs(v: &VariantStream) -> String {
-    format!("avc1.42c0{:02x},mp4a.40.2", v.plan.level_idc)
+/// CODECS attribute value for a variant, when known.
+pub fn codecs(v: &VariantStream) -> Option<String> {
+    match &v.content {
+        Content::Generated(p) => Some(format!("avc1.42c0{:02x},mp4a.40.2", p.level_idc)),
+        Content::Source(s) => s.codecs.clone(),
+    }
 }
 
 fn master_playlist(s: &Settings, variants: &[VariantStream]) -> String {
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     for v in variants {
         let i = &v.info;
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},RESOLUTION={}x{},CODECS=\"{}\",FRAME-RATE={:.3}",
+            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={}",
             (i.max_kbps + i.audio_kbps) * 1000,
             (i.video_kbps + i.audio_kbps) * 1000,
-            i.width,
-            i.height,
-            codecs(v),
-            s.fps
         );
+        // A source's resolution and frame rate are not read from its bitstream: left out.
+        if matches!(v.content, Content::Generated(_)) {
+            let _ = write!(out, ",RESOLUTION={}x{}", i.width, i.height);
+        }
+        if let Some(c) = codecs(v) {
+            let _ = write!(out, ",CODECS=\"{c}\"");
+        }
+        if matches!(v.content, Content::Generated(_)) {
+            let _ = write!(out, ",FRAME-RATE={:.3}", s.fps);
+        }
+        out.push('\n');
         let _ = writeln!(out, "{}{}", &v.prefix[1..], s.playlist_name);
     }
     out
