@@ -245,10 +245,10 @@ impl SourceLoop {
             .iter()
             .map(|f| (f.start.wrapping_sub(s0)) & MASK33)
             .collect();
-        for w in offsets.windows(2) {
-            if w[1] <= w[0] {
+        for i in 1..offsets.len() {
+            if offsets[i] <= offsets[i - 1] {
                 return Err(SourceError::Unusable(
-                    names[offsets.iter().position(|&o| o == w[1]).unwrap_or(0)].clone(),
+                    names[i].clone(),
                     "its timestamps do not follow the previous segment's (files are taken in name order)",
                 ));
             }
