@@ -356,8 +356,9 @@ fn metrics_counters_move() {
     let before = metric(&t0, seg);
     let b0 = metric(&t0, bytes);
     let ms = media_sequence(&s.get("/stream.m3u8").text());
-    let len = s.get(&format!("/seg{:05}.ts", ms + 1)).body.len() as f64;
-    s.get(&format!("/seg{:05}.ts", ms + 2));
+    // Two segments (their sizes may differ: the pictures in them do).
+    let len = (s.get(&format!("/seg{:05}.ts", ms + 1)).body.len()
+        + s.get(&format!("/seg{:05}.ts", ms + 2)).body.len()) as f64;
     s.get("/seg99999.ts");
     std::thread::sleep(Duration::from_millis(600));
     let t1 = s.get("/metrics").text();
@@ -369,7 +370,7 @@ fn metrics_counters_move() {
         ),
         1.0
     );
-    assert!(metric(&t1, bytes) >= b0 + 2.0 * len - 1.0);
+    assert!(metric(&t1, bytes) >= b0 + len - 1.0);
     assert!(
         metric(&t1, "hls_origin_request_duration_seconds_count")
             > metric(&t0, "hls_origin_request_duration_seconds_count")
