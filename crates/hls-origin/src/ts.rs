@@ -415,6 +415,29 @@ mod tests {
         }
     }
 
+    /// Sizes with no room for text, odd crops, tall pictures and fractional rates still give
+    /// whole, continuous segments.
+    #[test]
+    fn odd_sizes_and_rates() {
+        for (spec, d, fps) in [
+            ("t:16x16:100k/100k/100k:32k", 2.0, 30.0),
+            ("w:2000x40:800k/800k/800k:64k", 1.5, 29.97),
+            ("n:250x170:300k/300k/300k:64k", 2.0, 25.0),
+            ("r:1080x1920:4000k/4000k/4000k:128k", 0.5, 60.0),
+        ] {
+            let p = plan(spec, d, fps);
+            for seq in [7u64, 1_196_170_241] {
+                let seg = p.segment(seq);
+                assert_eq!(seg.len() % TS_PACKET, 0, "{spec}");
+                let video = seg
+                    .chunks(TS_PACKET)
+                    .filter(|k| (((k[1] & 0x1F) as u16) << 8 | k[2] as u16) == PID_VIDEO)
+                    .count();
+                assert_eq!(video % 16, 0, "{spec}: video packets {video}");
+            }
+        }
+    }
+
     #[test]
     fn crc_known_value() {
         // PAT of program 1 → PMT PID 0x1000, as ffmpeg writes it.
