@@ -1,9 +1,11 @@
 //! `hls-origin`: a live HLS origin server for load testing.
 //!
 //! It serves a never-ending live stream whose segments are synthetic but valid MPEG-TS (H.264
-//! Constrained Baseline video + AAC-LC ADTS audio; see [`ts`]), generated in memory, cached per
-//! sequence number as `Bytes` and written with `writev` (no per-request copy), over a small
-//! hand-written HTTP/1.1 server ([`http`]).
+//! Constrained Baseline video + AAC-LC ADTS audio; see [`ts`]): a moving test pattern with the
+//! time burned in ([`h264`]) and a ~1 kHz tone ([`tone`]), or with `--source DIR` the user's
+//! own segments, looped ([`source`]). Segments are generated in memory, cached per sequence
+//! number and sent from a memfd (no per-request copy), over a small hand-written HTTP/1.1
+//! server ([`http`]). The design is in docs/stream.md.
 //!
 //! # URL layout
 //! * `/master.m3u8` (`--master-name`): the master playlist, always present, one
