@@ -177,6 +177,9 @@ pub struct OriginSettings {
     pub access_log: AccessLog,
     pub log_level: String,
     pub variants: Vec<Variant>,
+    /// Directory of the user's own MPEG-TS segments to loop (`SOURCE_DIR`); empty: the test
+    /// pattern.
+    pub source: String,
 }
 
 impl Default for OriginSettings {
@@ -201,6 +204,7 @@ impl Default for OriginSettings {
                 bufsize: "10000k".into(),
                 audio: "128k".into(),
             }],
+            source: String::new(),
         }
     }
 }
@@ -359,6 +363,7 @@ impl Profile {
                 put("VARIANTS", variants_spec(&o.variants));
                 put("ACCESS_LOG", o.access_log.as_str().into());
                 put("LOG_LEVEL", o.log_level.clone());
+                put("SOURCE_DIR", o.source.clone());
             }
             Settings::Swarm(s) => {
                 if !s.stream_url.is_empty() {

@@ -116,6 +116,10 @@ pub struct Settings {
     /// Log level (stderr): error, warn(ing), info, debug, trace.
     #[arg(long, env = "LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
+    /// Serve the MPEG-TS segments (*.ts, in name order) of this directory as a looping live
+    /// stream instead of the test pattern; empty: the test pattern.
+    #[arg(long, env = "SOURCE_DIR", default_value = "")]
+    pub source: String,
 }
 
 fn positive_f64(s: &str) -> Result<f64, String> {
@@ -360,6 +364,7 @@ impl Settings {
             .to_possible_value()
             .map(|p| p.get_name().to_string());
         put("log-level", "log_level", json!(ll));
+        put("source", "source", json!(self.source));
         Value::Object(m)
     }
 

@@ -1,9 +1,11 @@
 //! `hls-origin`: a live HLS origin server for load testing.
 //!
 //! It serves a never-ending live stream whose segments are synthetic but valid MPEG-TS (H.264
-//! Constrained Baseline video + AAC-LC ADTS audio; see [`ts`]), generated in memory, cached per
-//! sequence number as `Bytes` and written with `writev` (no per-request copy), over a small
-//! hand-written HTTP/1.1 server ([`http`]).
+//! Constrained Baseline video + AAC-LC ADTS audio; see [`ts`]): a moving test pattern with the
+//! time burned in ([`h264`]) and a ~1 kHz tone ([`tone`]), or with `--source DIR` the user's
+//! own segments, looped ([`source`]). Segments are generated in memory, cached per sequence
+//! number and sent from a memfd (no per-request copy), over a small hand-written HTTP/1.1
+//! server ([`http`]). The design is in docs/stream.md.
 //!
 //! # URL layout
 //! * `/master.m3u8` (`--master-name`): the master playlist, always present, one
@@ -14,11 +16,12 @@
 //! * `/health` → 200 `OK\n` (text/plain, no-store); `/metrics` → Prometheus text.
 //!
 //! # Timeline
-//! The stream is taken to have started `list-size` segments before the server, so the first
-//! playlist is a full window with media sequence 0. The media sequence then advances by one
-//! every segment duration (monotonic clock); segments stay servable `delete-threshold` segments
-//! after leaving the window and then answer 404, as do segments not yet produced. Media playlist
-//! Cache-Control: `max-age` = half a segment rounded down (at least 1 s),
+//! Segments are numbered by the wall clock: segment `n` starts `n × segment-duration` after
+//! 1970-01-01T00:00:00Z (its `EXT-X-PROGRAM-DATE-TIME`), so replicas with the same settings and
+//! synchronised clocks agree on every playlist and segment byte. The playlist is always a full
+//! window of complete segments and advances by one every segment duration; segments stay
+//! servable `delete-threshold` segments after leaving the window and then answer 404, as do
+//! segments not yet produced. Media playlist Cache-Control: `max-age` = half a segment rounded down (at least 1 s),
 //! `stale-while-revalidate` = a segment rounded up (delta-seconds are integers).
 //!
 //! # Settings
@@ -34,10 +37,13 @@
 
 mod body;
 mod config;
+mod h264;
 mod healthcheck;
 mod http;
 mod metrics;
+mod source;
 mod stream;
+mod tone;
 mod ts;
 
 use std::io::Write;
@@ -71,6 +77,18 @@ fn main() {
         println!("{json}");
         return;
     }
+    // A source directory is read whole before anything else: a bad one is one line, exit 2.
+    let source = if cli.settings.source.is_empty() {
+        None
+    } else {
+        match source::SourceLoop::load(std::path::Path::new(&cli.settings.source)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("hls-origin: {e}");
+                std::process::exit(2);
+            }
+        }
+    };
     let level = match cli.settings.log_level {
         LogLevel::Error => tracing::Level::ERROR,
         LogLevel::Warn => tracing::Level::WARN,
@@ -83,7 +101,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    if let Err(e) = run(cli) {
+    if let Err(e) = run(cli, source) {
         tracing::error!("{e:#}");
         std::process::exit(1);
     }
@@ -93,7 +111,7 @@ fn main() {
 /// listening socket (the kernel wakes an idle one, as with nginx workers); no work stealing
 /// between threads on the request path. The main thread runs the clock, signals and the
 /// access-log writer.
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, source: Option<source::SourceLoop>) -> anyhow::Result<()> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -115,13 +133,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         (None, None)
     };
-    let stream = stream::Stream::new(s.clone());
+    let stream = stream::Stream::new(s.clone(), source);
     let app = Arc::new(http::App::new(stream, log_tx));
     for v in &app.stream.variants {
         tracing::info!(
             variant = %v.info.name,
             playlist = %format!("{}{}", v.prefix, s.playlist_name),
-            segment_bytes = v.plan.segment(0).len(),
+            segment_bytes = v.content.segment(app.stream.media_sequence()).len(),
             "variant ready"
         );
     }

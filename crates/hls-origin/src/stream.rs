@@ -1,29 +1,99 @@
 //! The live stream: a wall-clock timeline, playlists and the per-variant segment cache.
 //!
-//! Segment `n` of every variant covers `[n·D, (n+1)·D)` of the stream's time. The stream is
-//! taken to have started `list_size` segments before the server did, so the first playlist is
-//! already a full window (media sequence 0, segments `0..list_size`). At any instant the live
-//! edge is the newest *complete* segment `L`; the playlist lists `L-list_size+1 ..= L`, and
-//! segments stay servable `delete_threshold` segments longer; older ones and not-yet-complete
-//! ones answer 404. Segment bodies are built on first request and cached (in a memfd, see
+//! Segment `n` of every variant covers `[n·D, (n+1)·D)` of wall-clock time since the Unix epoch
+//! (UTC), and its `EXT-X-PROGRAM-DATE-TIME` is `n·D`. Numbering therefore depends on the clock
+//! only, not on when the process started: two origins with the same settings and synchronised
+//! clocks serve the same playlist and byte-identical segments, so the origin can run as
+//! stateless replicas behind a load balancer. At any instant the live edge is the newest
+//! *complete* segment `L = ⌊now/D⌋ - 1`; the playlist lists `L-list_size+1 ..= L`, and segments
+//! stay servable `delete_threshold` segments longer; older ones and not-yet-complete ones answer
+//! 404. If the system clock steps backwards the window holds still (it never moves backwards
+//! within a process) until the clock catches up; a step forwards skips segments. Segment bodies are built on first request and cached (in a memfd, see
 //! [`crate::body`]; a response is a refcount clone, never a copy) until they expire.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::RwLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use crate::body::Body;
 use crate::config::{Settings, Variant};
+use crate::source::SourceLoop;
 use crate::ts::SegmentPlan;
+
+/// Where a variant's segments come from.
+pub enum Content {
+    /// The generated test pattern and tone.
+    Generated(SegmentPlan),
+    /// The user's own segments, looped (`--source`).
+    Source(Arc<SourceLoop>),
+}
+
+impl Content {
+    pub fn segment(&self, seq: u64) -> Bytes {
+        match self {
+            Content::Generated(p) => p.segment(seq),
+            Content::Source(s) => s.segment(seq),
+        }
+    }
+}
+
+/// Segment start times: a fixed duration, or the durations of a source loop.
+enum Timing {
+    Fixed(u128),
+    Loop {
+        /// Start of each file in the loop, and the loop's length, in ns.
+        offsets: Vec<u128>,
+        length: u128,
+    },
+}
+
+impl Timing {
+    /// Start of segment `n` in ns since the Unix epoch.
+    fn start(&self, n: u64) -> u128 {
+        match self {
+            Timing::Fixed(d) => n as u128 * d,
+            Timing::Loop { offsets, length } => {
+                let c = offsets.len() as u64;
+                (n / c) as u128 * length + offsets[(n % c) as usize]
+            }
+        }
+    }
+
+    /// The longest segment duration, in ns.
+    fn longest(&self) -> u128 {
+        match self {
+            Timing::Fixed(d) => *d,
+            Timing::Loop { offsets, length } => (0..offsets.len())
+                .map(|i| offsets.get(i + 1).unwrap_or(length) - offsets[i])
+                .max()
+                .unwrap_or(*length),
+        }
+    }
+
+    /// The segment under way at `t` ns since the Unix epoch.
+    fn at(&self, t: u128) -> u64 {
+        match self {
+            Timing::Fixed(d) => (t / d) as u64,
+            Timing::Loop { offsets, length } => {
+                let k = (t / length) as u64;
+                let r = t % length;
+                let i = offsets.partition_point(|&o| o <= r).saturating_sub(1);
+                k * offsets.len() as u64 + i as u64
+            }
+        }
+    }
+}
 
 pub struct VariantStream {
     pub info: Variant,
     /// URL prefix: "/" for a single variant, "/<name>/" otherwise.
     pub prefix: String,
-    pub plan: SegmentPlan,
+    pub content: Content,
     segments: RwLock<BTreeMap<u64, Body>>,
     playlist: RwLock<Option<(u64, Bytes)>>,
 }
@@ -32,10 +102,9 @@ pub struct Stream {
     pub settings: Settings,
     pub variants: Vec<VariantStream>,
     pub master: Bytes,
-    started: Instant,
-    /// Wall-clock time of sequence 0's start, in ms since the Unix epoch.
-    epoch_ms: i128,
-    seg_ns: u128,
+    timing: Timing,
+    /// Highest media sequence handed out, so a backwards clock step cannot rewind the window.
+    high_water: AtomicU64,
 }
 
 /// What a request path names.
@@ -46,50 +115,86 @@ pub enum Resource<'a> {
 }
 
 impl Stream {
-    pub fn new(settings: Settings) -> Self {
-        let many = settings.variants.list.len() > 1;
-        let variants: Vec<VariantStream> = settings
-            .variants
-            .list
-            .iter()
-            .map(|v| VariantStream {
-                info: v.clone(),
-                prefix: if many {
-                    format!("/{}/", v.name)
-                } else {
-                    "/".into()
-                },
-                plan: SegmentPlan::new(v, settings.segment_duration, settings.fps),
-                segments: RwLock::new(BTreeMap::new()),
-                playlist: RwLock::new(None),
-            })
-            .collect();
-        let seg_ns = (settings.segment_duration * 1e9).round() as u128;
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as i128;
-        let epoch_ms = now_ms - (settings.list_size as u128 * seg_ns / 1_000_000) as i128;
+    pub fn new(settings: Settings, source: Option<SourceLoop>) -> Self {
+        let many = settings.variants.list.len() > 1 && source.is_none();
+        let (variants, timing): (Vec<VariantStream>, Timing) = match source {
+            None => (
+                settings
+                    .variants
+                    .list
+                    .iter()
+                    .map(|v| VariantStream {
+                        info: v.clone(),
+                        prefix: if many {
+                            format!("/{}/", v.name)
+                        } else {
+                            "/".into()
+                        },
+                        content: Content::Generated(SegmentPlan::new(
+                            v,
+                            settings.segment_duration,
+                            settings.fps,
+                        )),
+                        segments: RwLock::new(BTreeMap::new()),
+                        playlist: RwLock::new(None),
+                    })
+                    .collect(),
+                Timing::Fixed(((settings.segment_duration * 1e9).round() as u128).max(1)),
+            ),
+            Some(src) => {
+                let ns = |ticks: u64| ticks as u128 * 100_000 / 9;
+                let timing = Timing::Loop {
+                    offsets: src.offsets.iter().map(|&o| ns(o)).collect(),
+                    length: ns(src.loop_ticks).max(1),
+                };
+                let info = Variant {
+                    name: "source".into(),
+                    width: 0,
+                    height: 0,
+                    video_kbps: src.avg_bps / 1000,
+                    max_kbps: src.max_bps / 1000,
+                    buffer_kbps: 0,
+                    audio_kbps: 0,
+                };
+                let v = VariantStream {
+                    info,
+                    prefix: "/".into(),
+                    content: Content::Source(Arc::new(src)),
+                    segments: RwLock::new(BTreeMap::new()),
+                    playlist: RwLock::new(None),
+                };
+                (vec![v], timing)
+            }
+        };
         let master = Bytes::from(master_playlist(&settings, &variants));
         Stream {
             settings,
             variants,
             master,
-            started: Instant::now(),
-            epoch_ms,
-            seg_ns,
+            timing,
+            high_water: AtomicU64::new(0),
         }
     }
 
-    /// Media sequence number (first segment of the window) now.
+    /// Media sequence number (first segment of the window) now: the window ends with the newest
+    /// segment that is complete by the wall clock.
     pub fn media_sequence(&self) -> u64 {
-        (self.started.elapsed().as_nanos() / self.seg_ns) as u64
+        let in_progress = self.timing.at(unix_ns());
+        let ms = in_progress.saturating_sub(self.settings.list_size);
+        let prev = self.high_water.fetch_max(ms, Ordering::Relaxed);
+        ms.max(prev)
     }
 
     /// Time until the window next moves.
     pub fn until_next(&self) -> Duration {
-        let e = self.started.elapsed().as_nanos();
-        Duration::from_nanos((self.seg_ns - e % self.seg_ns) as u64)
+        let now = unix_ns();
+        let next = self.timing.start(self.timing.at(now) + 1);
+        Duration::from_nanos(next.saturating_sub(now) as u64)
+    }
+
+    /// Start of segment `seq` in ms since the Unix epoch (its EXT-X-PROGRAM-DATE-TIME).
+    pub fn segment_start_ms(&self, seq: u64) -> i128 {
+        (self.timing.start(seq) / 1_000_000) as i128
     }
 
     /// Servable segment range (inclusive) for a given media sequence.
@@ -141,7 +246,7 @@ impl Stream {
         if let Some(b) = v.segments.read().unwrap().get(&seq) {
             return Some(b.clone());
         }
-        let body = Body::seal(v.plan.segment(seq));
+        let body = Body::seal(v.content.segment(seq));
         let mut map = v.segments.write().unwrap();
         let body = map.entry(seq).or_insert(body).clone();
         // Drop what has expired.
@@ -165,7 +270,9 @@ impl Stream {
 
     fn media_playlist(&self, ms: u64) -> String {
         let s = &self.settings;
-        let d = s.segment_duration;
+        let dur = |seq: u64| (self.timing.start(seq + 1) - self.timing.start(seq)) as f64 / 1e9;
+        // The longest segment there can ever be, so the value never changes.
+        let d = self.timing.longest() as f64 / 1e9;
         let target = d.round().max(d.ceil()).max(1.0) as u64;
         let mut out = String::with_capacity(128 + 96 * s.list_size as usize);
         out.push_str("#EXTM3U\n#EXT-X-VERSION:3\n");
@@ -173,9 +280,9 @@ impl Stream {
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{ms}");
         out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
         for seq in ms..ms + s.list_size {
-            let start_ms = self.epoch_ms + (seq as u128 * self.seg_ns / 1_000_000) as i128;
-            let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_ms(start_ms));
-            let _ = writeln!(out, "#EXTINF:{d:.3},");
+            let start = rfc3339_ms(self.segment_start_ms(seq));
+            let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{start}");
+            let _ = writeln!(out, "#EXTINF:{:.3},", dur(seq));
             out.push_str(&s.segment_pattern.format(seq));
             out.push('\n');
         }
@@ -183,25 +290,43 @@ impl Stream {
     }
 }
 
-/// CODECS attribute value for a variant.
-pub fn codecs(v: &VariantStream) -> String {
-    format!("avc1.42c0{:02x},mp4a.40.2", v.plan.level_idc)
+/// Wall-clock time in ns since the Unix epoch (0 before 1970).
+fn unix_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+}
+
+/// CODECS attribute value for a variant, when known.
+pub fn codecs(v: &VariantStream) -> Option<String> {
+    match &v.content {
+        Content::Generated(p) => Some(format!("avc1.42c0{:02x},mp4a.40.2", p.level_idc)),
+        Content::Source(s) => s.codecs.clone(),
+    }
 }
 
 fn master_playlist(s: &Settings, variants: &[VariantStream]) -> String {
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     for v in variants {
         let i = &v.info;
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},RESOLUTION={}x{},CODECS=\"{}\",FRAME-RATE={:.3}",
+            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={}",
             (i.max_kbps + i.audio_kbps) * 1000,
             (i.video_kbps + i.audio_kbps) * 1000,
-            i.width,
-            i.height,
-            codecs(v),
-            s.fps
         );
+        // A source's resolution and frame rate are not read from its bitstream: left out.
+        if matches!(v.content, Content::Generated(_)) {
+            let _ = write!(out, ",RESOLUTION={}x{}", i.width, i.height);
+        }
+        if let Some(c) = codecs(v) {
+            let _ = write!(out, ",CODECS=\"{c}\"");
+        }
+        if matches!(v.content, Content::Generated(_)) {
+            let _ = write!(out, ",FRAME-RATE={:.3}", s.fps);
+        }
+        out.push('\n');
         let _ = writeln!(out, "{}{}", &v.prefix[1..], s.playlist_name);
     }
     out

@@ -1,19 +1,19 @@
 //! Synthetic MPEG-TS segments: H.264 video + AAC (ADTS) audio, generated in memory.
 //!
-//! The video is a real, decodable H.264 Constrained Baseline stream: every segment starts with
-//! AUD + SPS + PPS + an IDR picture (all macroblocks I_16x16 DC prediction with no residual, so a
-//! flat grey frame costs one byte per macroblock), followed by P pictures that skip every
-//! macroblock. Each access unit is padded with a filler-data NAL unit so that every video frame
-//! occupies the same number of TS packets; audio is one ADTS frame of AAC-LC stereo silence per
-//! PES, one TS packet each. Because every frame has a fixed packet count, the continuity counter
-//! at the start of any segment is a closed-form function of its first frame index, so segments
-//! can be generated independently (and out of order) and still be continuous across segment
-//! boundaries, as are PTS and PCR, which follow a single timeline: segment `n` covers
-//! `[n·D, (n+1)·D)`.
+//! The video is the test pattern of [`crate::h264`]: every segment starts with AUD + SPS + PPS +
+//! an IDR picture, followed by P pictures that code only what changed. Audio is the test tone of
+//! [`crate::tone`], one ADTS frame of AAC-LC per PES, one TS packet each. Segment `n` covers `[n·D, (n+1)·D)` of a single
+//! timeline (PTS and PCR are that time in 90 kHz ticks, modulo 2^33) and depends on nothing but
+//! `n` and the variant, so segments can be generated independently, out of order and on several
+//! replicas, and still join up: the video packets of every segment are padded (filler NAL units
+//! spread over its frames) to the bitrate target rounded up to a multiple of 16 packets, so the
+//! video continuity counter starts every segment at 0; the audio counter is the audio frame
+//! index modulo 16 and the PSI counters are the segment number modulo 16.
 
 use bytes::Bytes;
 
 use crate::config::Variant;
+use crate::h264::{nal, pps, sps, Pattern};
 
 pub const TS_PACKET: usize = 188;
 const PID_PMT: u16 = 0x1000;
@@ -25,21 +25,16 @@ const PTS_LEAD: u64 = 9_000;
 const PCR_ORIGIN: u64 = 126_000;
 const AUDIO_RATE: u64 = 48_000;
 const AUDIO_FRAME_TICKS: u64 = 1024 * 90_000 / AUDIO_RATE; // 1920
-/// One AAC-LC stereo raw_data_block of digital silence (a CPE with zero spectra).
-const AAC_SILENCE: [u8; 6] = [0x21, 0x10, 0x04, 0x60, 0x8c, 0x1c];
 
 /// Everything about a variant's segments that does not depend on the sequence number.
-#[derive(Debug)]
 pub struct SegmentPlan {
     /// Segment duration in 90 kHz ticks.
     pub dur_ticks: u64,
     fps_milli: u64,
-    packets_per_frame: u64,
-    au_size: usize,
+    /// Video packets per frame the bitrate target allows (fractional).
+    packets_per_frame: f64,
     sps_pps: Vec<u8>,
-    /// IDR slices for idr_pic_id 0 and 1 (alternated so neighbouring IDRs differ).
-    idr: [Vec<u8>; 2],
-    mbs: u32,
+    pattern: Pattern,
     /// H.264 `level_idc`, for the CODECS attribute.
     pub level_idc: u8,
 }
@@ -60,29 +55,19 @@ impl SegmentPlan {
         let mut sps_pps = Vec::new();
         sps_pps.extend_from_slice(&nal(0x67, &sps(v, mbs_w, mbs_h, level_idc, fps_milli)));
         sps_pps.extend_from_slice(&nal(0x68, &pps()));
-        let idr = [nal(0x65, &idr_slice(mbs, 0)), nal(0x65, &idr_slice(mbs, 1))];
 
         // Size: (video + audio) × duration / 8 bytes per segment, spread over the frames.
         let target_bytes = (v.video_kbps + v.audio_kbps) as f64 * 1000.0 * segment_duration / 8.0;
         let target_packets = target_bytes / TS_PACKET as f64;
         let frames = segment_duration * fps;
         let audio_frames = segment_duration * AUDIO_RATE as f64 / 1024.0;
-        let want = ((target_packets - 2.0 - audio_frames) / frames)
-            .round()
-            .max(1.0) as u64;
-        let min_au = AUD.len() + sps_pps.len() + idr[0].len().max(idr[1].len()) + 6;
-        let mut packets_per_frame = want;
-        while au_capacity(packets_per_frame) < min_au {
-            packets_per_frame += 1;
-        }
+        let packets_per_frame = ((target_packets - 2.0 - audio_frames) / frames).max(1.0);
         SegmentPlan {
             dur_ticks,
             fps_milli,
             packets_per_frame,
-            au_size: au_capacity(packets_per_frame),
             sps_pps,
-            idr,
-            mbs,
+            pattern: Pattern::new(v, mbs_w, mbs_h, fps_milli),
             level_idc,
         }
     }
@@ -100,30 +85,63 @@ impl SegmentPlan {
         (seq * self.dur_ticks).div_ceil(AUDIO_FRAME_TICKS)
     }
 
+    /// The access units of segment `seq` (AUD, parameter sets, slice; no filler yet).
+    fn access_units(&self, seq: u64, v0: u64, n: u64) -> Vec<Vec<u8>> {
+        let mut aus = Vec::with_capacity(n as usize);
+        let mut idr = AUD.to_vec();
+        idr.extend_from_slice(&self.sps_pps);
+        idr.extend_from_slice(&self.pattern.idr(seq, v0));
+        aus.push(idr);
+        for p in self.pattern.p_frames(seq, v0, n - 1) {
+            let mut au = AUD.to_vec();
+            au.extend_from_slice(&p);
+            aus.push(au);
+        }
+        aus
+    }
+
     /// Build segment `seq`.
     pub fn segment(&self, seq: u64) -> Bytes {
         let v0 = self.first_video_frame(seq);
         let v1 = self.first_video_frame(seq + 1);
         let a0 = self.first_audio_frame(seq);
         let a1 = self.first_audio_frame(seq + 1);
-        let packets = 2 + (v1 - v0) * self.packets_per_frame + (a1 - a0);
+        let n = v1 - v0;
+        let mut aus = self.access_units(seq, v0, n);
+        // Packets per frame: what each needs, plus the padding up to the target spread evenly.
+        let need: Vec<u64> = aus.iter().map(|au| packets_for(au.len())).collect();
+        let needed: u64 = need.iter().sum();
+        let target = ((n as f64 * self.packets_per_frame / 16.0).round() as u64).max(1) * 16;
+        let total = target.max(needed.next_multiple_of(16));
+        if needed > target {
+            tracing::debug!(seq, needed, target, "pictures exceed the bitrate target");
+        }
+        let extra = total - needed;
+        for (i, au) in aus.iter_mut().enumerate() {
+            let i = i as u64;
+            let k = need[i as usize] + extra * (i + 1) / n - extra * i / n;
+            let fill = au_capacity(k) - au.len(); // ≥ 6 by construction
+            au.extend_from_slice(&[0, 0, 0, 1, 0x0C]);
+            au.resize(au.len() + fill - 6, 0xFF);
+            au.push(0x80);
+        }
+        let packets = 2 + total + (a1 - a0);
         let mut out = Vec::with_capacity(packets as usize * TS_PACKET);
         let cc = (seq % 16) as u8;
         psi_packet(&mut out, 0, cc, &pat());
         psi_packet(&mut out, PID_PMT, cc, &pmt());
 
-        let mut vcc = ((v0 * self.packets_per_frame) % 16) as u8;
+        let mut vcc = 0u8;
         let mut acc = (a0 % 16) as u8;
         let (mut vf, mut af) = (v0, a0);
-        let mut pes = Vec::with_capacity(self.au_size + 32);
+        let mut pes = Vec::new();
         while vf < v1 || af < a1 {
             let vt = self.video_ticks(vf);
             let at = af * AUDIO_FRAME_TICKS;
             if vf < v1 && (af >= a1 || vt <= at) {
                 pes.clear();
                 pes_header(&mut pes, 0xE0, None, PCR_ORIGIN + PTS_LEAD + vt);
-                self.access_unit(&mut pes, seq, vf - v0);
-                let before = out.len();
+                pes.extend_from_slice(&aus[(vf - v0) as usize]);
                 write_pes(
                     &mut out,
                     PID_VIDEO,
@@ -132,40 +150,21 @@ impl SegmentPlan {
                     Some(PCR_ORIGIN + vt),
                     vf == v0,
                 );
-                debug_assert_eq!(
-                    (out.len() - before) as u64,
-                    self.packets_per_frame * TS_PACKET as u64
-                );
                 vf += 1;
             } else {
                 pes.clear();
-                let len = 7 + AAC_SILENCE.len();
+                let aac = crate::tone::frame(af);
+                let len = 7 + aac.len();
                 pes_header(&mut pes, 0xC0, Some(len), PCR_ORIGIN + PTS_LEAD + at);
                 adts_header(&mut pes, len);
-                pes.extend_from_slice(&AAC_SILENCE);
+                pes.extend_from_slice(aac);
                 write_pes(&mut out, PID_AUDIO, &mut acc, &pes, None, false);
                 af += 1;
             }
         }
+        debug_assert_eq!(vcc, 0);
         debug_assert_eq!(out.len(), packets as usize * TS_PACKET);
         Bytes::from(out)
-    }
-
-    /// Append one access unit of exactly `au_size` bytes: frame `index` of the GOP.
-    fn access_unit(&self, out: &mut Vec<u8>, seq: u64, index: u64) {
-        let start = out.len();
-        out.extend_from_slice(&AUD);
-        if index == 0 {
-            out.extend_from_slice(&self.sps_pps);
-            out.extend_from_slice(&self.idr[(seq % 2) as usize]);
-        } else {
-            out.extend_from_slice(&nal(0x41, &p_slice(self.mbs, (index % 65536) as u16)));
-        }
-        let used = out.len() - start;
-        let fill = self.au_size - used; // ≥ 6 by construction
-        out.extend_from_slice(&[0, 0, 0, 1, 0x0C]);
-        out.resize(out.len() + fill - 6, 0xFF);
-        out.push(0x80);
     }
 }
 
@@ -175,164 +174,12 @@ fn au_capacity(n: u64) -> usize {
     176 + (n as usize - 1) * 184 - 14
 }
 
+/// Packets an access unit of `len` bytes needs, with room for a filler NAL unit (6 bytes).
+fn packets_for(len: usize) -> u64 {
+    1 + (len + 6).saturating_sub(au_capacity(1)).div_ceil(184) as u64
+}
+
 const AUD: [u8; 6] = [0, 0, 0, 1, 0x09, 0xF0];
-
-/// Bit writer for H.264 RBSPs.
-struct Bits {
-    buf: Vec<u8>,
-    acc: u64,
-    n: u32,
-}
-
-impl Bits {
-    fn new() -> Self {
-        Bits {
-            buf: Vec::new(),
-            acc: 0,
-            n: 0,
-        }
-    }
-    fn u(&mut self, bits: u32, v: u64) {
-        for i in (0..bits).rev() {
-            self.acc = (self.acc << 1) | ((v >> i) & 1);
-            self.n += 1;
-            if self.n == 8 {
-                self.buf.push(self.acc as u8);
-                self.acc = 0;
-                self.n = 0;
-            }
-        }
-    }
-    fn ue(&mut self, v: u64) {
-        let x = v + 1;
-        let len = 64 - x.leading_zeros();
-        self.u(len - 1, 0);
-        self.u(len, x);
-    }
-    fn se(&mut self, v: i64) {
-        self.ue(if v > 0 {
-            (2 * v - 1) as u64
-        } else {
-            (-2 * v) as u64
-        });
-    }
-    fn trailing(mut self) -> Vec<u8> {
-        self.u(1, 1);
-        while self.n != 0 {
-            self.u(1, 0);
-        }
-        self.buf
-    }
-}
-
-/// A NAL unit with a 4-byte start code and emulation prevention.
-fn nal(header: u8, rbsp: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 0, 1, header];
-    let mut zeros = 0;
-    for &b in rbsp {
-        if zeros >= 2 && b <= 3 {
-            out.push(3);
-            zeros = 0;
-        }
-        out.push(b);
-        zeros = if b == 0 { zeros + 1 } else { 0 };
-    }
-    out
-}
-
-fn sps(v: &Variant, mbs_w: u32, mbs_h: u32, level_idc: u8, fps_milli: u64) -> Vec<u8> {
-    let mut b = Bits::new();
-    b.u(8, 66); // Baseline
-    b.u(8, 0xC0); // constraint_set0 + set1: Constrained Baseline
-    b.u(8, level_idc as u64);
-    b.ue(0); // sps id
-    b.ue(12); // log2_max_frame_num - 4 → 16 bits
-    b.ue(2); // pic_order_cnt_type 2: output order = decode order
-    b.ue(1); // max_num_ref_frames
-    b.u(1, 0); // gaps
-    b.ue(mbs_w as u64 - 1);
-    b.ue(mbs_h as u64 - 1);
-    b.u(1, 1); // frame_mbs_only
-    b.u(1, 1); // direct_8x8_inference
-    let crop_r = (mbs_w * 16 - v.width) / 2;
-    let crop_b = (mbs_h * 16 - v.height) / 2;
-    if crop_r > 0 || crop_b > 0 {
-        b.u(1, 1);
-        b.ue(0);
-        b.ue(crop_r as u64);
-        b.ue(0);
-        b.ue(crop_b as u64);
-    } else {
-        b.u(1, 0);
-    }
-    b.u(1, 1); // vui present
-    b.u(1, 0); // aspect ratio
-    b.u(1, 0); // overscan
-    b.u(1, 0); // video signal type
-    b.u(1, 0); // chroma loc
-    b.u(1, 1); // timing info
-    b.u(32, 1000); // num_units_in_tick
-    b.u(32, fps_milli * 2); // time_scale (two ticks per frame)
-    b.u(1, 1); // fixed_frame_rate
-    b.u(1, 0); // nal hrd
-    b.u(1, 0); // vcl hrd
-    b.u(1, 0); // pic_struct_present
-    b.u(1, 0); // bitstream_restriction
-    b.trailing()
-}
-
-fn pps() -> Vec<u8> {
-    let mut b = Bits::new();
-    b.ue(0); // pps id
-    b.ue(0); // sps id
-    b.u(1, 0); // CAVLC
-    b.u(1, 0); // bottom_field_pic_order
-    b.ue(0); // slice groups - 1
-    b.ue(0); // num_ref_idx_l0_default - 1
-    b.ue(0); // l1
-    b.u(1, 0); // weighted_pred
-    b.u(2, 0); // weighted_bipred_idc
-    b.se(0); // pic_init_qp - 26
-    b.se(0); // pic_init_qs - 26
-    b.se(0); // chroma_qp_index_offset
-    b.u(1, 0); // deblocking_filter_control_present
-    b.u(1, 0); // constrained_intra_pred
-    b.u(1, 0); // redundant_pic_cnt_present
-    b.trailing()
-}
-
-fn idr_slice(mbs: u32, idr_pic_id: u64) -> Vec<u8> {
-    let mut b = Bits::new();
-    b.ue(0); // first_mb_in_slice
-    b.ue(7); // slice_type I (all slices)
-    b.ue(0); // pps id
-    b.u(16, 0); // frame_num
-    b.ue(idr_pic_id);
-    b.u(1, 0); // no_output_of_prior_pics
-    b.u(1, 0); // long_term_reference
-    b.se(0); // slice_qp_delta
-    for _ in 0..mbs {
-        b.ue(3); // mb_type I_16x16_2_0_0: DC prediction, no coded residual
-        b.ue(0); // intra_chroma_pred_mode DC
-        b.se(0); // mb_qp_delta
-        b.u(1, 1); // Intra16x16DC coeff_token: TotalCoeff 0 (nC 0..2)
-    }
-    b.trailing()
-}
-
-fn p_slice(mbs: u32, frame_num: u16) -> Vec<u8> {
-    let mut b = Bits::new();
-    b.ue(0); // first_mb_in_slice
-    b.ue(5); // slice_type P (all slices)
-    b.ue(0); // pps id
-    b.u(16, frame_num as u64);
-    b.u(1, 0); // num_ref_idx_active_override
-    b.u(1, 0); // ref_pic_list_modification_flag_l0
-    b.u(1, 0); // adaptive_ref_pic_marking_mode
-    b.se(0); // slice_qp_delta
-    b.ue(mbs as u64); // mb_skip_run: every macroblock skipped
-    b.trailing()
-}
 
 fn adts_header(out: &mut Vec<u8>, len: usize) {
     // AAC-LC (profile 1), 48 kHz (index 3), 2 channels, no CRC.
@@ -536,6 +383,59 @@ mod tests {
             (got as f64 - want as f64).abs() / (want as f64) < 0.01,
             "{got} vs {want}"
         );
+    }
+
+    /// The time burned into a segment's first picture is its EXT-X-PROGRAM-DATE-TIME.
+    #[test]
+    fn burned_in_time_is_the_program_date_time() {
+        for (spec, d, fps) in [
+            ("v:1920x1080:5000k/5500k/10000k:128k", 2.0, 30.0),
+            ("v:640x360:500k/550k/1000k:64k", 0.5, 25.0),
+        ] {
+            let p = plan(spec, d, fps);
+            for seq in [0u64, 898_085_083, 3_599_999_999] {
+                let pdt = crate::stream::rfc3339_ms((seq as f64 * d * 1000.0) as i128);
+                let first = p.pattern.live(seq, p.first_video_frame(seq));
+                let time = String::from_utf8(first[0].clone()).unwrap();
+                let ms = |t: &str| {
+                    let f: Vec<u64> = t.split([':', '.']).map(|x| x.parse().unwrap()).collect();
+                    ((f[0] * 60 + f[1]) * 60 + f[2]) * 1000 + f[3]
+                };
+                // The first frame starts at the segment's start, or within one frame after it
+                // when the segment is not a whole number of frames (0.5 s at 25 fps).
+                let late = ms(&time[time.len() - 12..]) - ms(&pdt[11..23]);
+                let exact = (d * fps).fract() == 0.0;
+                assert!(
+                    late == 0 || (!exact && late < (1000.0 / fps) as u64),
+                    "{time} vs {pdt}"
+                );
+                let numbers = String::from_utf8(first[1].clone()).unwrap();
+                assert!(numbers.contains(&seq.to_string()), "{numbers}");
+            }
+        }
+    }
+
+    /// Sizes with no room for text, odd crops, tall pictures and fractional rates still give
+    /// whole, continuous segments.
+    #[test]
+    fn odd_sizes_and_rates() {
+        for (spec, d, fps) in [
+            ("t:16x16:100k/100k/100k:32k", 2.0, 30.0),
+            ("w:2000x40:800k/800k/800k:64k", 1.5, 29.97),
+            ("n:250x170:300k/300k/300k:64k", 2.0, 25.0),
+            ("r:1080x1920:4000k/4000k/4000k:128k", 0.5, 60.0),
+        ] {
+            let p = plan(spec, d, fps);
+            for seq in [7u64, 1_196_170_241] {
+                let seg = p.segment(seq);
+                assert_eq!(seg.len() % TS_PACKET, 0, "{spec}");
+                let video = seg
+                    .chunks(TS_PACKET)
+                    .filter(|k| (((k[1] & 0x1F) as u16) << 8 | k[2] as u16) == PID_VIDEO)
+                    .count();
+                assert_eq!(video % 16, 0, "{spec}: video packets {video}");
+            }
+        }
     }
 
     #[test]

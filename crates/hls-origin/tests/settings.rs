@@ -136,6 +136,15 @@ fn rows() -> Vec<Row> {
             "debug",
             json!("debug"),
         ),
+        r(
+            "source",
+            "SOURCE_DIR",
+            json!(""),
+            "/srv/env-segments",
+            json!("/srv/env-segments"),
+            "/srv/flag-segments",
+            json!("/srv/flag-segments"),
+        ),
     ]
 }
 
