@@ -187,3 +187,83 @@ fn the_microvm_boots_its_kernel_directly_and_answers_health() {
     );
     assert!(!text.contains("ISOLINUX"), "{text}");
 }
+
+/// The VGA text memory (32 KiB at 0xB8000: the kernel's vgacon scrolls by moving the
+/// screen's start within it), read through QEMU's monitor, as lines of 80 characters.
+fn vga_text(monitor: &Path, dump: &Path) -> String {
+    use std::os::unix::net::UnixStream;
+    let _ = std::fs::remove_file(dump);
+    let Ok(mut s) = UnixStream::connect(monitor) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = writeln!(s, "pmemsave 0xb8000 0x8000 \"{}\"", dump.display());
+    // The monitor answers with a new prompt once the file is written.
+    let t0 = Instant::now();
+    while !dump.exists() && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let b = std::fs::read(dump).unwrap_or_default();
+    let chars: Vec<u8> = b.iter().step_by(2).copied().collect();
+    chars
+        .chunks(80)
+        .map(|r| String::from_utf8_lossy(r).trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+#[ignore = "full: needs qemu and the boot assets"]
+fn the_vga_console_shows_what_the_serial_console_shows() {
+    let d = tempfile::tempdir().unwrap();
+    let vm = d.path().join("vga.microvm");
+    let o = microvm(&vm, &[]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let monitor = d.path().join("monitor.sock");
+    let dump = d.path().join("vga.bin");
+    let port = testkit::reserved_port();
+    let log = testkit::ChildLog::new("microvm-vga");
+    let mut child = common::imgbuild()
+        .arg("boot")
+        .arg(&vm)
+        .args(["--forward", &format!("{port}:17080"), "--monitor"])
+        .arg(&monitor)
+        .stdin(Stdio::null())
+        .stdout(log.stdio())
+        .stderr(log.stdio())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let started = log.wait_for_line(
+        "imgbuild-init: service hls-origin started",
+        Duration::from_secs(180),
+        || matches!(child.try_wait(), Ok(None)),
+    );
+    let mut screen = String::new();
+    if started.is_some() {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(60) {
+            screen = vga_text(&monitor, &dump);
+            if screen.contains("imgbuild-init: service hls-origin started") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status();
+    let _ = child.wait();
+    assert!(started.is_some(), "never started:\n{}", log.text());
+    assert!(
+        log.text().contains("imgbuild-init: consoles: tty0, ttyS0"),
+        "{}",
+        log.text()
+    );
+    assert!(
+        screen.contains("imgbuild-init: service hls-origin started"),
+        "the VGA screen:\n{screen}\nthe serial console:\n{}",
+        log.text()
+    );
+}

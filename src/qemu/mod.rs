@@ -56,6 +56,14 @@ pub struct BootArgs {
     /// With --net tap: enslave the tap to this existing bridge instead of creating one.
     #[arg(long, value_name = "NAME")]
     pub bridge: Option<String>,
+    /// Where the guest's serial console goes: stdio (this terminal, with QEMU's monitor
+    /// behind Ctrl-A C) or tcp:PORT (a TCP server on 127.0.0.1:PORT that `nc`/`telnet`
+    /// connect to; this terminal then gets QEMU's monitor).
+    #[arg(long, value_name = "stdio|tcp:PORT", default_value = "stdio", value_parser = parse_serial)]
+    pub serial: Serial,
+    /// Also give QEMU's monitor on this unix socket (for scripts: `screendump`, `pmemsave`).
+    #[arg(long, value_name = "PATH")]
+    pub monitor: Option<PathBuf>,
     /// The QEMU program (default: qemu-system-x86_64 on PATH).
     #[arg(long, value_name = "PATH", env = "IMGBUILD_QEMU")]
     pub qemu: Option<PathBuf>,
@@ -85,6 +93,24 @@ pub fn parse_forward(s: &str) -> Result<Forward, BootError> {
         host: h.parse().map_err(|_| bad())?,
         guest: g.parse().map_err(|_| bad())?,
     })
+}
+
+/// `--serial`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serial {
+    Stdio,
+    Tcp(u16),
+}
+
+fn parse_serial(s: &str) -> Result<Serial, String> {
+    if s == "stdio" {
+        return Ok(Serial::Stdio);
+    }
+    s.strip_prefix("tcp:")
+        .and_then(|p| p.parse::<u16>().ok())
+        .filter(|&p| p != 0)
+        .map(Serial::Tcp)
+        .ok_or_else(|| format!("{s:?}: expected stdio or tcp:PORT (e.g. tcp:4555)"))
 }
 
 /// `--net`.
@@ -123,6 +149,8 @@ pub enum Medium {
 pub struct Machine {
     pub medium: Medium,
     pub net: Net,
+    pub serial: Serial,
+    pub monitor: Option<PathBuf>,
     pub uefi: Option<(PathBuf, PathBuf)>,
     pub forwards: Vec<Forward>,
     pub memory: String,
@@ -140,7 +168,22 @@ pub fn qemu_args(m: &Machine) -> Vec<String> {
         push(&["-accel", "tcg"]);
     }
     push(&["-m", &m.memory]);
-    push(&["-nographic", "-serial", "mon:stdio", "-no-reboot"]);
+    push(&["-nographic", "-no-reboot"]);
+    match m.serial {
+        Serial::Stdio => push(&["-serial", "mon:stdio"]),
+        Serial::Tcp(port) => push(&[
+            "-serial",
+            &format!("tcp:127.0.0.1:{port},server=on,wait=off"),
+            "-monitor",
+            "stdio",
+        ]),
+    }
+    if let Some(sock) = &m.monitor {
+        push(&[
+            "-monitor",
+            &format!("unix:{},server=on,wait=off", sock.display()),
+        ]);
+    }
     let mut hostfwd = String::new();
     for f in &m.forwards {
         hostfwd.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest));
@@ -471,6 +514,8 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
     let mut m = Machine {
         medium,
         net,
+        serial: a.serial,
+        monitor: a.monitor.clone(),
         uefi,
         forwards: if tap_mode { vec![] } else { forwards },
         memory,
@@ -480,7 +525,14 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
     let status = loop {
         let args = qemu_args(&m);
         eprintln!("Executing: {}", shell_line("qemu-system-x86_64", &args));
-        eprintln!("imgbuild: serial console follows (Ctrl-A X quits QEMU){where_to}");
+        match m.serial {
+            Serial::Stdio => {
+                eprintln!("imgbuild: serial console follows (Ctrl-A X quits QEMU){where_to}")
+            }
+            Serial::Tcp(port) => eprintln!(
+                "imgbuild: serial console on tcp 127.0.0.1:{port} (nc 127.0.0.1 {port}); QEMU's monitor follows (quit ends the VM){where_to}"
+            ),
+        }
         match accel::run_guest(&qemu, &args, m.kvm)
             .with_context(|| format!("running {}", qemu.display()))?
         {
@@ -561,6 +613,8 @@ mod tests {
             kvm: false,
             cidata: None,
             net: Net::User,
+            serial: Serial::Stdio,
+            monitor: None,
         };
         let line = shell_line("qemu-system-x86_64", &qemu_args(&m));
         assert!(line.contains("-accel tcg"), "{line}");

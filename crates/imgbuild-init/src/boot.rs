@@ -36,6 +36,11 @@ fn boot(config_path: &Path) -> Result<(), String> {
     let started = Instant::now();
     mount_all();
     console_stdio();
+    // Every console the kernel was given shows what the init and the service print.
+    let proc_cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if let Ok(all) = crate::consoles::fan_out(&proc_cmdline) {
+        say!("consoles: {}", all.join(", "));
+    }
     say!(
         "imgbuild-init {} starting (boot mode)",
         env!("CARGO_PKG_VERSION")

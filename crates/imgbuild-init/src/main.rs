@@ -91,6 +91,7 @@
 mod boot;
 mod cmdline;
 mod config;
+mod consoles;
 mod container;
 mod dhcp;
 mod modules;
