@@ -98,10 +98,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|n| n.get())
         .unwrap_or(2);
     let s = cli.settings;
+    let fd_limit = raise_fd_limit();
+    let max_connections = connection_limit(&s, fd_limit);
     let addr = SocketAddr::new(s.bind, s.port);
     let listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     listener.set_nonblocking(true)?;
+    // The address really bound (with --port 0 the kernel picks the port).
+    let addr = listener.local_addr().unwrap_or(addr);
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -113,7 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         (None, None)
     };
     let stream = stream::Stream::new(s.clone());
-    let app = Arc::new(http::App::new(stream, log_tx));
+    let app = Arc::new(http::App::new(stream, log_tx, max_connections));
     for v in &app.stream.variants {
         tracing::info!(
             variant = %v.info.name,
@@ -167,7 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     drop(closed_tx);
     // The workers hold the only descriptors of the socket from here on.
     drop(listener);
-    tracing::info!(%addr, threads, master = %format!("/{}", s.master_name), segment_duration = s.segment_duration, list_size = s.list_size, "hls-origin listening");
+    tracing::info!(%addr, threads, master = %format!("/{}", s.master_name), segment_duration = s.segment_duration, list_size = s.list_size, max_connections, fd_limit, header_timeout = s.header_timeout, keepalive_timeout = s.keepalive_timeout, send_timeout = s.send_timeout, "hls-origin listening");
 
     control.block_on(async move {
         let ticker = {
@@ -207,6 +211,63 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     })?;
     // Connections still open must not delay exit: leave them to the kernel.
     std::process::exit(0);
+}
+
+/// Raise the soft open-file limit to the hard one (every connection is a descriptor); returns
+/// the soft limit in force afterwards.
+fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a valid rlimit to fill / read.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            tracing::debug!(
+                from = lim.rlim_cur,
+                to = lim.rlim_max,
+                "raised the open-file limit"
+            );
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Descriptors kept back from client connections: stdio, the listener and its per-worker
+/// copies, epoll and wakeup descriptors, and the cached segment bodies (one memfd each).
+fn fd_reserve(s: &config::Settings) -> u64 {
+    let variants = s.variants.list.len() as u64;
+    let cached_segments = (s.list_size + s.delete_threshold + 2) * variants;
+    64 + 2 * cached_segments
+}
+
+/// The connection limit: --max-connections, or (0) the open-file limit minus the reserve.
+/// An explicit limit the descriptors cannot hold is lowered to what they can, with a warning.
+fn connection_limit(s: &config::Settings, fd_limit: u64) -> u64 {
+    let reserve = fd_reserve(s);
+    let room = fd_limit.saturating_sub(reserve).max(1);
+    match s.max_connections {
+        0 => room,
+        n if n > room => {
+            tracing::warn!(
+                max_connections = n,
+                fd_limit,
+                using = room,
+                "--max-connections is above what the open-file limit holds; raise `ulimit -n` (hard) or lower MAX_CONNECTIONS"
+            );
+            room
+        }
+        n => n,
+    }
 }
 
 /// Writes access-log lines to stdout, batching while lines are queued.
