@@ -177,6 +177,14 @@ pub struct OriginSettings {
     pub access_log: AccessLog,
     pub log_level: String,
     pub variants: Vec<Variant>,
+    /// Seconds a connection has to send a complete request header (docs/hardening.md).
+    pub header_timeout: f64,
+    /// Seconds a keep-alive connection may idle between requests.
+    pub keepalive_timeout: f64,
+    /// Seconds a response may make no progress before the connection is closed.
+    pub send_timeout: f64,
+    /// Most open client connections; 0 = from the open-file limit.
+    pub max_connections: u64,
 }
 
 impl Default for OriginSettings {
@@ -201,6 +209,10 @@ impl Default for OriginSettings {
                 bufsize: "10000k".into(),
                 audio: "128k".into(),
             }],
+            header_timeout: 10.0,
+            keepalive_timeout: 75.0,
+            send_timeout: 60.0,
+            max_connections: 0,
         }
     }
 }
@@ -359,6 +371,10 @@ impl Profile {
                 put("VARIANTS", variants_spec(&o.variants));
                 put("ACCESS_LOG", o.access_log.as_str().into());
                 put("LOG_LEVEL", o.log_level.clone());
+                put("HEADER_TIMEOUT", fmt_num(o.header_timeout));
+                put("KEEPALIVE_TIMEOUT", fmt_num(o.keepalive_timeout));
+                put("SEND_TIMEOUT", fmt_num(o.send_timeout));
+                put("MAX_CONNECTIONS", o.max_connections.to_string());
             }
             Settings::Swarm(s) => {
                 if !s.stream_url.is_empty() {
@@ -907,6 +923,17 @@ fn validate(p: &Profile) -> Result<(), String> {
                     "origin.segment_duration {}: between 0 and 60 seconds",
                     o.segment_duration
                 ));
+            }
+            for (key, secs) in [
+                ("header_timeout", o.header_timeout),
+                ("keepalive_timeout", o.keepalive_timeout),
+                ("send_timeout", o.send_timeout),
+            ] {
+                if !(secs > 0.0 && secs <= 86_400.0) {
+                    return Err(format!(
+                        "origin.{key} {secs}: seconds, above 0 and at most a day (86400)"
+                    ));
+                }
             }
             if o.list_size == 0 || o.fps == 0 || o.port == 0 {
                 return Err("origin.list_size, origin.fps and origin.port must be above 0".into());

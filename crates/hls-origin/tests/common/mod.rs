@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_hls-origin");
 
 /// Env vars of the settings contract, removed from every child so the caller's shell cannot leak in.
-pub const SETTING_ENVS: [&str; 12] = [
+pub const SETTING_ENVS: [&str; 16] = [
     "PORT",
     "BIND",
     "SEGMENT_DURATION",
@@ -22,6 +22,10 @@ pub const SETTING_ENVS: [&str; 12] = [
     "VARIANTS",
     "ACCESS_LOG",
     "LOG_LEVEL",
+    "HEADER_TIMEOUT",
+    "KEEPALIVE_TIMEOUT",
+    "SEND_TIMEOUT",
+    "MAX_CONNECTIONS",
 ];
 
 pub fn command() -> Command {
