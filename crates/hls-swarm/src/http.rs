@@ -397,15 +397,7 @@ impl Client {
             }
         };
         let head = parse_head(&self.head[..head_end]).map_err(Exchange::Failed)?;
-        let mut body = if head.status < 200 || head.status == 204 || head.status == 304 {
-            Framing::Length(0)
-        } else if head.chunked {
-            Framing::Chunked(Chunked::default())
-        } else if let Some(n) = head.content_length {
-            Framing::Length(n)
-        } else {
-            Framing::UntilClose
-        };
+        let mut body = Framing::for_head(&head);
         let ok = (200..300).contains(&head.status);
         let limit = sink.limit();
         if head.content_length.is_some_and(|n| n > limit) {
@@ -600,6 +592,75 @@ async fn read_some(
     }
 }
 
+/// A response decoded from bytes by [`decode_response`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    pub status: u16,
+    /// Body bytes delivered (at most the limit).
+    pub body_len: u64,
+    /// Whether the connection could carry another request.
+    pub keep_alive: bool,
+}
+
+/// Decode one whole response from `raw` with the same head parser, framing and size limit
+/// as [`Client::get`], fed in `step`-byte reads (as the socket delivers them). The end of
+/// `raw` is the server closing the connection. For the fuzz target `swarm_http` and tests.
+pub fn decode_response(raw: &[u8], step: usize, limit: u64) -> Result<Decoded, HttpError> {
+    let step = step.max(1);
+    let mut head_buf: Vec<u8> = Vec::new();
+    let mut rest = raw;
+    let mut searched = 0usize;
+    let head_end = loop {
+        let start = searched.saturating_sub(3);
+        if let Some(i) = find(&head_buf[start..], b"\r\n\r\n") {
+            break start + i + 4;
+        }
+        searched = head_buf.len();
+        if head_buf.len() > MAX_HEADER {
+            return Err(HttpError::Protocol("header too large"));
+        }
+        if rest.is_empty() {
+            return Err(HttpError::Protocol("connection closed inside the header"));
+        }
+        let n = step.min(HEADER_STEP).min(rest.len());
+        head_buf.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+    };
+    let head = parse_head(&head_buf[..head_end])?;
+    let mut body = Framing::for_head(&head);
+    if head.content_length.is_some_and(|n| n > limit) {
+        return Err(HttpError::TooLarge(limit));
+    }
+    let total = std::cell::Cell::new(0u64);
+    let mut deliver = |b: &[u8]| total.set(total.get() + b.len() as u64);
+    body.feed(&head_buf[head_end..], &mut deliver)?;
+    while !body.done() {
+        if total.get() > limit {
+            return Err(HttpError::TooLarge(limit));
+        }
+        if rest.is_empty() {
+            if matches!(body, Framing::UntilClose) {
+                break;
+            }
+            return Err(HttpError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed inside the body",
+            )));
+        }
+        let n = step.min(rest.len());
+        body.feed(&rest[..n], &mut deliver)?;
+        rest = &rest[n..];
+    }
+    if total.get() > limit {
+        return Err(HttpError::TooLarge(limit));
+    }
+    Ok(Decoded {
+        status: head.status,
+        body_len: total.get(),
+        keep_alive: !head.close && !matches!(body, Framing::UntilClose),
+    })
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -663,6 +724,19 @@ enum Framing {
 }
 
 impl Framing {
+    /// RFC 9112 §6.3: no body for 1xx, 204 and 304; chunked wins over Content-Length.
+    fn for_head(head: &Head) -> Framing {
+        if head.status < 200 || head.status == 204 || head.status == 304 {
+            Framing::Length(0)
+        } else if head.chunked {
+            Framing::Chunked(Chunked::default())
+        } else if let Some(n) = head.content_length {
+            Framing::Length(n)
+        } else {
+            Framing::UntilClose
+        }
+    }
+
     fn done(&self) -> bool {
         match self {
             Framing::Length(n) => *n == 0,

@@ -15,6 +15,13 @@ pub struct Segment {
     pub duration: f64,
 }
 
+impl Segment {
+    /// The play time this segment adds to a viewer's buffer (its #EXTINF).
+    pub fn play_time(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.duration.max(0.0))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Media {
     pub target_duration: f64,
@@ -24,6 +31,17 @@ pub struct Media {
 }
 
 impl Media {
+    /// When a player reloads this playlist (RFC 8216 §6.3.4): one target duration after the
+    /// last load began when it changed, half of it when it did not (at least 0.1 s).
+    pub fn reload_after(&self, changed: bool) -> std::time::Duration {
+        let target = std::time::Duration::from_secs_f64(self.target_duration.max(0.1));
+        if changed {
+            target
+        } else {
+            target / 2
+        }
+    }
+
     /// Media sequence number of the last segment (None when empty).
     pub fn last_msn(&self) -> Option<u64> {
         (self.media_sequence + self.segments.len() as u64)

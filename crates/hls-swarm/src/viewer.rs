@@ -237,9 +237,7 @@ async fn session(
         if media_pl.endlist && state.next_msn > media_pl.last_msn() {
             return Ok(End::EndList);
         }
-        let target = Duration::from_secs_f64(media_pl.target_duration.max(0.1));
-        let wait = if changed { target } else { target / 2 };
-        sleep_until(load_started + wait).await;
+        sleep_until(load_started + media_pl.reload_after(changed)).await;
     }
 }
 
@@ -305,7 +303,7 @@ async fn fetch_new_segments(
                 Ok(_) => {
                     let done = Instant::now();
                     m.segment_latency(done - started);
-                    let dur = Duration::from_secs_f64(seg.duration.max(0.0));
+                    let dur = seg.play_time();
                     state.buffered_until = Some(match state.buffered_until {
                         Some(b) if done > b => {
                             m.stalls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
