@@ -878,6 +878,33 @@ mod tests {
     }
 
     #[test]
+    fn bodies_over_the_limit_are_too_large() {
+        // Declared too large: refused from the head alone.
+        let r = decode_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n",
+            7,
+            1 << 20,
+        );
+        assert!(matches!(r, Err(HttpError::TooLarge(_))), "{r:?}");
+        // Read until close, or chunked, past the limit.
+        let mut raw = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        raw.extend(std::iter::repeat_n(b'#', 5000));
+        let r = decode_response(&raw, 100, 4096);
+        assert!(matches!(r, Err(HttpError::TooLarge(4096))), "{r:?}");
+        let mut raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..10 {
+            raw.extend_from_slice(b"400\r\n");
+            raw.extend(std::iter::repeat_n(b'G', 0x400));
+            raw.extend_from_slice(b"\r\n");
+        }
+        let r = decode_response(&raw, 333, 4096);
+        assert!(matches!(r, Err(HttpError::TooLarge(4096))), "{r:?}");
+        // At the limit is fine.
+        let r = decode_response(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", 1, 3).unwrap();
+        assert_eq!((r.status, r.body_len, r.keep_alive), (200, 3, true));
+    }
+
+    #[test]
     fn chunked_bodies_decode() {
         let mut f = Framing::Chunked(Chunked::default());
         let mut got = Vec::new();
