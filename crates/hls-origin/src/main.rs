@@ -104,6 +104,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     listener.set_nonblocking(true)?;
+    // std listens with a backlog of 128: a burst of connections (a flood of idle peers, or
+    // a thousand viewers arriving at once) would overflow it and make every client behind
+    // it wait a second for its SYN to be retransmitted. Listening again raises the backlog
+    // (Linux caps it at net.core.somaxconn), as nginx's `backlog` does.
+    // SAFETY: the descriptor is the listener's own, open for the call.
+    if unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), LISTEN_BACKLOG) } != 0 {
+        tracing::warn!(
+            "cannot raise the listen backlog: {}",
+            std::io::Error::last_os_error()
+        );
+    }
     // The address really bound (with --port 0 the kernel picks the port).
     let addr = listener.local_addr().unwrap_or(addr);
     let control = tokio::runtime::Builder::new_current_thread()
@@ -212,6 +223,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // Connections still open must not delay exit: leave them to the kernel.
     std::process::exit(0);
 }
+
+/// Pending connections the kernel may queue before the accept loop takes them.
+const LISTEN_BACKLOG: libc::c_int = 4096;
 
 /// Raise the soft open-file limit to the hard one (every connection is a descriptor); returns
 /// the soft limit in force afterwards.
