@@ -128,7 +128,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, worker: usize, live: Li
                         }
                         Ok(None) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                            app.metrics.closed_by(CloseReason::SendTimeout);
+                            app.metrics.closed_by(CloseReason::Send);
                             tracing::trace!(%peer, "connection closed: {e}");
                         }
                         Err(e) => tracing::trace!(%peer, "connection ended: {e}"),
@@ -288,8 +288,8 @@ async fn connection(
         // A request header has --header-timeout to arrive whole; an idle keep-alive
         // connection --keepalive-timeout until the next request begins.
         let (deadline, reason) = match request_began {
-            Some(t) => (t + limits.header, CloseReason::HeaderTimeout),
-            None => (idle_since + limits.keepalive, CloseReason::KeepaliveTimeout),
+            Some(t) => (t + limits.header, CloseReason::Header),
+            None => (idle_since + limits.keepalive, CloseReason::Keepalive),
         };
         let read = sock.read(&mut buf[filled..]);
         let n = match tokio::time::timeout_at(deadline.into(), read).await {

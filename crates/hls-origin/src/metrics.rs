@@ -62,24 +62,24 @@ struct Shard {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum CloseReason {
     /// No complete request header within --header-timeout (including nothing sent at all).
-    HeaderTimeout,
+    Header,
     /// Idle between requests for --keepalive-timeout.
-    KeepaliveTimeout,
+    Keepalive,
     /// A response made no progress for --send-timeout (the client stopped reading).
-    SendTimeout,
+    Send,
 }
 
 impl CloseReason {
     pub const ALL: [CloseReason; 3] = [
-        CloseReason::HeaderTimeout,
-        CloseReason::KeepaliveTimeout,
-        CloseReason::SendTimeout,
+        CloseReason::Header,
+        CloseReason::Keepalive,
+        CloseReason::Send,
     ];
     pub fn name(self) -> &'static str {
         match self {
-            CloseReason::HeaderTimeout => "header_timeout",
-            CloseReason::KeepaliveTimeout => "keepalive_timeout",
-            CloseReason::SendTimeout => "send_timeout",
+            CloseReason::Header => "header_timeout",
+            CloseReason::Keepalive => "keepalive_timeout",
+            CloseReason::Send => "send_timeout",
         }
     }
 }
