@@ -262,6 +262,11 @@ pub struct SwarmSettings {
     pub reconnect_delay_max: u32,
     pub segment_retries: u32,
     pub timeout: u32,
+    /// Seconds (docs/hardening.md).
+    pub connect_timeout: u32,
+    pub first_byte_timeout: u32,
+    /// Bytes per second a response must keep up; 0 = off.
+    pub min_rate: u64,
 }
 
 impl Default for SwarmSettings {
@@ -278,6 +283,9 @@ impl Default for SwarmSettings {
             reconnect_delay_max: 5,
             segment_retries: 3,
             timeout: 15,
+            connect_timeout: 5,
+            first_byte_timeout: 10,
+            min_rate: 1000,
         }
     }
 }
@@ -390,6 +398,9 @@ impl Profile {
                 put("RECONNECT_DELAY_MAX", s.reconnect_delay_max.to_string());
                 put("SEGMENT_RETRIES", s.segment_retries.to_string());
                 put("TIMEOUT", s.timeout.to_string());
+                put("CONNECT_TIMEOUT", s.connect_timeout.to_string());
+                put("FIRST_BYTE_TIMEOUT", s.first_byte_timeout.to_string());
+                put("MIN_RATE", s.min_rate.to_string());
             }
         }
         env
@@ -977,6 +988,12 @@ fn validate(p: &Profile) -> Result<(), String> {
         Settings::Swarm(s) => {
             if s.clients == 0 || s.ramp_rate <= 0.0 {
                 return Err("swarm.clients and swarm.ramp_rate must be above 0".into());
+            }
+            if s.timeout == 0 || s.connect_timeout == 0 || s.first_byte_timeout == 0 {
+                return Err(
+                    "swarm.timeout, swarm.connect_timeout and swarm.first_byte_timeout must be above 0 seconds"
+                        .into(),
+                );
             }
             if !["all", "first", "highest", "lowest", "random"].contains(&s.variant.as_str()) {
                 return Err(format!(
