@@ -131,9 +131,17 @@ impl fmt::Display for Url {
     }
 }
 
+/// `s` without an ASCII `prefix`, compared case-insensitively. Compared as bytes: slicing the
+/// str at `prefix.len()` panicked when that fell inside a multi-byte character of a playlist
+/// URI (fuzz/regressions/swarm_m3u8-uri-prefix-char-boundary).
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
-        Some(&s[prefix.len()..])
+    let n = prefix.len();
+    if s.as_bytes()
+        .get(..n)
+        .is_some_and(|b| b.eq_ignore_ascii_case(prefix.as_bytes()))
+    {
+        // The first n bytes equal an ASCII prefix, so n is a char boundary.
+        Some(&s[n..])
     } else {
         None
     }
@@ -875,6 +883,11 @@ mod tests {
         assert_eq!(v.join("http://o:81/x").unwrap().port, 81);
         assert_eq!(Url::parse("http://h").unwrap().path, "/");
         assert!(Url::parse("https://h/").is_err());
+        // A multi-byte character across the length of "http://" is a relative reference.
+        assert_eq!(
+            v.join("seg0\u{fffd}1.ts").unwrap().path,
+            "/a/b/seg0\u{fffd}1.ts"
+        );
     }
 
     #[test]
