@@ -240,7 +240,16 @@ async fn wait_closed(s: &mut TcpStream, t0: Instant) -> Closed {
     }
 }
 
-fn check_closed_in_time(what: &str, closed: &[Closed], timeout: f64, log: &dyn Fn() -> String) {
+/// `lag`: the longest the test's own runtime was late waking a task meanwhile (measured by a
+/// probe task). A close is observed at best that late, so it widens the upper bound: what
+/// remains is the origin's own lateness, held to the issue's +1 s.
+fn check_closed_in_time(
+    what: &str,
+    closed: &[Closed],
+    timeout: f64,
+    lag: f64,
+    log: &dyn Fn() -> String,
+) {
     let (min, max) = closed.iter().fold((f64::MAX, 0f64), |(lo, hi), c| {
         (
             lo.min(c.min_after.as_secs_f64()),
@@ -248,7 +257,7 @@ fn check_closed_in_time(what: &str, closed: &[Closed], timeout: f64, log: &dyn F
         )
     });
     eprintln!(
-        "{what}: {} connections closed after {min:.3}..{max:.3} s (timeout {timeout} s)",
+        "{what}: {} connections closed after {min:.3}..{max:.3} s (timeout {timeout} s; client lag up to {lag:.3} s)",
         closed.len()
     );
     // Not early either (timer granularity aside).
@@ -258,8 +267,8 @@ fn check_closed_in_time(what: &str, closed: &[Closed], timeout: f64, log: &dyn F
         log()
     );
     assert!(
-        max <= timeout + SLACK,
-        "{what}: one was closed only after {max:.3} s (timeout {timeout} s + {SLACK} s)\n{}",
+        max <= timeout + SLACK + lag,
+        "{what}: one was closed only after {max:.3} s (timeout {timeout} s + {SLACK} s + client lag {lag:.3} s)\n{}",
         log()
     );
 }
@@ -339,8 +348,22 @@ fn hostile_while_viewers_play(half_open: usize, idle: usize, viewers: u32) {
         .build()
         .unwrap();
     let port = o.port;
-    let send_start = Instant::now();
-    let (half, silent, ka, _stalled_socks, held) = rt.block_on(async move {
+    let (half, silent, ka, (_stalled_socks, send_start), held, lag) = rt.block_on(async move {
+        // How late this runtime wakes a task (thousands of tasks, the origin, the viewers and
+        // whatever else shares the machine): every observed close is that late at worst.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let probe = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut worst = Duration::ZERO;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let t = Instant::now();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    worst = worst.max(t.elapsed().saturating_sub(Duration::from_millis(11)));
+                }
+                worst
+            })
+        };
         // Opened 100 every 20 ms (4000 in under a second, all held at once since each
         // lives seconds): one burst of thousands would mostly measure how the client's own
         // tasks get scheduled on a loaded machine.
@@ -370,11 +393,19 @@ fn hostile_while_viewers_play(half_open: usize, idle: usize, viewers: u32) {
         let ka: Vec<_> = (0..keepalive)
             .map(|_| tokio::spawn(keep_alive_then_idle(port)))
             .collect();
+        let send_start = Instant::now();
         let mut socks = Vec::new();
         for _ in 0..stalled {
             socks.push(stop_reading(port, seg.clone()).await);
         }
-        let mut out = (Vec::new(), Vec::new(), Vec::new(), socks, held);
+        let mut out = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            (socks, send_start),
+            held,
+            0.0,
+        );
         for h in half {
             out.0.push(h.await.unwrap());
         }
@@ -384,6 +415,8 @@ fn hostile_while_viewers_play(half_open: usize, idle: usize, viewers: u32) {
         for h in ka {
             out.2.push(h.await.unwrap());
         }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        out.5 = probe.await.unwrap().as_secs_f64();
         out
     });
     let held = held.unwrap_or_else(|e| panic!("GET /metrics while flooded: {e}\n{}", log()));
@@ -397,9 +430,9 @@ fn hostile_while_viewers_play(half_open: usize, idle: usize, viewers: u32) {
         open_then >= (half_open + idle) as u64,
         "the hostile connections were not all held at once: {open_then} open"
     );
-    check_closed_in_time("half a header", &half, HEADER_TIMEOUT, &log);
-    check_closed_in_time("nothing sent", &silent, HEADER_TIMEOUT, &log);
-    check_closed_in_time("idle keep-alive", &ka, KEEPALIVE_TIMEOUT, &log);
+    check_closed_in_time("half a header", &half, HEADER_TIMEOUT, lag, &log);
+    check_closed_in_time("nothing sent", &silent, HEADER_TIMEOUT, lag, &log);
+    check_closed_in_time("idle keep-alive", &ka, KEEPALIVE_TIMEOUT, lag, &log);
     // The stalled readers cannot see the close without reading: /metrics counts them.
     let deadline = send_start + Duration::from_secs_f64(SEND_TIMEOUT + SLACK + 0.5);
     while o.metric("hls_origin_connections_closed_total{reason=\"send_timeout\"}") < stalled as u64
