@@ -307,3 +307,36 @@ async fn access_log_writer(mut rx: mpsc::Receiver<String>) {
         buf.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> config::Settings {
+        // Explicit window and ladder, so the environment cannot change the reserve.
+        let mut argv: Vec<String> = [
+            "hls-origin",
+            "--list-size=10",
+            "--delete-threshold=5",
+            "--variants=360p:640x360:500k/550k/1000k:64k",
+        ]
+        .map(String::from)
+        .to_vec();
+        argv.extend(args.iter().map(|a| a.to_string()));
+        config::parse_from(&argv).unwrap().0.settings
+    }
+
+    #[test]
+    fn the_connection_limit_follows_the_fd_limit_and_never_exceeds_it() {
+        // One variant, 10 + 5 + 2 cached segments → reserve 64 + 2 × 17 = 98.
+        let s = settings(&["--max-connections", "0"]);
+        assert_eq!(fd_reserve(&s), 98);
+        assert_eq!(connection_limit(&s, 20_000), 20_000 - 98);
+        // An explicit limit the descriptors can hold is kept; one they cannot is lowered.
+        let s = settings(&["--max-connections", "500"]);
+        assert_eq!(connection_limit(&s, 20_000), 500);
+        assert_eq!(connection_limit(&s, 400), 400 - 98);
+        // Even a tiny fd limit leaves room for one connection rather than none.
+        assert_eq!(connection_limit(&s, 10), 1);
+    }
+}
