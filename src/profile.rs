@@ -180,6 +180,14 @@ pub struct OriginSettings {
     /// Directory of the user's own MPEG-TS segments to loop (`SOURCE_DIR`); empty: the test
     /// pattern.
     pub source: String,
+    /// Seconds a connection has to send a complete request header (docs/hardening.md).
+    pub header_timeout: f64,
+    /// Seconds a keep-alive connection may idle between requests.
+    pub keepalive_timeout: f64,
+    /// Seconds a response may make no progress before the connection is closed.
+    pub send_timeout: f64,
+    /// Most open client connections; 0 = from the open-file limit.
+    pub max_connections: u64,
 }
 
 impl Default for OriginSettings {
@@ -205,6 +213,10 @@ impl Default for OriginSettings {
                 audio: "128k".into(),
             }],
             source: String::new(),
+            header_timeout: 10.0,
+            keepalive_timeout: 75.0,
+            send_timeout: 60.0,
+            max_connections: 0,
         }
     }
 }
@@ -254,6 +266,11 @@ pub struct SwarmSettings {
     pub reconnect_delay_max: u32,
     pub segment_retries: u32,
     pub timeout: u32,
+    /// Seconds (docs/hardening.md).
+    pub connect_timeout: u32,
+    pub first_byte_timeout: u32,
+    /// Bytes per second a response must keep up; 0 = off.
+    pub min_rate: u64,
 }
 
 impl Default for SwarmSettings {
@@ -270,6 +287,9 @@ impl Default for SwarmSettings {
             reconnect_delay_max: 5,
             segment_retries: 3,
             timeout: 15,
+            connect_timeout: 5,
+            first_byte_timeout: 10,
+            min_rate: 1000,
         }
     }
 }
@@ -364,6 +384,10 @@ impl Profile {
                 put("ACCESS_LOG", o.access_log.as_str().into());
                 put("LOG_LEVEL", o.log_level.clone());
                 put("SOURCE_DIR", o.source.clone());
+                put("HEADER_TIMEOUT", fmt_num(o.header_timeout));
+                put("KEEPALIVE_TIMEOUT", fmt_num(o.keepalive_timeout));
+                put("SEND_TIMEOUT", fmt_num(o.send_timeout));
+                put("MAX_CONNECTIONS", o.max_connections.to_string());
             }
             Settings::Swarm(s) => {
                 if !s.stream_url.is_empty() {
@@ -379,6 +403,9 @@ impl Profile {
                 put("RECONNECT_DELAY_MAX", s.reconnect_delay_max.to_string());
                 put("SEGMENT_RETRIES", s.segment_retries.to_string());
                 put("TIMEOUT", s.timeout.to_string());
+                put("CONNECT_TIMEOUT", s.connect_timeout.to_string());
+                put("FIRST_BYTE_TIMEOUT", s.first_byte_timeout.to_string());
+                put("MIN_RATE", s.min_rate.to_string());
             }
         }
         env
@@ -913,6 +940,17 @@ fn validate(p: &Profile) -> Result<(), String> {
                     o.segment_duration
                 ));
             }
+            for (key, secs) in [
+                ("header_timeout", o.header_timeout),
+                ("keepalive_timeout", o.keepalive_timeout),
+                ("send_timeout", o.send_timeout),
+            ] {
+                if !(secs > 0.0 && secs <= 86_400.0) {
+                    return Err(format!(
+                        "origin.{key} {secs}: seconds, above 0 and at most a day (86400)"
+                    ));
+                }
+            }
             if o.list_size == 0 || o.fps == 0 || o.port == 0 {
                 return Err("origin.list_size, origin.fps and origin.port must be above 0".into());
             }
@@ -955,6 +993,12 @@ fn validate(p: &Profile) -> Result<(), String> {
         Settings::Swarm(s) => {
             if s.clients == 0 || s.ramp_rate <= 0.0 {
                 return Err("swarm.clients and swarm.ramp_rate must be above 0".into());
+            }
+            if s.timeout == 0 || s.connect_timeout == 0 || s.first_byte_timeout == 0 {
+                return Err(
+                    "swarm.timeout, swarm.connect_timeout and swarm.first_byte_timeout must be above 0 seconds"
+                        .into(),
+                );
             }
             if !["all", "first", "highest", "lowest", "random"].contains(&s.variant.as_str()) {
                 return Err(format!(

@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::Interest;
@@ -75,18 +76,26 @@ fn memfd(data: &[u8]) -> io::Result<File> {
 }
 
 /// Write `head` then `len` bytes of `file` from `off` to the socket: the head goes out with
-/// MSG_MORE so it shares a TCP segment with the start of the file data.
+/// MSG_MORE so it shares a TCP segment with the start of the file data. Fails with `TimedOut`
+/// when the socket stays unwritable for `send_timeout`.
 pub async fn send_file(
     sock: &TcpStream,
     head: &[u8],
     file: &File,
     mut off: u64,
     mut len: usize,
+    send_timeout: Duration,
 ) -> io::Result<()> {
+    // A client that stops reading leaves the socket unwritable: give up after send_timeout.
+    let writable = || async {
+        tokio::time::timeout(send_timeout, sock.writable())
+            .await
+            .map_err(|_| crate::http::send_timed_out(send_timeout))?
+    };
     let sfd = sock.as_raw_fd();
     let mut h = head;
     while !h.is_empty() {
-        sock.writable().await?;
+        writable().await?;
         match sock.try_io(Interest::WRITABLE, || {
             // SAFETY: h is a valid buffer for h.len() bytes; sfd is the socket's open descriptor.
             let n = unsafe {
@@ -110,7 +119,7 @@ pub async fn send_file(
     }
     let ffd = file.as_raw_fd();
     while len > 0 {
-        sock.writable().await?;
+        writable().await?;
         match sock.try_io(Interest::WRITABLE, || {
             let mut o = off as libc::off_t;
             // SAFETY: both descriptors are open for the duration of the call; o is a valid pointer.

@@ -30,6 +30,13 @@ bind address from its command line and environment with this same parser. Explic
 before the subcommand win (`hls-origin --port 18080 healthcheck`); without a server process
 found it uses its own flags/env/defaults. It writes nothing, so it works with --read-only.
 
+Hostile peers (docs/hardening.md): a connection is closed when its request header is not
+complete --header-timeout seconds after the accept (or after the first byte of a later
+request), when it idles --keepalive-timeout seconds between requests, or when a response makes
+no progress for --send-timeout seconds. Beyond --max-connections open connections a new one
+gets 503 and is closed. /metrics counts each (hls_origin_connections_closed_total{reason},
+hls_origin_connections_refused_total).
+
 Segments: 404 once older than list-size + delete-threshold, or not yet produced.
 Cache-Control: segments max-age=60 immutable; media playlists max-age = half a segment (whole
 seconds, at least 1), stale-while-revalidate = a segment rounded up; master max-age=5.
@@ -120,7 +127,24 @@ pub struct Settings {
     /// stream instead of the test pattern; empty: the test pattern.
     #[arg(long, env = "SOURCE_DIR", default_value = "")]
     pub source: String,
+    /// Seconds a connection has to send a complete request header, counted from the accept
+    /// (or from the first byte of a later request); one that sends nothing is closed too.
+    #[arg(long, env = "HEADER_TIMEOUT", default_value_t = 10.0, value_parser = positive_f64)]
+    pub header_timeout: f64,
+    /// Seconds a keep-alive connection may stay idle between requests.
+    #[arg(long, env = "KEEPALIVE_TIMEOUT", default_value_t = 75.0, value_parser = positive_f64)]
+    pub keepalive_timeout: f64,
+    /// Seconds without progress writing a response (a client that stops reading) before closing.
+    #[arg(long, env = "SEND_TIMEOUT", default_value_t = 60.0, value_parser = positive_f64)]
+    pub send_timeout: f64,
+    /// Most open client connections; further ones get a 503 and are closed. 0 = from the
+    /// open-file limit (raised to its hard limit at start) minus a reserve.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: u64,
 }
+
+/// Longest accepted connection timeout (a day): longer is a typo, not a policy.
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
 
 fn positive_f64(s: &str) -> Result<f64, String> {
     let v: f64 = s
@@ -365,6 +389,22 @@ impl Settings {
             .map(|p| p.get_name().to_string());
         put("log-level", "log_level", json!(ll));
         put("source", "source", json!(self.source));
+        put(
+            "header-timeout",
+            "header_timeout",
+            json!(self.header_timeout),
+        );
+        put(
+            "keepalive-timeout",
+            "keepalive_timeout",
+            json!(self.keepalive_timeout),
+        );
+        put("send-timeout", "send_timeout", json!(self.send_timeout));
+        put(
+            "max-connections",
+            "max_connections",
+            json!(self.max_connections),
+        );
         Value::Object(m)
     }
 
@@ -383,6 +423,17 @@ impl Settings {
         for name in [&self.playlist_name, &self.master_name] {
             if self.segment_pattern.parse(name).is_some() {
                 return Err(format!("{name:?} collides with --segment-pattern"));
+            }
+        }
+        for (flag, secs) in [
+            ("--header-timeout", self.header_timeout),
+            ("--keepalive-timeout", self.keepalive_timeout),
+            ("--send-timeout", self.send_timeout),
+        ] {
+            if secs > MAX_TIMEOUT_SECS {
+                return Err(format!(
+                    "{flag} {secs} is more than a day ({MAX_TIMEOUT_SECS} s); give seconds, e.g. 60"
+                ));
             }
         }
         if self.segment_duration * self.fps < 1.0 {

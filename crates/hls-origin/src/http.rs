@@ -7,7 +7,7 @@ use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::body::{send_file, Body};
 use crate::config::AccessLog;
-use crate::metrics::{Kind, Metrics};
+use crate::metrics::{CloseReason, Kind, Metrics};
 use crate::stream::{Resource, Stream};
 
 pub struct App {
@@ -25,7 +25,25 @@ pub struct App {
     pub access_log: Option<mpsc::Sender<String>>,
     /// Built once per process (the App lives until exit), so responses can borrow it.
     playlist_cache_control: &'static str,
+    pub limits: Limits,
 }
+
+/// What a connection may cost the server (see `docs/hardening.md`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// A request header must be complete this long after the accept, or after the first byte
+    /// of a later request.
+    pub header: Duration,
+    /// Idle time allowed between requests on a keep-alive connection.
+    pub keepalive: Duration,
+    /// Time a response may make no progress (the client stopped reading).
+    pub send: Duration,
+    /// Open client connections beyond which new ones are refused.
+    pub max_connections: u64,
+}
+
+/// The whole answer to a connection refused at the connection limit.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nServer: hls-origin\r\nContent-Length: 0\r\nRetry-After: 1\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n";
 
 const CORS: &str = "Access-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: Content-Length, Content-Range, Accept-Ranges, Date\r\n";
 const CC_SEGMENT: &str = "public, max-age=60, immutable, no-transform";
@@ -36,11 +54,13 @@ const MIME_TS: &str = "video/mp2t";
 const MIME_TEXT: &str = "text/plain; charset=utf-8";
 const MIME_PROM: &str = "text/plain; version=0.0.4; charset=utf-8";
 const MAX_HEAD: usize = 16 * 1024;
-/// Keep-alive idle limit (nginx's default is 75 s).
-const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(75);
 
 impl App {
-    pub fn new(stream: Stream, access_log: Option<mpsc::Sender<String>>) -> Self {
+    pub fn new(
+        stream: Stream,
+        access_log: Option<mpsc::Sender<String>>,
+        max_connections: u64,
+    ) -> Self {
         let d = stream.settings.segment_duration;
         // delta-seconds are integers: half a segment rounded down (at least 1), a segment rounded up.
         let max_age = ((d / 2.0).floor() as u64).max(1);
@@ -49,11 +69,20 @@ impl App {
             format!("public, max-age={max_age}, stale-while-revalidate={swr}, no-transform")
                 .into_boxed_str(),
         );
+        let limits = Limits {
+            header: Duration::from_secs_f64(stream.settings.header_timeout),
+            keepalive: Duration::from_secs_f64(stream.settings.keepalive_timeout),
+            send: Duration::from_secs_f64(stream.settings.send_timeout),
+            max_connections,
+        };
+        let metrics = Metrics::default();
+        metrics.max_connections.store(max_connections, Relaxed);
         App {
             stream,
-            metrics: Metrics::default(),
+            metrics,
             access_log,
             playlist_cache_control,
+            limits,
         }
     }
 }
@@ -65,6 +94,10 @@ pub type Live = Arc<[AtomicUsize]>;
 /// already holds more than one connection above the least-loaded worker leaves new connections
 /// to the others, so long-lived keep-alive connections end up spread evenly over the cores
 /// (there is no work stealing between the single-threaded workers).
+///
+/// Beyond `--max-connections` open connections a new one is answered 503 without waiting
+/// (one non-blocking write) and closed at once, so a flood of idle peers costs no descriptor
+/// for longer than the accept.
 pub async fn serve(listener: TcpListener, app: Arc<App>, worker: usize, live: Live) {
     loop {
         let mine = live[worker].load(Relaxed);
@@ -76,19 +109,37 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, worker: usize, live: Li
         match listener.accept().await {
             Ok((sock, peer)) => {
                 app.metrics.connections.fetch_add(1, Relaxed);
+                if app.metrics.open.fetch_add(1, Relaxed) >= app.limits.max_connections {
+                    app.metrics.open.fetch_sub(1, Relaxed);
+                    app.metrics.refused.fetch_add(1, Relaxed);
+                    let _ = sock.try_write(REFUSED);
+                    tracing::debug!(%peer, "refused: --max-connections reached");
+                    continue;
+                }
                 let _ = sock.set_nodelay(true);
                 let app = app.clone();
                 let live = live.clone();
                 live[worker].fetch_add(1, Relaxed);
                 tokio::spawn(async move {
-                    if let Err(e) = connection(sock, peer, &app).await {
-                        tracing::trace!(%peer, "connection ended: {e}");
+                    match connection(sock, peer, &app).await {
+                        Ok(Some(reason)) => {
+                            app.metrics.closed_by(reason);
+                            tracing::trace!(%peer, reason = reason.name(), "connection closed");
+                        }
+                        Ok(None) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                            app.metrics.closed_by(CloseReason::Send);
+                            tracing::trace!(%peer, "connection closed: {e}");
+                        }
+                        Err(e) => tracing::trace!(%peer, "connection ended: {e}"),
                     }
+                    app.metrics.open.fetch_sub(1, Relaxed);
                     live[worker].fetch_sub(1, Relaxed);
                 });
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
+                app.metrics.accept_errors.fetch_add(1, Relaxed);
                 tracing::warn!("accept failed: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
@@ -143,10 +194,21 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-async fn connection(mut sock: TcpStream, peer: SocketAddr, app: &App) -> std::io::Result<()> {
+/// Serve one connection until the peer closes it, it asks to close, or a limit closes it
+/// (`Ok(Some(reason))`; a send timeout is an `Err` of kind `TimedOut`).
+async fn connection(
+    mut sock: TcpStream,
+    peer: SocketAddr,
+    app: &App,
+) -> std::io::Result<Option<CloseReason>> {
     let mut buf = vec![0u8; 4096];
     let mut filled = 0;
     let mut head = Vec::with_capacity(512);
+    let limits = app.limits;
+    // When the request being read began: the accept for the first one, the first byte for
+    // later ones; None while idle between requests (then `idle_since` counts).
+    let mut request_began = Some(Instant::now());
+    let mut idle_since = Instant::now();
     loop {
         // Serve every complete request already buffered (pipelining), then read more.
         loop {
@@ -187,7 +249,7 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, app: &App) -> std::io
                     )
                 }
             };
-            let sent = write_response(&mut sock, &mut head, &resp, close).await;
+            let sent = write_response(&mut sock, &mut head, &resp, close, limits.send).await;
             let bytes = if resp.head_only {
                 0
             } else {
@@ -207,25 +269,38 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, app: &App) -> std::io
             }
             sent?;
             if close {
-                let _ = sock.shutdown().await;
-                return Ok(());
+                let _ = tokio::time::timeout(limits.send, sock.shutdown()).await;
+                return Ok(None);
             }
             buf.copy_within(consumed..filled, 0);
             filled -= consumed;
+            // The next request starts now: its bytes are already here, or it is awaited.
             if filled == 0 {
+                request_began = None;
+                idle_since = Instant::now();
                 break;
             }
+            request_began = Some(Instant::now());
         }
         if filled == buf.len() {
             buf.resize((buf.len() * 2).min(MAX_HEAD + 4096), 0);
         }
-        // Idle keep-alive connections (and slow request heads) are closed after a while.
-        let n = match tokio::time::timeout(IDLE_TIMEOUT, sock.read(&mut buf[filled..])).await {
+        // A request header has --header-timeout to arrive whole; an idle keep-alive
+        // connection --keepalive-timeout until the next request begins.
+        let (deadline, reason) = match request_began {
+            Some(t) => (t + limits.header, CloseReason::Header),
+            None => (idle_since + limits.keepalive, CloseReason::Keepalive),
+        };
+        let read = sock.read(&mut buf[filled..]);
+        let n = match tokio::time::timeout_at(deadline.into(), read).await {
             Ok(n) => n?,
-            Err(_) => return Ok(()),
+            Err(_) => return Ok(Some(reason)),
         };
         if n == 0 {
-            return Ok(());
+            return Ok(None);
+        }
+        if request_began.is_none() {
+            request_began = Some(Instant::now());
         }
         filled += n;
     }
@@ -462,6 +537,7 @@ async fn write_response(
     head: &mut Vec<u8>,
     r: &Response,
     close: bool,
+    send_timeout: Duration,
 ) -> std::io::Result<()> {
     use std::io::Write;
     head.clear();
@@ -493,26 +569,47 @@ async fn write_response(
         (_, true) => &[],
         (Body::Mem(b), false) => b,
         (Body::File { file, off, len }, false) => {
-            return send_file(sock, head, file, *off, *len).await
+            return send_file(sock, head, file, *off, *len, send_timeout).await
         }
     };
     if body.len() <= 8192 {
         head.extend_from_slice(body);
-        return sock.write_all(head).await;
+        let (mut h, mut b) = (&head[..], &[][..]);
+        return write_progressing(sock, &mut h, &mut b, send_timeout).await;
     }
     let (mut h, mut b) = (&head[..], body);
+    write_progressing(sock, &mut h, &mut b, send_timeout).await
+}
+
+/// Write `h` then `b` with `writev`, giving up with `TimedOut` when one write makes no
+/// progress for `send_timeout` (nginx's `send_timeout`: between two successive writes).
+async fn write_progressing(
+    sock: &mut TcpStream,
+    h: &mut &[u8],
+    b: &mut &[u8],
+    send_timeout: Duration,
+) -> std::io::Result<()> {
     while !h.is_empty() || !b.is_empty() {
-        let n = sock
-            .write_vectored(&[IoSlice::new(h), IoSlice::new(b)])
-            .await?;
+        let slices = [IoSlice::new(h), IoSlice::new(b)];
+        let n = tokio::time::timeout(send_timeout, sock.write_vectored(&slices))
+            .await
+            .map_err(|_| send_timed_out(send_timeout))??;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
         let from_h = n.min(h.len());
-        h = &h[from_h..];
-        b = &b[n - from_h..];
+        *h = &h[from_h..];
+        *b = &b[n - from_h..];
     }
     Ok(())
+}
+
+/// The error a send timeout ends a connection with.
+pub fn send_timed_out(after: Duration) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no send progress for {after:?} (--send-timeout)"),
+    )
 }
 
 #[cfg(test)]

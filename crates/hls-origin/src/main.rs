@@ -116,6 +116,8 @@ fn run(cli: Cli, source: Option<source::SourceLoop>) -> anyhow::Result<()> {
         .map(|n| n.get())
         .unwrap_or(2);
     let s = cli.settings;
+    let fd_limit = raise_fd_limit();
+    let max_connections = connection_limit(&s, fd_limit);
     let addr = SocketAddr::new(s.bind, s.port);
     let listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
@@ -123,6 +125,17 @@ fn run(cli: Cli, source: Option<source::SourceLoop>) -> anyhow::Result<()> {
     // "hls-origin listening" line below tells it (tests start the origin that way).
     let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
+    // std listens with a backlog of 128: a burst of connections (a flood of idle peers, or
+    // a thousand viewers arriving at once) would overflow it and make every client behind
+    // it wait a second for its SYN to be retransmitted. Listening again raises the backlog
+    // (Linux caps it at net.core.somaxconn), as nginx's `backlog` does.
+    // SAFETY: the descriptor is the listener's own, open for the call.
+    if unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), LISTEN_BACKLOG) } != 0 {
+        tracing::warn!(
+            "cannot raise the listen backlog: {}",
+            std::io::Error::last_os_error()
+        );
+    }
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -134,7 +147,7 @@ fn run(cli: Cli, source: Option<source::SourceLoop>) -> anyhow::Result<()> {
         (None, None)
     };
     let stream = stream::Stream::new(s.clone(), source);
-    let app = Arc::new(http::App::new(stream, log_tx));
+    let app = Arc::new(http::App::new(stream, log_tx, max_connections));
     for v in &app.stream.variants {
         tracing::info!(
             variant = %v.info.name,
@@ -188,7 +201,7 @@ fn run(cli: Cli, source: Option<source::SourceLoop>) -> anyhow::Result<()> {
     drop(closed_tx);
     // The workers hold the only descriptors of the socket from here on.
     drop(listener);
-    tracing::info!(%addr, threads, master = %format!("/{}", s.master_name), segment_duration = s.segment_duration, list_size = s.list_size, "hls-origin listening");
+    tracing::info!(%addr, threads, master = %format!("/{}", s.master_name), segment_duration = s.segment_duration, list_size = s.list_size, max_connections, fd_limit, header_timeout = s.header_timeout, keepalive_timeout = s.keepalive_timeout, send_timeout = s.send_timeout, "hls-origin listening");
 
     control.block_on(async move {
         let ticker = {
@@ -230,6 +243,66 @@ fn run(cli: Cli, source: Option<source::SourceLoop>) -> anyhow::Result<()> {
     std::process::exit(0);
 }
 
+/// Pending connections the kernel may queue before the accept loop takes them.
+const LISTEN_BACKLOG: libc::c_int = 4096;
+
+/// Raise the soft open-file limit to the hard one (every connection is a descriptor); returns
+/// the soft limit in force afterwards.
+fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a valid rlimit to fill / read.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            tracing::debug!(
+                from = lim.rlim_cur,
+                to = lim.rlim_max,
+                "raised the open-file limit"
+            );
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Descriptors kept back from client connections: stdio, the listener and its per-worker
+/// copies, epoll and wakeup descriptors, and the cached segment bodies (one memfd each).
+fn fd_reserve(s: &config::Settings) -> u64 {
+    let variants = s.variants.list.len() as u64;
+    let cached_segments = (s.list_size + s.delete_threshold + 2) * variants;
+    64 + 2 * cached_segments
+}
+
+/// The connection limit: --max-connections, or (0) the open-file limit minus the reserve.
+/// An explicit limit the descriptors cannot hold is lowered to what they can, with a warning.
+fn connection_limit(s: &config::Settings, fd_limit: u64) -> u64 {
+    let reserve = fd_reserve(s);
+    let room = fd_limit.saturating_sub(reserve).max(1);
+    match s.max_connections {
+        0 => room,
+        n if n > room => {
+            tracing::warn!(
+                max_connections = n,
+                fd_limit,
+                using = room,
+                "--max-connections is above what the open-file limit holds; raise `ulimit -n` (hard) or lower MAX_CONNECTIONS"
+            );
+            room
+        }
+        n => n,
+    }
+}
+
 /// Writes access-log lines to stdout, batching while lines are queued.
 async fn access_log_writer(mut rx: mpsc::Receiver<String>) {
     let mut out = tokio::io::stdout();
@@ -251,5 +324,38 @@ async fn access_log_writer(mut rx: mpsc::Receiver<String>) {
         }
         let _ = out.flush().await;
         buf.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> config::Settings {
+        // Explicit window and ladder, so the environment cannot change the reserve.
+        let mut argv: Vec<String> = [
+            "hls-origin",
+            "--list-size=10",
+            "--delete-threshold=5",
+            "--variants=360p:640x360:500k/550k/1000k:64k",
+        ]
+        .map(String::from)
+        .to_vec();
+        argv.extend(args.iter().map(|a| a.to_string()));
+        config::parse_from(&argv).unwrap().0.settings
+    }
+
+    #[test]
+    fn the_connection_limit_follows_the_fd_limit_and_never_exceeds_it() {
+        // One variant, 10 + 5 + 2 cached segments → reserve 64 + 2 × 17 = 98.
+        let s = settings(&["--max-connections", "0"]);
+        assert_eq!(fd_reserve(&s), 98);
+        assert_eq!(connection_limit(&s, 20_000), 20_000 - 98);
+        // An explicit limit the descriptors can hold is kept; one they cannot is lowered.
+        let s = settings(&["--max-connections", "500"]);
+        assert_eq!(connection_limit(&s, 20_000), 500);
+        assert_eq!(connection_limit(&s, 400), 400 - 98);
+        // Even a tiny fd limit leaves room for one connection rather than none.
+        assert_eq!(connection_limit(&s, 10), 1);
     }
 }

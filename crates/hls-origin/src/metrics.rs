@@ -58,10 +58,46 @@ struct Shard {
     latency_count: AtomicU64,
 }
 
+/// Why the server closed a connection on its own (see `docs/hardening.md`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CloseReason {
+    /// No complete request header within --header-timeout (including nothing sent at all).
+    Header,
+    /// Idle between requests for --keepalive-timeout.
+    Keepalive,
+    /// A response made no progress for --send-timeout (the client stopped reading).
+    Send,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 3] = [
+        CloseReason::Header,
+        CloseReason::Keepalive,
+        CloseReason::Send,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseReason::Header => "header_timeout",
+            CloseReason::Keepalive => "keepalive_timeout",
+            CloseReason::Send => "send_timeout",
+        }
+    }
+}
+
 pub struct Metrics {
     shards: Box<[Shard]>,
     pub access_log_dropped: AtomicU64,
     pub connections: AtomicU64,
+    /// Connections closed by the server, by `CloseReason`.
+    pub closed: [AtomicU64; 3],
+    /// Connections refused because --max-connections were open.
+    pub refused: AtomicU64,
+    /// accept(2) failures (EMFILE and friends).
+    pub accept_errors: AtomicU64,
+    /// Client connections open now.
+    pub open: AtomicU64,
+    /// The --max-connections in force.
+    pub max_connections: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -70,6 +106,11 @@ impl Default for Metrics {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             access_log_dropped: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            closed: Default::default(),
+            refused: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+            max_connections: AtomicU64::new(0),
         }
     }
 }
@@ -95,6 +136,10 @@ impl Metrics {
 
     pub fn begin(&self) {
         self.shard().in_flight.fetch_add(1, Relaxed);
+    }
+
+    pub fn closed_by(&self, reason: CloseReason) {
+        self.closed[reason as usize].fetch_add(1, Relaxed);
     }
 
     pub fn end(&self, kind: Kind, status: u16, bytes: u64, took: Duration) {
@@ -164,6 +209,19 @@ impl Metrics {
         );
         let _ = writeln!(o, "hls_origin_request_duration_seconds_count {count}");
         let _ = writeln!(o, "# HELP hls_origin_connections_total Accepted TCP connections.\n# TYPE hls_origin_connections_total counter\nhls_origin_connections_total {}", self.connections.load(Relaxed));
+        o.push_str("# HELP hls_origin_connections_closed_total Connections the server closed, by the timeout that closed them.\n# TYPE hls_origin_connections_closed_total counter\n");
+        for r in CloseReason::ALL {
+            let _ = writeln!(
+                o,
+                "hls_origin_connections_closed_total{{reason=\"{}\"}} {}",
+                r.name(),
+                self.closed[r as usize].load(Relaxed)
+            );
+        }
+        let _ = writeln!(o, "# HELP hls_origin_connections_refused_total Connections refused (503) because --max-connections were open.\n# TYPE hls_origin_connections_refused_total counter\nhls_origin_connections_refused_total {}", self.refused.load(Relaxed));
+        let _ = writeln!(o, "# HELP hls_origin_accept_errors_total Failed accept(2) calls (for example EMFILE).\n# TYPE hls_origin_accept_errors_total counter\nhls_origin_accept_errors_total {}", self.accept_errors.load(Relaxed));
+        let _ = writeln!(o, "# HELP hls_origin_connections_open Client connections open now.\n# TYPE hls_origin_connections_open gauge\nhls_origin_connections_open {}", self.open.load(Relaxed));
+        let _ = writeln!(o, "# HELP hls_origin_connections_max The connection limit in force (--max-connections).\n# TYPE hls_origin_connections_max gauge\nhls_origin_connections_max {}", self.max_connections.load(Relaxed));
         let _ = writeln!(o, "# HELP hls_origin_access_log_dropped_total Access-log lines dropped because the writer was behind.\n# TYPE hls_origin_access_log_dropped_total counter\nhls_origin_access_log_dropped_total {}", self.access_log_dropped.load(Relaxed));
         o.push_str("# HELP hls_origin_media_sequence Current media sequence number per variant.\n# TYPE hls_origin_media_sequence gauge\n");
         let ms = stream.media_sequence();

@@ -145,6 +145,42 @@ fn rows() -> Vec<Row> {
             "/srv/flag-segments",
             json!("/srv/flag-segments"),
         ),
+        r(
+            "header-timeout",
+            "HEADER_TIMEOUT",
+            json!(10.0),
+            "3",
+            json!(3.0),
+            "0.5",
+            json!(0.5),
+        ),
+        r(
+            "keepalive-timeout",
+            "KEEPALIVE_TIMEOUT",
+            json!(75.0),
+            "30",
+            json!(30.0),
+            "5",
+            json!(5.0),
+        ),
+        r(
+            "send-timeout",
+            "SEND_TIMEOUT",
+            json!(60.0),
+            "20",
+            json!(20.0),
+            "2.5",
+            json!(2.5),
+        ),
+        r(
+            "max-connections",
+            "MAX_CONNECTIONS",
+            json!(0),
+            "5000",
+            json!(5000),
+            "100",
+            json!(100),
+        ),
     ]
 }
 
@@ -231,6 +267,10 @@ fn bad_values_are_usage_errors() {
         (vec!["--variants", "720p:1280x720:2000k:128k"], None),
         (vec!["--print-config"], Some(("LIST_SIZE", "zero"))),
         (vec!["--print-config"], Some(("ACCESS_LOG", "sometimes"))),
+        (vec!["--header-timeout", "0"], None),
+        (vec!["--print-config"], Some(("SEND_TIMEOUT", "soon"))),
+        (vec!["--print-config", "--keepalive-timeout", "1e9"], None),
+        (vec!["--print-config"], Some(("MAX_CONNECTIONS", "-1"))),
     ] {
         let mut c = command();
         c.args(&args);
@@ -255,6 +295,9 @@ fn help_documents_layout_env_and_healthcheck() {
     for want in [
         "[env: PORT=]",
         "[env: SEGMENT_DURATION=]",
+        "HEADER_TIMEOUT=]",
+        "MAX_CONNECTIONS=]",
+        "docs/hardening.md",
         "/<variant>/stream.m3u8",
         "healthcheck",
         "flag > environment variable > built-in default",

@@ -67,9 +67,19 @@ pub struct Settings {
     /// Variant choice: all (round-robin over every variant), first, highest, lowest, random.
     #[arg(long, env = "VARIANT", default_value = "all", ignore_case = true)]
     pub variant: VariantChoice,
-    /// Per-request timeout: seconds, or with a unit (500ms, 1m).
-    #[arg(long, env = "TIMEOUT", default_value = "15", value_parser = parse_seconds)]
+    /// Per-request timeout, connect to last byte: seconds, or with a unit (500ms, 1m).
+    #[arg(long, env = "TIMEOUT", default_value = "15", value_parser = parse_positive_seconds)]
     pub timeout: Duration,
+    /// TCP connect timeout: seconds, or with a unit.
+    #[arg(long, env = "CONNECT_TIMEOUT", default_value = "5", value_parser = parse_positive_seconds)]
+    pub connect_timeout: Duration,
+    /// Time from request sent to the first response byte: seconds, or with a unit.
+    #[arg(long, env = "FIRST_BYTE_TIMEOUT", default_value = "10", value_parser = parse_positive_seconds)]
+    pub first_byte_timeout: Duration,
+    /// Least bytes per second a response must keep up once it started, judged over 2 s
+    /// windows (a trickling server is a `slow` error); 0 = off. Suffixes k and M (×1000).
+    #[arg(long, env = "MIN_RATE", default_value = "1000", value_name = "BYTES/S", value_parser = parse_byte_rate)]
+    pub min_rate: u64,
     /// Reconnect after a failed playlist load: true/false/yes/no/1/0.
     #[arg(long, env = "RECONNECT", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
     pub reconnect: bool,
@@ -224,6 +234,19 @@ pub fn resolved_json(s: &Settings, m: &ArgMatches) -> Value {
         json!(s.timeout.as_secs_f64()),
     );
     put(
+        "connect_timeout",
+        "connect_timeout",
+        Some("CONNECT_TIMEOUT"),
+        json!(s.connect_timeout.as_secs_f64()),
+    );
+    put(
+        "first_byte_timeout",
+        "first_byte_timeout",
+        Some("FIRST_BYTE_TIMEOUT"),
+        json!(s.first_byte_timeout.as_secs_f64()),
+    );
+    put("min_rate", "min_rate", Some("MIN_RATE"), json!(s.min_rate));
+    put(
         "reconnect",
         "reconnect",
         Some("RECONNECT"),
@@ -268,7 +291,7 @@ pub fn resolved_json(s: &Settings, m: &ArgMatches) -> Value {
     // Units of the numbers above, so a reader does not have to guess.
     out.insert(
         "units".into(),
-        json!({"ramp_jitter": "ms", "timeout": "s", "reconnect_delay_max": "s", "duration": "s", "ramp_rate": "viewers/s", "max_error_rate": "fraction"}),
+        json!({"ramp_jitter": "ms", "timeout": "s", "connect_timeout": "s", "first_byte_timeout": "s", "min_rate": "bytes/s", "reconnect_delay_max": "s", "duration": "s", "ramp_rate": "viewers/s", "max_error_rate": "fraction"}),
     );
     Value::Object(out)
 }
@@ -303,6 +326,34 @@ pub fn parse_duration(s: &str, default_unit: Duration) -> Result<Duration, Strin
 
 pub fn parse_seconds(s: &str) -> Result<Duration, String> {
     parse_duration(s, Duration::from_secs(1))
+}
+
+/// A duration above zero (a zero timeout would fail every request).
+pub fn parse_positive_seconds(s: &str) -> Result<Duration, String> {
+    let d = parse_seconds(s)?;
+    if d.is_zero() {
+        return Err(format!("`{s}` must be above 0 (examples: 500ms, 5s)"));
+    }
+    Ok(d)
+}
+
+/// Bytes per second: a whole number, optionally with k or M (×1000); 0 = off.
+pub fn parse_byte_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.strip_suffix(['k', 'K']) {
+        Some(n) => (n, 1000),
+        None => match t.strip_suffix('M') {
+            Some(n) => (n, 1_000_000),
+            None => (t, 1),
+        },
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| {
+            format!("`{s}` is not a rate in bytes per second (examples: 1000, 8k, 0 = off)")
+        })
 }
 
 pub fn parse_millis(s: &str) -> Result<Duration, String> {
@@ -368,6 +419,21 @@ mod tests {
         assert_eq!(parse_millis("1s").unwrap(), Duration::from_secs(1));
         assert!(parse_seconds("-1").is_err());
         assert!(parse_seconds("3 fortnights").is_err());
+    }
+
+    #[test]
+    fn byte_rates_and_positive_timeouts() {
+        assert_eq!(parse_byte_rate("1000").unwrap(), 1000);
+        assert_eq!(parse_byte_rate("8k").unwrap(), 8000);
+        assert_eq!(parse_byte_rate("2M").unwrap(), 2_000_000);
+        assert_eq!(parse_byte_rate("0").unwrap(), 0);
+        assert!(parse_byte_rate("fast").is_err());
+        assert!(parse_byte_rate("-1").is_err());
+        assert!(parse_positive_seconds("0").is_err());
+        assert_eq!(
+            parse_positive_seconds("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
     }
 
     #[test]

@@ -9,16 +9,21 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// Size of the per-thread scratch buffer bodies are read into.
 const SCRATCH: usize = 256 * 1024;
 /// Header reads are done in small steps so the header buffer stays small.
 const HEADER_STEP: usize = 2048;
 const MAX_HEADER: usize = 32 * 1024;
+/// The window over which `--min-rate` is judged once the first byte arrived: a transfer that
+/// receives less than `min_rate × RATE_WINDOW` bytes in one window is too slow.
+pub const RATE_WINDOW: Duration = Duration::from_secs(2);
 
 thread_local! {
     static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
@@ -126,9 +131,17 @@ impl fmt::Display for Url {
     }
 }
 
+/// `s` without an ASCII `prefix`, compared case-insensitively. Compared as bytes: slicing the
+/// str at `prefix.len()` panicked when that fell inside a multi-byte character of a playlist
+/// URI (fuzz/regressions/swarm_m3u8-uri-prefix-char-boundary).
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
-        Some(&s[prefix.len()..])
+    let n = prefix.len();
+    if s.as_bytes()
+        .get(..n)
+        .is_some_and(|b| b.eq_ignore_ascii_case(prefix.as_bytes()))
+    {
+        // The first n bytes equal an ASCII prefix, so n is a char boundary.
+        Some(&s[n..])
     } else {
         None
     }
@@ -175,6 +188,18 @@ fn normalize_dots(path: &str) -> String {
 pub enum HttpError {
     #[error("connect to {0}: {1}")]
     Connect(String, io::Error),
+    #[error("connect to {0}: no connection after {1:?} (--connect-timeout)")]
+    ConnectTimeout(String, Duration),
+    #[error("no response byte {0:?} after the request was sent (--first-byte-timeout)")]
+    FirstByteTimeout(Duration),
+    #[error("server too slow: {got} bytes in {window:?}, below --min-rate {min_rate} B/s")]
+    TooSlow {
+        got: u64,
+        window: Duration,
+        min_rate: u64,
+    },
+    #[error("response body larger than the {0}-byte limit")]
+    TooLarge(u64),
     #[error("request timed out after {0:?}")]
     Timeout(Duration),
     #[error("connection: {0}")]
@@ -189,6 +214,10 @@ impl HttpError {
     pub fn kind(&self) -> &'static str {
         match self {
             HttpError::Connect(..) => "connect",
+            HttpError::ConnectTimeout(..) => "connect_timeout",
+            HttpError::FirstByteTimeout(_) => "first_byte_timeout",
+            HttpError::TooSlow { .. } => "slow",
+            HttpError::TooLarge(_) => "too_large",
             HttpError::Timeout(_) => "timeout",
             HttpError::Io(_) => "io",
             HttpError::Status(s) if (400..500).contains(s) => "http_4xx",
@@ -199,28 +228,51 @@ impl HttpError {
     }
 }
 
-/// Where a response body goes.
+/// Where a response body goes. Each has a size limit: a body above it is a `TooLarge`
+/// error (at once when Content-Length says so), never unbounded memory or an endless read.
 pub enum Sink<'a> {
     /// Append to this buffer, up to a limit (playlists).
     Collect(&'a mut Vec<u8>, usize),
-    /// Count into this counter as bytes arrive, and drop (segments): a download cut short by
-    /// the end of the run still counts what was received.
-    Count(&'a std::sync::atomic::AtomicU64),
+    /// Count into this counter as bytes arrive, and drop (segments), up to a limit: a download
+    /// cut short by the end of the run still counts what was received.
+    Count(&'a AtomicU64, u64),
+}
+
+impl Sink<'_> {
+    fn limit(&self) -> u64 {
+        match self {
+            Sink::Collect(_, l) => *l as u64,
+            Sink::Count(_, l) => *l,
+        }
+    }
+}
+
+/// The time limits of one request (see `docs/hardening.md`).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// The whole request, connect to last byte (`--timeout`).
+    pub total: Duration,
+    /// TCP connect (`--connect-timeout`).
+    pub connect: Duration,
+    /// Request sent to first response byte (`--first-byte-timeout`).
+    pub first_byte: Duration,
+    /// Least bytes per second once the response started, judged per `RATE_WINDOW`; 0 = off.
+    pub min_rate: u64,
 }
 
 /// One viewer's client: at most one open keep-alive connection.
 pub struct Client {
     conn: Option<(String, TcpStream)>,
     head: Vec<u8>,
-    timeout: Duration,
+    timeouts: Timeouts,
 }
 
 impl Client {
-    pub fn new(timeout: Duration) -> Client {
+    pub fn new(timeouts: Timeouts) -> Client {
         Client {
             conn: None,
             head: Vec::new(),
-            timeout,
+            timeouts,
         }
     }
 
@@ -233,7 +285,7 @@ impl Client {
     /// GET `url`; on a 2xx answer returns the body size. Any other status is an error (its
     /// body is still read so the connection can be reused).
     pub async fn get(&mut self, url: &Url, mut sink: Sink<'_>) -> Result<u64, HttpError> {
-        let timeout = self.timeout;
+        let timeout = self.timeouts.total;
         match tokio::time::timeout(timeout, self.get_inner(url, &mut sink)).await {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(e)) => {
@@ -254,8 +306,12 @@ impl Client {
         let mut reused = matches!(&self.conn, Some((a, _)) if *a == authority);
         loop {
             if !reused {
-                let stream = TcpStream::connect((url.host.as_str(), url.port))
+                let connect = TcpStream::connect((url.host.as_str(), url.port));
+                let stream = tokio::time::timeout(self.timeouts.connect, connect)
                     .await
+                    .map_err(|_| {
+                        HttpError::ConnectTimeout(authority.clone(), self.timeouts.connect)
+                    })?
                     .map_err(|e| HttpError::Connect(authority.clone(), e))?;
                 let _ = stream.set_nodelay(true);
                 self.conn = Some((authority.clone(), stream));
@@ -308,7 +364,9 @@ impl Client {
             );
         }
 
-        // Head: read in small steps until the blank line.
+        // Head: read in small steps until the blank line; the first byte within
+        // --first-byte-timeout, then everything at --min-rate.
+        let mut pace = Pace::new(self.timeouts);
         self.head.clear();
         let mut searched: usize = 0;
         let head_end = loop {
@@ -320,9 +378,14 @@ impl Client {
             if self.head.len() > MAX_HEADER {
                 return Err(Exchange::Failed(HttpError::Protocol("header too large")));
             }
-            let n = match read_some(stream, HEADER_STEP, |b| self.head.extend_from_slice(b)).await {
+            let head = &mut self.head;
+            let n = match pace
+                .read(stream, HEADER_STEP, |b| head.extend_from_slice(b))
+                .await
+            {
                 Ok(n) => n,
-                Err(e)
+                Err(Paced::Late(e)) => return Err(Exchange::Failed(e)),
+                Err(Paced::Io(e))
                     if self.head.is_empty()
                         && matches!(
                             e.kind(),
@@ -331,7 +394,7 @@ impl Client {
                 {
                     return Err(Exchange::ClosedBeforeResponse)
                 }
-                Err(e) => return Err(Exchange::Failed(e.into())),
+                Err(Paced::Io(e)) => return Err(Exchange::Failed(e.into())),
             };
             if n == 0 {
                 return Err(if self.head.is_empty() {
@@ -342,30 +405,31 @@ impl Client {
             }
         };
         let head = parse_head(&self.head[..head_end]).map_err(Exchange::Failed)?;
-        let mut body = if head.status < 200 || head.status == 204 || head.status == 304 {
-            Framing::Length(0)
-        } else if head.chunked {
-            Framing::Chunked(Chunked::default())
-        } else if let Some(n) = head.content_length {
-            Framing::Length(n)
-        } else {
-            Framing::UntilClose
-        };
+        let mut body = Framing::for_head(&head);
         let ok = (200..300).contains(&head.status);
-        let mut total = 0u64;
+        let limit = sink.limit();
+        if head.content_length.is_some_and(|n| n > limit) {
+            self.conn = None;
+            return Err(Exchange::Failed(HttpError::TooLarge(limit)));
+        }
+        // Read back between reads while `deliver` holds it (an atomic: the future is Send).
+        let total = AtomicU64::new(0);
         let mut deliver = |b: &[u8]| {
-            total += b.len() as u64;
+            // Past the limit nothing more is kept; the caller turns it into TooLarge.
+            let before = total.fetch_add(b.len() as u64, Relaxed);
+            let room = limit.saturating_sub(before).min(b.len() as u64) as usize;
+            let b = &b[..room];
             match sink {
-                Sink::Collect(v, limit) if ok => {
-                    if v.len() + b.len() <= *limit {
-                        v.extend_from_slice(b);
-                    }
-                }
-                Sink::Count(c) => {
-                    c.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Sink::Collect(v, _) if ok => v.extend_from_slice(b),
+                Sink::Count(c, _) => {
+                    c.fetch_add(b.len() as u64, Relaxed);
                 }
                 Sink::Collect(..) => {}
             }
+        };
+        let too_large = |conn: &mut Option<(String, TcpStream)>| {
+            *conn = None;
+            Err(Exchange::Failed(HttpError::TooLarge(limit)))
         };
         let leftover = self.head.split_off(head_end);
         body.feed(&leftover, &mut deliver)
@@ -373,17 +437,28 @@ impl Client {
         if self.head.capacity() > 2 * HEADER_STEP {
             self.head = Vec::new();
         }
+        if total.load(Relaxed) > limit {
+            return too_large(&mut self.conn);
+        }
         while !body.done() {
             let mut err = None;
-            let n = read_some(stream, SCRATCH, |b| {
-                if let Err(e) = body.feed(b, &mut deliver) {
-                    err = Some(e);
-                }
-            })
-            .await
-            .map_err(|e| Exchange::Failed(e.into()))?;
+            let n = match pace
+                .read(stream, SCRATCH, |b| {
+                    if let Err(e) = body.feed(b, &mut deliver) {
+                        err = Some(e);
+                    }
+                })
+                .await
+            {
+                Ok(n) => n,
+                Err(Paced::Late(e)) => return Err(Exchange::Failed(e)),
+                Err(Paced::Io(e)) => return Err(Exchange::Failed(e.into())),
+            };
             if let Some(e) = err {
                 return Err(Exchange::Failed(e));
+            }
+            if total.load(Relaxed) > limit {
+                return too_large(&mut self.conn);
             }
             if n == 0 {
                 if matches!(body, Framing::UntilClose) {
@@ -399,7 +474,7 @@ impl Client {
             self.conn = None;
         }
         if ok {
-            Ok(total)
+            Ok(total.load(Relaxed))
         } else {
             Err(Exchange::Failed(HttpError::Status(head.status)))
         }
@@ -409,6 +484,94 @@ impl Client {
 enum Exchange {
     ClosedBeforeResponse,
     Failed(HttpError),
+}
+
+/// Why a paced read failed.
+enum Paced {
+    Io(io::Error),
+    /// First byte too late, or the transfer below --min-rate.
+    Late(HttpError),
+}
+
+/// Enforces --first-byte-timeout and --min-rate over the reads of one response.
+struct Pace {
+    timeouts: Timeouts,
+    /// When the request was sent.
+    sent: Instant,
+    /// Start of the current rate window (None until the first byte).
+    window_start: Option<Instant>,
+    window_bytes: u64,
+}
+
+impl Pace {
+    fn new(timeouts: Timeouts) -> Pace {
+        Pace {
+            timeouts,
+            sent: Instant::now(),
+            window_start: None,
+            window_bytes: 0,
+        }
+    }
+
+    /// Judge the window that ended at `now` (if one did) and start the next.
+    fn judge(&mut self, now: Instant) -> Result<(), HttpError> {
+        let Some(start) = self.window_start else {
+            return Ok(());
+        };
+        if self.timeouts.min_rate == 0 || now < start + RATE_WINDOW {
+            return Ok(());
+        }
+        let need = (self.timeouts.min_rate as f64 * RATE_WINDOW.as_secs_f64()) as u64;
+        if self.window_bytes < need {
+            return Err(HttpError::TooSlow {
+                got: self.window_bytes,
+                window: RATE_WINDOW,
+                min_rate: self.timeouts.min_rate,
+            });
+        }
+        self.window_start = Some(now);
+        self.window_bytes = 0;
+        Ok(())
+    }
+
+    /// One `read_some`, bounded by the first-byte deadline or the end of the rate window.
+    async fn read(
+        &mut self,
+        stream: &mut TcpStream,
+        max: usize,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<usize, Paced> {
+        loop {
+            let deadline = match self.window_start {
+                None => Some(self.sent + self.timeouts.first_byte),
+                Some(start) if self.timeouts.min_rate > 0 => Some(start + RATE_WINDOW),
+                Some(_) => None,
+            };
+            let read = read_some(stream, max, &mut f);
+            let res = match deadline {
+                Some(d) => tokio::time::timeout_at(d, read).await.ok(),
+                None => Some(read.await),
+            };
+            let now = Instant::now();
+            match res {
+                Some(Ok(n)) => {
+                    if self.window_start.is_none() && n > 0 {
+                        self.window_start = Some(now);
+                    }
+                    self.window_bytes += n as u64;
+                    self.judge(now).map_err(Paced::Late)?;
+                    return Ok(n);
+                }
+                Some(Err(e)) => return Err(Paced::Io(e)),
+                None if self.window_start.is_none() => {
+                    return Err(Paced::Late(HttpError::FirstByteTimeout(
+                        self.timeouts.first_byte,
+                    )))
+                }
+                None => self.judge(now).map_err(Paced::Late)?,
+            }
+        }
+    }
 }
 
 /// Read up to `max` bytes once through the thread's scratch buffer; `f` sees the bytes.
@@ -435,6 +598,75 @@ async fn read_some(
             return Ok(n);
         }
     }
+}
+
+/// A response decoded from bytes by [`decode_response`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    pub status: u16,
+    /// Body bytes delivered (at most the limit).
+    pub body_len: u64,
+    /// Whether the connection could carry another request.
+    pub keep_alive: bool,
+}
+
+/// Decode one whole response from `raw` with the same head parser, framing and size limit
+/// as [`Client::get`], fed in `step`-byte reads (as the socket delivers them). The end of
+/// `raw` is the server closing the connection. For the fuzz target `swarm_http` and tests.
+pub fn decode_response(raw: &[u8], step: usize, limit: u64) -> Result<Decoded, HttpError> {
+    let step = step.max(1);
+    let mut head_buf: Vec<u8> = Vec::new();
+    let mut rest = raw;
+    let mut searched = 0usize;
+    let head_end = loop {
+        let start = searched.saturating_sub(3);
+        if let Some(i) = find(&head_buf[start..], b"\r\n\r\n") {
+            break start + i + 4;
+        }
+        searched = head_buf.len();
+        if head_buf.len() > MAX_HEADER {
+            return Err(HttpError::Protocol("header too large"));
+        }
+        if rest.is_empty() {
+            return Err(HttpError::Protocol("connection closed inside the header"));
+        }
+        let n = step.min(HEADER_STEP).min(rest.len());
+        head_buf.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+    };
+    let head = parse_head(&head_buf[..head_end])?;
+    let mut body = Framing::for_head(&head);
+    if head.content_length.is_some_and(|n| n > limit) {
+        return Err(HttpError::TooLarge(limit));
+    }
+    let total = std::cell::Cell::new(0u64);
+    let mut deliver = |b: &[u8]| total.set(total.get() + b.len() as u64);
+    body.feed(&head_buf[head_end..], &mut deliver)?;
+    while !body.done() {
+        if total.get() > limit {
+            return Err(HttpError::TooLarge(limit));
+        }
+        if rest.is_empty() {
+            if matches!(body, Framing::UntilClose) {
+                break;
+            }
+            return Err(HttpError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed inside the body",
+            )));
+        }
+        let n = step.min(rest.len());
+        body.feed(&rest[..n], &mut deliver)?;
+        rest = &rest[n..];
+    }
+    if total.get() > limit {
+        return Err(HttpError::TooLarge(limit));
+    }
+    Ok(Decoded {
+        status: head.status,
+        body_len: total.get(),
+        keep_alive: !head.close && !matches!(body, Framing::UntilClose),
+    })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -500,6 +732,19 @@ enum Framing {
 }
 
 impl Framing {
+    /// RFC 9112 §6.3: no body for 1xx, 204 and 304; chunked wins over Content-Length.
+    fn for_head(head: &Head) -> Framing {
+        if head.status < 200 || head.status == 204 || head.status == 304 {
+            Framing::Length(0)
+        } else if head.chunked {
+            Framing::Chunked(Chunked::default())
+        } else if let Some(n) = head.content_length {
+            Framing::Length(n)
+        } else {
+            Framing::UntilClose
+        }
+    }
+
     fn done(&self) -> bool {
         match self {
             Framing::Length(n) => *n == 0,
@@ -638,6 +883,38 @@ mod tests {
         assert_eq!(v.join("http://o:81/x").unwrap().port, 81);
         assert_eq!(Url::parse("http://h").unwrap().path, "/");
         assert!(Url::parse("https://h/").is_err());
+        // A multi-byte character across the length of "http://" is a relative reference.
+        assert_eq!(
+            v.join("seg0\u{fffd}1.ts").unwrap().path,
+            "/a/b/seg0\u{fffd}1.ts"
+        );
+    }
+
+    #[test]
+    fn bodies_over_the_limit_are_too_large() {
+        // Declared too large: refused from the head alone.
+        let r = decode_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n",
+            7,
+            1 << 20,
+        );
+        assert!(matches!(r, Err(HttpError::TooLarge(_))), "{r:?}");
+        // Read until close, or chunked, past the limit.
+        let mut raw = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        raw.extend(std::iter::repeat_n(b'#', 5000));
+        let r = decode_response(&raw, 100, 4096);
+        assert!(matches!(r, Err(HttpError::TooLarge(4096))), "{r:?}");
+        let mut raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..10 {
+            raw.extend_from_slice(b"400\r\n");
+            raw.extend(std::iter::repeat_n(b'G', 0x400));
+            raw.extend_from_slice(b"\r\n");
+        }
+        let r = decode_response(&raw, 333, 4096);
+        assert!(matches!(r, Err(HttpError::TooLarge(4096))), "{r:?}");
+        // At the limit is fine.
+        let r = decode_response(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", 1, 3).unwrap();
+        assert_eq!((r.status, r.body_len, r.keep_alive), (200, 3, true));
     }
 
     #[test]

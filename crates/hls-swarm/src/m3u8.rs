@@ -15,6 +15,13 @@ pub struct Segment {
     pub duration: f64,
 }
 
+impl Segment {
+    /// The play time this segment adds to a viewer's buffer (its #EXTINF).
+    pub fn play_time(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.duration.max(0.0))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Media {
     pub target_duration: f64,
@@ -24,6 +31,17 @@ pub struct Media {
 }
 
 impl Media {
+    /// When a player reloads this playlist (RFC 8216 §6.3.4): one target duration after the
+    /// last load began when it changed, half of it when it did not (at least 0.1 s).
+    pub fn reload_after(&self, changed: bool) -> std::time::Duration {
+        let target = std::time::Duration::from_secs_f64(self.target_duration.max(0.1));
+        if changed {
+            target
+        } else {
+            target / 2
+        }
+    }
+
     /// Media sequence number of the last segment (None when empty).
     pub fn last_msn(&self) -> Option<u64> {
         (self.media_sequence + self.segments.len() as u64)
@@ -36,6 +54,20 @@ impl Media {
 pub enum Playlist {
     Master(Vec<Variant>),
     Media(Media),
+}
+
+/// Longest target or segment duration accepted, in seconds (a day). Longer, infinite, NaN or
+/// negative durations are errors: turned into a reload or play time they panicked
+/// (fuzz/regressions/swarm_m3u8-extinf-duration-overflow).
+pub const MAX_DURATION_SECS: f64 = 86_400.0;
+
+fn duration(v: &str, tag: &str) -> Result<f64, String> {
+    match v.trim().parse::<f64>() {
+        Ok(d) if (0.0..=MAX_DURATION_SECS).contains(&d) => Ok(d),
+        _ => Err(format!(
+            "bad {tag} `{v}`: seconds from 0 to {MAX_DURATION_SECS}"
+        )),
+    }
 }
 
 pub fn parse(text: &str) -> Result<Playlist, String> {
@@ -74,14 +106,14 @@ pub fn parse(text: &str) -> Result<Playlist, String> {
             pending_variant = Some(v);
         } else if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
             is_media = true;
-            media.target_duration = v.trim().parse().map_err(|_| "bad #EXT-X-TARGETDURATION")?;
+            media.target_duration = duration(v, "#EXT-X-TARGETDURATION")?;
         } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
             is_media = true;
             media.media_sequence = v.trim().parse().map_err(|_| "bad #EXT-X-MEDIA-SEQUENCE")?;
         } else if let Some(v) = line.strip_prefix("#EXTINF:") {
             is_media = true;
-            let d = v.split(',').next().unwrap_or("").trim();
-            pending_duration = Some(d.parse().map_err(|_| format!("bad #EXTINF `{v}`"))?);
+            let d = v.split(',').next().unwrap_or("");
+            pending_duration = Some(duration(d, "#EXTINF")?);
         } else if line == "#EXT-X-ENDLIST" {
             is_media = true;
             media.endlist = true;
@@ -100,6 +132,18 @@ pub fn parse(text: &str) -> Result<Playlist, String> {
     if !variants.is_empty() {
         Ok(Playlist::Master(variants))
     } else if is_media {
+        // The last segment's number must exist (last_msn, and a viewer's next one after it).
+        if media
+            .media_sequence
+            .checked_add(media.segments.len() as u64)
+            .is_none()
+        {
+            return Err(format!(
+                "#EXT-X-MEDIA-SEQUENCE {} + {} segments is beyond the largest sequence number",
+                media.media_sequence,
+                media.segments.len()
+            ));
+        }
         if media.target_duration <= 0.0 {
             media.target_duration = media
                 .segments
@@ -170,5 +214,26 @@ mod tests {
         assert_eq!(m.last_msn(), Some(42));
         assert!(!m.endlist);
         assert!(parse("hello").is_err());
+    }
+
+    #[test]
+    fn durations_and_sequence_numbers_out_of_range_are_errors() {
+        for bad in [
+            "#EXTM3U\n#EXTINF:1e300,\ns.ts\n",
+            "#EXTM3U\n#EXTINF:inf,\ns.ts\n",
+            "#EXTM3U\n#EXTINF:NaN,\ns.ts\n",
+            "#EXTM3U\n#EXTINF:-2,\ns.ts\n",
+            "#EXTM3U\n#EXT-X-TARGETDURATION:99999999999999999999\n",
+            "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:18446744073709551615\n#EXTINF:2,\ns.ts\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let Playlist::Media(m) =
+            parse("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:18446744073709551614\n#EXTINF:2,\ns.ts\n")
+                .unwrap()
+        else {
+            panic!("not media")
+        };
+        assert_eq!(m.last_msn(), Some(u64::MAX - 1));
     }
 }

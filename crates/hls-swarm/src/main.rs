@@ -4,15 +4,8 @@
 //! run the swarm on one tokio runtime (run, viewer, http, m3u8, metrics) → summary and exit
 //! status (1 when the error rate passes `--max-error-rate`).
 
-mod config;
-mod healthcheck;
-mod http;
-mod m3u8;
-mod metrics;
-mod run;
-mod viewer;
-
-use config::{Cmd, LogLevel};
+use hls_swarm::config::{self, Cmd, LogLevel};
+use hls_swarm::{healthcheck, http, run};
 
 fn main() {
     std::process::exit(real_main());

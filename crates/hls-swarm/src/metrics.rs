@@ -24,8 +24,12 @@ pub const KINDS: [(&str, Kind); 3] = [
 ];
 
 /// Error kinds, the labels of `HttpError::kind()` plus playlist parse failures.
-pub const ERROR_KINDS: [&str; 8] = [
+pub const ERROR_KINDS: [&str; 12] = [
     "connect",
+    "connect_timeout",
+    "first_byte_timeout",
+    "slow",
+    "too_large",
     "timeout",
     "io",
     "http_4xx",

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::config::Settings;
-use crate::http::Url;
+use crate::http::{Timeouts, Url};
 use crate::metrics::{self, Metrics, ERROR_KINDS, KINDS};
 use crate::viewer::{self, Rng, Shared};
 
@@ -87,7 +87,12 @@ pub async fn run(s: Settings, url: Url) -> anyhow::Result<i32> {
     let shared = Arc::new(Shared {
         url: url.clone(),
         variant: s.variant,
-        timeout: s.timeout,
+        timeouts: Timeouts {
+            total: s.timeout,
+            connect: s.connect_timeout,
+            first_byte: s.first_byte_timeout,
+            min_rate: s.min_rate,
+        },
         reconnect: s.reconnect,
         reconnect_delay_max: s.reconnect_delay_max,
         segment_retries: s.segment_retries,

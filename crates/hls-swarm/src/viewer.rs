@@ -16,14 +16,16 @@ use std::time::Duration;
 use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::config::VariantChoice;
-use crate::http::{Client, HttpError, Sink, Url};
+use crate::http::{Client, HttpError, Sink, Timeouts, Url};
 use crate::m3u8::{self, Media, Playlist, Variant};
 use crate::metrics::{Kind, Metrics};
 
 /// Segments behind the live edge a new viewer starts at (as players do).
 pub const LIVE_EDGE_SEGMENTS: u64 = 3;
-/// Largest playlist accepted.
-const MAX_PLAYLIST: usize = 1024 * 1024;
+/// Largest playlist accepted (a larger one is a `too_large` error, not unbounded memory).
+pub const MAX_PLAYLIST: usize = 1024 * 1024;
+/// Largest segment accepted (bytes are counted, not kept, but an endless body is an error).
+pub const MAX_SEGMENT: u64 = 64 * 1024 * 1024;
 /// Most content a viewer downloads ahead of its playback clock (hls.js's default).
 const MAX_BUFFER: Duration = Duration::from_secs(30);
 /// First reconnect delay; doubles up to `reconnect_delay_max`.
@@ -33,7 +35,7 @@ const BACKOFF_START: Duration = Duration::from_millis(500);
 pub struct Shared {
     pub url: Url,
     pub variant: VariantChoice,
-    pub timeout: Duration,
+    pub timeouts: Timeouts,
     pub reconnect: bool,
     pub reconnect_delay_max: Duration,
     pub segment_retries: u32,
@@ -91,7 +93,7 @@ pub async fn run(id: u64, shared: Arc<Shared>) {
     let m = shared.metrics.clone();
     let _active = m.viewer_started();
     let mut rng = Rng::new(id + 1);
-    let mut client = Client::new(shared.timeout);
+    let mut client = Client::new(shared.timeouts);
     let mut state = State {
         next_msn: None,
         buffered_until: None,
@@ -235,9 +237,7 @@ async fn session(
         if media_pl.endlist && state.next_msn > media_pl.last_msn() {
             return Ok(End::EndList);
         }
-        let target = Duration::from_secs_f64(media_pl.target_duration.max(0.1));
-        let wait = if changed { target } else { target / 2 };
-        sleep_until(load_started + wait).await;
+        sleep_until(load_started + media_pl.reload_after(changed)).await;
     }
 }
 
@@ -294,13 +294,16 @@ async fn fetch_new_segments(
             m.request(Kind::Segment);
             let started = Instant::now();
             match client
-                .get(&url, Sink::Count(&m.bytes[Kind::Segment as usize]))
+                .get(
+                    &url,
+                    Sink::Count(&m.bytes[Kind::Segment as usize], MAX_SEGMENT),
+                )
                 .await
             {
                 Ok(_) => {
                     let done = Instant::now();
                     m.segment_latency(done - started);
-                    let dur = Duration::from_secs_f64(seg.duration.max(0.0));
+                    let dur = seg.play_time();
                     state.buffered_until = Some(match state.buffered_until {
                         Some(b) if done > b => {
                             m.stalls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -111,6 +111,30 @@ fn matrix() -> Vec<Row> {
             ("500ms", json!(0.5)),
         ),
         (
+            "connect_timeout",
+            "--connect-timeout",
+            "CONNECT_TIMEOUT",
+            json!(5.0),
+            ("2", json!(2.0)),
+            ("750ms", json!(0.75)),
+        ),
+        (
+            "first_byte_timeout",
+            "--first-byte-timeout",
+            "FIRST_BYTE_TIMEOUT",
+            json!(10.0),
+            ("4s", json!(4.0)),
+            ("1.5", json!(1.5)),
+        ),
+        (
+            "min_rate",
+            "--min-rate",
+            "MIN_RATE",
+            json!(1000),
+            ("8k", json!(8000)),
+            ("0", json!(0)),
+        ),
+        (
             "reconnect",
             "--reconnect",
             "RECONNECT",
@@ -305,6 +329,9 @@ fn bad_values_are_usage_errors() {
         vec!["http://h/", "--variant", "best"],
         vec!["http://h/", "--reconnect", "maybe"],
         vec!["http://h/", "--duration", "3 weeks"],
+        vec!["http://h/", "--connect-timeout", "0"],
+        vec!["http://h/", "--first-byte-timeout", "soon"],
+        vec!["http://h/", "--min-rate", "fast"],
         vec!["https://h/master.m3u8"],
     ] {
         let out = swarm().args(&args).output().unwrap();

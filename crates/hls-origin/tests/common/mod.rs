@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_hls-origin");
 
 /// Env vars of the settings contract, removed from every child so the caller's shell cannot leak in.
-pub const SETTING_ENVS: [&str; 13] = [
+pub const SETTING_ENVS: [&str; 17] = [
     "PORT",
     "BIND",
     "SEGMENT_DURATION",
@@ -23,6 +23,10 @@ pub const SETTING_ENVS: [&str; 13] = [
     "ACCESS_LOG",
     "LOG_LEVEL",
     "SOURCE_DIR",
+    "HEADER_TIMEOUT",
+    "KEEPALIVE_TIMEOUT",
+    "SEND_TIMEOUT",
+    "MAX_CONNECTIONS",
 ];
 
 pub fn command() -> Command {

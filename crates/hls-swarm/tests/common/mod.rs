@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// Environment variables the swarm reads; removed from every child so the test environment
 /// cannot leak in.
-pub const SWARM_ENV: [&str; 14] = [
+pub const SWARM_ENV: [&str; 17] = [
     "STREAM_URL",
     "CLIENTS",
     "RAMP_RATE",
@@ -22,6 +22,9 @@ pub const SWARM_ENV: [&str; 14] = [
     "LOG_LEVEL",
     "VARIANT",
     "TIMEOUT",
+    "CONNECT_TIMEOUT",
+    "FIRST_BYTE_TIMEOUT",
+    "MIN_RATE",
     "RECONNECT",
     "RECONNECT_DELAY_MAX",
     "SEGMENT_RETRIES",

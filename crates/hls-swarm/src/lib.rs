@@ -1,0 +1,11 @@
+//! hls-swarm as a library: the modules behind the `hls-swarm` binary (src/main.rs), public so
+//! the fuzz targets in fuzz/ can drive the HTTP response decoder ([`http::decode_response`])
+//! and the playlist parser ([`m3u8::parse`]) with arbitrary bytes.
+
+pub mod config;
+pub mod healthcheck;
+pub mod http;
+pub mod m3u8;
+pub mod metrics;
+pub mod run;
+pub mod viewer;
