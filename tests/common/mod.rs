@@ -50,7 +50,25 @@ pub fn imgbuild() -> Command {
     let mut c = Command::new(imgbuild_bin());
     c.env("IMGBUILD_PAYLOAD_DIR", payload_dir());
     c.env_remove("IMGBUILD_ROOT");
+    default_signals(&mut c);
     c
+}
+
+/// SIGINT, SIGTERM and SIGHUP at their default action in the child, as on a terminal. A test
+/// run started in the background (`cargo test … &`, a CI runner without job control) has
+/// SIGINT ignored, an ignored signal stays ignored across exec, and a test that interrupts
+/// imgbuild would then see it carry on.
+pub fn default_signals(c: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+    unsafe {
+        c.pre_exec(|| {
+            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::signal(s, libc::SIG_DFL);
+            }
+            Ok(())
+        })
+    }
 }
 
 /// Runs imgbuild with the given arguments and returns its output.
