@@ -76,6 +76,20 @@ pub struct ProfileDoc {
     pub swarm: Option<SwarmSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iso: Option<IsoSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelSpec>,
+}
+
+/// `[kernel]`: the tuning a machine running the profile gets. imgbuild-init applies it when
+/// it boots an ISO or a MicroVM (one line for each value it could not set).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KernelSpec {
+    /// sysctl name (`net.core.somaxconn`) → value, as `sysctl -w` takes it.
+    pub sysctl: BTreeMap<String, String>,
+    /// The open-file limit (RLIMIT_NOFILE, soft and hard) of the service; 0 leaves the
+    /// kernel's.
+    pub nofile: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -338,6 +352,7 @@ pub struct Profile {
     pub image: ImageSpec,
     pub settings: Settings,
     pub iso: Option<IsoSpec>,
+    pub kernel: KernelSpec,
 }
 
 /// A healthcheck with durations in nanoseconds, as Docker's image config wants them.
@@ -865,6 +880,7 @@ fn resolve(kind: Kind, name: &str, file: String, doc: ProfileDoc) -> Result<Prof
         image: doc.image,
         settings,
         iso: doc.iso,
+        kernel: doc.kernel.unwrap_or_default(),
     };
     validate(&p).map_err(invalid)?;
     Ok(p)
@@ -1006,6 +1022,25 @@ fn validate(p: &Profile) -> Result<(), String> {
                     s.variant
                 ));
             }
+        }
+    }
+    for (k, v) in &p.kernel.sysctl {
+        let ok = !k.is_empty()
+            && k.split('.').all(|part| {
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+        if !ok {
+            return Err(format!(
+                "kernel.sysctl {k:?}: a sysctl name is dot-separated words (net.core.somaxconn)"
+            ));
+        }
+        if v.trim().is_empty() || v.contains('\n') {
+            return Err(format!(
+                "kernel.sysctl {k:?}: the value {v:?} is empty or has a newline"
+            ));
         }
     }
     if let Some(iso) = &p.iso {

@@ -186,6 +186,36 @@ fn the_microvm_boots_its_kernel_directly_and_answers_health() {
         "{text}"
     );
     assert!(!text.contains("ISOLINUX"), "{text}");
+
+    // The profile's [kernel] sysctls are in force: imgbuild-init reads each back from
+    // /proc/sys after writing it and prints what the kernel holds.
+    let base: toml::Table = toml::from_str(
+        &std::fs::read_to_string(common::repo().join("profiles/origin/_base.toml")).unwrap(),
+    )
+    .unwrap();
+    let sysctl = base["kernel"]["sysctl"].as_table().unwrap();
+    assert!(sysctl.len() >= 10, "{sysctl:?}");
+    for (name, want) in sysctl {
+        let want = want
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let line = format!("imgbuild-init: sysctl {name} = {want}");
+        assert!(
+            text.lines().any(|l| l.trim_end() == line),
+            "no {line:?} on the console:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("cannot set"),
+        "every sysctl was set:\n{text}"
+    );
+    assert!(
+        text.contains("imgbuild-init: nofile limit 1048576"),
+        "{text}"
+    );
 }
 
 /// The VGA text memory (32 KiB at 0xB8000: the kernel's vgacon scrolls by moving the

@@ -29,6 +29,8 @@ pub struct InitConfig {
     /// Module files relative to `/`, in load order (dependencies first).
     pub modules: Vec<String>,
     pub cmdline_prefix: String,
+    /// The profile's `[kernel]` tuning, applied at boot.
+    pub kernel: crate::profile::KernelSpec,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -84,6 +86,7 @@ pub fn init_config(p: &Profile, kver: &str, modules: &[Module]) -> InitConfig {
             .map(|m| format!("lib/modules/{kver}/{}", m.rel))
             .collect(),
         cmdline_prefix: CMDLINE_PREFIX.into(),
+        kernel: p.kernel.clone(),
     }
 }
 

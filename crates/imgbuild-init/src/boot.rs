@@ -58,6 +58,8 @@ fn boot(config_path: &Path) -> Result<(), String> {
             modules::plan(&cfg.modules).len()
         );
     }
+    // After the modules: some sysctls exist only once their module is loaded.
+    crate::tuning::apply(&cfg.kernel);
 
     network(&cfg, &cmd);
 

@@ -23,6 +23,19 @@ pub struct Config {
     pub modules: Vec<String>,
     #[serde(default = "default_prefix")]
     pub cmdline_prefix: String,
+    /// Kernel tuning applied at boot (boot mode only).
+    #[serde(default)]
+    pub kernel: Kernel,
+}
+
+/// `kernel`: sysctls (name → value) and the service's open-file limit (0: unchanged).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Kernel {
+    #[serde(default)]
+    pub sysctl: BTreeMap<String, String>,
+    #[serde(default)]
+    pub nofile: u64,
 }
 
 fn default_prefix() -> String {

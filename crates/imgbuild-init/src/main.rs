@@ -98,6 +98,7 @@ mod modules;
 mod net;
 mod nocloud;
 mod supervise;
+mod tuning;
 mod yaml;
 
 use std::path::PathBuf;
