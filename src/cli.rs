@@ -42,6 +42,8 @@ pub enum Command {
     Iso(crate::iso::IsoArgs),
     /// Boot an ISO in QEMU with the profile's ports forwarded to 127.0.0.1.
     Boot(crate::qemu::BootArgs),
+    /// Push a container tar, OCI directory or profile's image to a registry.
+    Push(crate::push::PushArgs),
     /// Describe a container tar or ISO; --verify recomputes every digest.
     Inspect(crate::inspect::InspectArgs),
     /// Build and run: load and run a container, boot the ISO, or run origin + swarm.
@@ -107,6 +109,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Container(a) => crate::container::run(&ctx, a),
         Command::Iso(a) => crate::iso::run(&ctx, a),
         Command::Boot(a) => crate::qemu::run(&ctx, a),
+        Command::Push(a) => crate::push::run(&ctx, a),
         Command::Inspect(a) => crate::inspect::run(&ctx, a),
         Command::Up(a) => crate::up::run(&ctx, a),
         Command::Completions { shell } => completions(&ctx, shell),

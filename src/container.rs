@@ -78,6 +78,113 @@ pub struct ContainerArgs {
     /// Print the image's Tree (every entry) and layer Plan as JSON; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Push the image to REF (HOST[:PORT]/NAME[:TAG]) instead of writing a tar, as
+    /// `imgbuild push KIND/PROFILE REF` does.
+    #[arg(long, value_name = "REF", conflicts_with_all = ["output", "dry_run"])]
+    pub push: Option<String>,
+    #[command(flatten)]
+    pub registry: crate::push::RegistryArgs,
+}
+
+impl ContainerArgs {
+    /// The arguments `push KIND/PROFILE` builds with (everything else at its default).
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_build(
+        profile: &str,
+        compression: Compression,
+        binaries: Vec<String>,
+        closures: Vec<PathBuf>,
+        store_root: Option<PathBuf>,
+        init: bool,
+        cache_dir: Option<PathBuf>,
+    ) -> ContainerArgs {
+        ContainerArgs {
+            profile: profile.to_string(),
+            output: None,
+            closures,
+            store_root,
+            compression,
+            format: Format::OciDir,
+            max_layers: plan::DEFAULT_MAX_LAYERS,
+            layering: Layering::Auto,
+            binaries,
+            init,
+            no_cache: false,
+            cache_dir,
+            threads: None,
+            json: false,
+            dry_run: false,
+            push: None,
+            registry: Default::default(),
+        }
+    }
+}
+
+/// An image built for a registry: its layer blobs (in the cache or scratch files) and
+/// documents; nothing written beside them.
+pub struct Built {
+    pub docs: oci::image::Documents,
+    pub blobs: Vec<oci::Blob>,
+    /// Holds the scratch directory of `--no-cache` builds until the push is done.
+    _scratch: Option<ScratchDir>,
+}
+
+/// A temporary directory removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Builds the profile's image as blobs for `push` (no archive, no output file).
+pub fn build_blobs(ctx: &Ctx, a: &ContainerArgs) -> Result<Built> {
+    let (inputs, tree, plan, meta) = prepare(ctx, a)?;
+    let (store, scratch) = match (a.no_cache, a.cache_dir.clone().or_else(default_cache_dir)) {
+        (false, Some(d)) => (Store::Cache(d), None),
+        _ => {
+            let d = std::env::temp_dir().join(format!("imgbuild-push-{}", std::process::id()));
+            (Store::Scratch(d.clone()), Some(ScratchDir(d)))
+        }
+    };
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let (docs, blobs) = oci::build_blobs(
+        &tree,
+        &plan,
+        &meta,
+        &WriteOptions {
+            compression: a.compression,
+            format: Format::OciDir,
+            threads,
+            epoch: inputs.epoch,
+            store,
+            progress: true,
+        },
+    )?;
+    Ok(Built {
+        docs,
+        blobs,
+        _scratch: scratch,
+    })
+}
+
+/// Stages 1–4: inputs, Tree, Plan and metadata.
+fn prepare(ctx: &Ctx, a: &ContainerArgs) -> Result<(Inputs, Tree, plan::Plan, ImageMeta)> {
+    let inputs = resolve(ctx, a)?;
+    let tree = image_tree(ctx, &inputs)?;
+    let plan = plan::plan(
+        &tree,
+        &store_nodes(&inputs.closure),
+        &PlanOptions {
+            max_layers: a.max_layers,
+            layering: a.layering,
+        },
+    )?;
+    let meta = image_meta(&inputs);
+    Ok((inputs, tree, plan, meta))
 }
 
 /// Everything the build reads, resolved and checked.
@@ -335,17 +442,15 @@ pub fn run(ctx: &Ctx, a: ContainerArgs) -> Result<()> {
     if a.threads == Some(0) {
         return Err(BadInput("--threads 0: give at least 1".into()).into());
     }
-    let inputs = resolve(ctx, &a)?;
-    let tree = image_tree(ctx, &inputs)?;
-    let plan = plan::plan(
-        &tree,
-        &store_nodes(&inputs.closure),
-        &PlanOptions {
-            max_layers: a.max_layers,
-            layering: a.layering,
-        },
-    )?;
-    let meta = image_meta(&inputs);
+    if let Some(r) = &a.push {
+        let reference = crate::registry::Reference::parse(r)?;
+        let client = crate::push::client(&reference, &a.registry)?;
+        let built = build_blobs(ctx, &a)?;
+        let img = crate::push::from_built(&built.docs, &built.blobs);
+        let s = crate::push::push_image(&client, &reference, &img, &a.registry)?;
+        return crate::push::report(&s, a.json);
+    }
+    let (inputs, tree, plan, meta) = prepare(ctx, &a)?;
     if a.dry_run {
         println!(
             "{}",

@@ -32,8 +32,9 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-/// Reads named files out of an image tar or an OCI directory.
-enum Source {
+/// Reads named files out of an image tar or an OCI directory (`push` and `sbom` read
+/// their SOURCE through it too).
+pub(crate) enum Source {
     Tar {
         file: PathBuf,
         entries: BTreeMap<String, (u64, u64)>,
@@ -42,7 +43,7 @@ enum Source {
 }
 
 impl Source {
-    fn open(path: &Path) -> Result<(Source, Vec<String>)> {
+    pub(crate) fn open(path: &Path) -> Result<(Source, Vec<String>)> {
         if path.is_dir() {
             return Ok((Source::Dir(path.to_path_buf()), Vec::new()));
         }
@@ -137,7 +138,7 @@ impl Source {
         ))
     }
 
-    fn size(&self, name: &str) -> Option<u64> {
+    pub(crate) fn size(&self, name: &str) -> Option<u64> {
         match self {
             Source::Tar { entries, .. } => entries.get(name).map(|e| e.1),
             Source::Dir(d) => std::fs::metadata(d.join(name))
@@ -147,7 +148,7 @@ impl Source {
         }
     }
 
-    fn reader(&self, name: &str) -> Result<Option<Box<dyn Read>>> {
+    pub(crate) fn reader(&self, name: &str) -> Result<Option<Box<dyn Read>>> {
         Ok(match self {
             Source::Tar { file, entries } => match entries.get(name) {
                 Some(&(off, size)) => {
@@ -165,7 +166,44 @@ impl Source {
         })
     }
 
-    fn read_json(&self, name: &str) -> Result<Option<Value>> {
+    /// A reader of `name` from byte `offset` on (push resumes and chunks with it).
+    pub(crate) fn open_at(&self, name: &str, offset: u64) -> io::Result<Box<dyn Read>> {
+        match self {
+            Source::Tar { file, entries } => {
+                let &(off, size) = entries.get(name).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("{name} is not in the archive"),
+                    )
+                })?;
+                let mut f = File::open(file)?;
+                f.seek(SeekFrom::Start(off + offset.min(size)))?;
+                Ok(Box::new(BufReader::with_capacity(
+                    1 << 20,
+                    f.take(size - offset.min(size)),
+                )))
+            }
+            Source::Dir(d) => {
+                let mut f = File::open(d.join(name))?;
+                f.seek(SeekFrom::Start(offset))?;
+                Ok(Box::new(BufReader::with_capacity(1 << 20, f)))
+            }
+        }
+    }
+
+    /// The raw bytes of a small file (manifest, config), `None` when absent.
+    pub(crate) fn read_bytes(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.reader(name)? {
+            Some(mut r) => {
+                let mut b = Vec::new();
+                r.read_to_end(&mut b)?;
+                Ok(Some(b))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn read_json(&self, name: &str) -> Result<Option<Value>> {
         match self.reader(name)? {
             Some(mut r) => {
                 let mut b = Vec::new();
