@@ -24,7 +24,8 @@ use crate::registry::{Client, ClientOptions, Credentials, Reference, RegistryErr
 /// How to reach and log in to the registry (shared by `push` and `container --push`).
 #[derive(Args, Debug, Clone, Default)]
 pub struct RegistryArgs {
-    /// Speak plain HTTP instead of HTTPS (implied for localhost, 127.0.0.0/8 and [::1]).
+    /// Speak plain HTTP instead of HTTPS (implied for localhost, 127.0.0.0/8 and [::1]
+    /// unless --ca-file is given).
     #[arg(long)]
     pub plain_http: bool,
     /// Trust the CA certificates in this PEM file besides the system's.
@@ -286,7 +287,8 @@ pub fn client(reference: &Reference, a: &RegistryArgs) -> Result<Client> {
     Ok(Client::new(
         reference,
         &ClientOptions {
-            plain_http: a.plain_http || reference.is_loopback(),
+            // Loopback implies plain HTTP unless --ca-file asks for TLS.
+            plain_http: a.plain_http || (reference.is_loopback() && a.ca_file.is_none()),
             ca_file: a.ca_file.clone(),
             credentials,
             retries: a.retries,

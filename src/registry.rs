@@ -643,6 +643,11 @@ impl Client {
                 url,
                 message: message(),
             }),
+            400 if body.contains("HTTP request to an HTTPS server") => Err(RegistryError::Status {
+                url,
+                status,
+                message: "the registry speaks HTTPS; give its CA with --ca-file (loopback registries are otherwise reached over plain HTTP)".into(),
+            }),
             400 if body.contains("DIGEST_INVALID") => Err(RegistryError::DigestMismatch {
                 url,
                 message: message(),
