@@ -78,6 +78,10 @@ pub struct ContainerArgs {
     /// Print the image's Tree (every entry) and layer Plan as JSON; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The SBOM stored in the image (etc/imgbuild/sbom.spdx.json or sbom.cdx.json, a layer
+    /// of its own).
+    #[arg(long, value_enum, default_value = "spdx")]
+    pub sbom: crate::sbom::SbomFormat,
     /// Push the image to REF (HOST[:PORT]/NAME[:TAG]) instead of writing a tar, as
     /// `imgbuild push KIND/PROFILE REF` does.
     #[arg(long, value_name = "REF", conflicts_with_all = ["output", "dry_run"])]
@@ -97,6 +101,7 @@ impl ContainerArgs {
         store_root: Option<PathBuf>,
         init: bool,
         cache_dir: Option<PathBuf>,
+        sbom: crate::sbom::SbomFormat,
     ) -> ContainerArgs {
         ContainerArgs {
             profile: profile.to_string(),
@@ -114,6 +119,7 @@ impl ContainerArgs {
             threads: None,
             json: false,
             dry_run: false,
+            sbom,
             push: None,
             registry: Default::default(),
         }
@@ -197,6 +203,7 @@ pub struct Inputs {
     pub init: bool,
     pub epoch: u64,
     pub version: String,
+    pub sbom: crate::sbom::SbomFormat,
 }
 
 /// SOURCE_DATE_EPOCH (default 1).
@@ -246,6 +253,7 @@ pub fn resolve(ctx: &Ctx, a: &ContainerArgs) -> Result<Inputs> {
         init: a.init,
         epoch: source_date_epoch()?,
         version: env!("CARGO_PKG_VERSION").to_string(),
+        sbom: a.sbom,
     })
 }
 
@@ -316,8 +324,45 @@ pub fn image_tree(ctx: &Ctx, i: &Inputs) -> Result<Tree> {
             Entry::file(Content::bytes(init_json(&i.profile)), 0o644, Group::Config),
         )?;
     }
+    if let Some(path) = i.sbom.image_path() {
+        let doc = crate::sbom::render(&sbom_input(i)?, i.sbom).expect("a format with a path");
+        tree.insert(path, Entry::file(Content::bytes(doc), 0o644, Group::Sbom))?;
+    }
     crate::closure::check_executables(&tree).context("checking the executables of the image")?;
     Ok(tree)
+}
+
+/// What the image's SBOM describes: the closure's store paths and the payload programs.
+pub fn sbom_input(i: &Inputs) -> Result<crate::sbom::Input> {
+    let mut payloads = Vec::new();
+    for (name, host) in &i.payloads {
+        payloads.push(crate::sbom::PayloadItem {
+            name: name.clone(),
+            image_path: format!("/bin/{name}"),
+            sha256: crate::sbom::file_sha256(host)
+                .with_context(|| format!("reading {}", host.display()))?,
+        });
+    }
+    Ok(crate::sbom::Input {
+        image: image_meta(i).reference(),
+        created: oci::rfc3339(i.epoch),
+        tool_version: i.version.clone(),
+        store: i
+            .closure
+            .paths
+            .iter()
+            .map(|s| crate::sbom::StoreItem {
+                path: s.path.display().to_string(),
+                nar_hash: s.nar_hash.clone(),
+                references: s
+                    .references
+                    .iter()
+                    .map(|r| r.display().to_string())
+                    .collect(),
+            })
+            .collect(),
+        payloads,
+    })
 }
 
 /// The planner's view of the closure.

@@ -21,6 +21,7 @@ pub mod qemu;
 pub mod registry;
 pub mod root;
 pub mod rootfs;
+pub mod sbom;
 pub mod tree;
 pub mod up;
 

@@ -121,7 +121,8 @@ pub fn plan(tree: &Tree, closure: &[StoreNode], opts: &PlanOptions) -> Result<Pl
     }
     let has_base = by_group.contains_key(&Group::Base);
     let has_config = by_group.contains_key(&Group::Config);
-    let fixed = has_base as usize + payloads.len() + has_config as usize;
+    let has_sbom = by_group.contains_key(&Group::Sbom);
+    let fixed = has_base as usize + payloads.len() + has_config as usize + has_sbom as usize;
     let has_closure = !store_sizes.is_empty();
     let need = fixed + has_closure as usize;
     if opts.max_layers < need.max(1) {
@@ -195,6 +196,9 @@ pub fn plan(tree: &Tree, closure: &[StoreNode], opts: &PlanOptions) -> Result<Pl
     }
     if has_config {
         layer_groups.push(("config".into(), vec![Group::Config]));
+    }
+    if has_sbom {
+        layer_groups.push(("sbom".into(), vec![Group::Sbom]));
     }
 
     let layers = layer_groups

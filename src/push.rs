@@ -79,6 +79,9 @@ pub struct PushArgs {
     /// Layer cache directory (default $IMGBUILD_CACHE, else ~/.cache/imgbuild/layers).
     #[arg(long, value_name = "DIR", env = "IMGBUILD_CACHE")]
     pub cache_dir: Option<PathBuf>,
+    /// The SBOM in the image when SOURCE is a profile.
+    #[arg(long, value_enum, default_value = "spdx")]
+    pub sbom: crate::sbom::SbomFormat,
 }
 
 /// Where one blob's bytes are.
@@ -442,6 +445,7 @@ pub fn run(ctx: &Ctx, a: PushArgs) -> Result<()> {
             a.store_root.clone(),
             a.init,
             a.cache_dir.clone(),
+            a.sbom,
         );
         let built = crate::container::build_blobs(ctx, &ca)?;
         let img = from_built(&built.docs, &built.blobs);
