@@ -22,6 +22,7 @@ pub mod registry;
 pub mod root;
 pub mod rootfs;
 pub mod sbom;
+pub mod sbom_cmd;
 pub mod tree;
 pub mod up;
 

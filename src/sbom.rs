@@ -175,7 +175,8 @@ pub fn name_version(store_path: &str) -> (String, Option<String>) {
     (rest.to_string(), None)
 }
 
-/// A NAR hash (`sha256:<nix base32>`, `sha256:<hex>` or SRI `sha256-<base64>`) as hex.
+/// A NAR hash (`sha256:<nix base32>`, `sha256:<hex>`, SRI `sha256-<base64>`, or bare hex
+/// or base32 as closureInfo registrations have it) as hex.
 pub fn nar_hash_hex(h: &str) -> Option<String> {
     use base64::Engine;
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
@@ -183,7 +184,8 @@ pub fn nar_hash_hex(h: &str) -> Option<String> {
         let b = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
         return (b.len() == 32).then(|| hex(&b));
     }
-    let s = h.strip_prefix("sha256:")?;
+    // `nix-store --dump-db` (closureInfo registration) writes bare hex or base32.
+    let s = h.strip_prefix("sha256:").unwrap_or(h);
     if s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit()) {
         return Some(s.to_ascii_lowercase());
     }
@@ -542,6 +544,7 @@ mod tests {
             nar_hash_hex("sha256:1gcf9h1g5vx1zpbjiixm21d9zb9w1v1mh5hz5yzda3mmi8sj7iqm").unwrap(),
             hex
         );
+        assert_eq!(nar_hash_hex(hex).unwrap(), hex);
         assert_eq!(nar_hash_hex("md5:x"), None);
     }
 
