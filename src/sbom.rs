@@ -237,7 +237,9 @@ fn fingerprint(i: &Input) -> String {
     h.update(i.image.as_bytes());
     for s in &i.store {
         h.update(s.path.as_bytes());
-        h.update(s.nar_hash.as_deref().unwrap_or("").as_bytes());
+        // Normalised: every closure form of the same store gives the same document.
+        let nh = s.nar_hash.as_deref().and_then(nar_hash_hex).unwrap_or_default();
+        h.update(nh.as_bytes());
     }
     for p in &i.payloads {
         h.update(p.name.as_bytes());
