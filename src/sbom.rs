@@ -238,7 +238,11 @@ fn fingerprint(i: &Input) -> String {
     for s in &i.store {
         h.update(s.path.as_bytes());
         // Normalised: every closure form of the same store gives the same document.
-        let nh = s.nar_hash.as_deref().and_then(nar_hash_hex).unwrap_or_default();
+        let nh = s
+            .nar_hash
+            .as_deref()
+            .and_then(nar_hash_hex)
+            .unwrap_or_default();
         h.update(nh.as_bytes());
     }
     for p in &i.payloads {
