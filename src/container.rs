@@ -50,7 +50,7 @@ pub struct ContainerArgs {
     /// directory.
     #[arg(long, value_enum, default_value = "docker-archive")]
     pub format: Format,
-    /// At most N layers (base, closure, one per payload binary, config); at most 127.
+    /// At most N layers (base, closure, one per payload binary, config, SBOM); at most 127.
     #[arg(long, value_name = "N", default_value_t = plan::DEFAULT_MAX_LAYERS)]
     pub max_layers: usize,
     /// How the closure is split into layers.
@@ -131,6 +131,8 @@ impl ContainerArgs {
 pub struct Built {
     pub docs: oci::image::Documents,
     pub blobs: Vec<oci::Blob>,
+    /// The SBOM in the image (what `push` attaches as a referrer).
+    pub sbom: Option<(crate::sbom::SbomFormat, Vec<u8>)>,
     /// Holds the scratch directory of `--no-cache` builds until the push is done.
     _scratch: Option<ScratchDir>,
 }
@@ -170,7 +172,12 @@ pub fn build_blobs(ctx: &Ctx, a: &ContainerArgs) -> Result<Built> {
             progress: true,
         },
     )?;
+    let sbom = match inputs.sbom {
+        crate::sbom::SbomFormat::None => None,
+        f => crate::sbom::render(&sbom_input(&inputs)?, f).map(|d| (f, d)),
+    };
     Ok(Built {
+        sbom,
         docs,
         blobs,
         _scratch: scratch,
@@ -491,7 +498,7 @@ pub fn run(ctx: &Ctx, a: ContainerArgs) -> Result<()> {
         let reference = crate::registry::Reference::parse(r)?;
         let client = crate::push::client(&reference, &a.registry)?;
         let built = build_blobs(ctx, &a)?;
-        let img = crate::push::from_built(&built.docs, &built.blobs);
+        let img = crate::push::from_built(&built.docs, &built.blobs, built.sbom.clone());
         let s = crate::push::push_image(&client, &reference, &img, &a.registry)?;
         return crate::push::report(&s, a.json);
     }

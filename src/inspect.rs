@@ -263,6 +263,15 @@ struct LayerInfo {
 }
 
 #[derive(Serialize, Default)]
+struct SbomInfo {
+    format: String,
+    path: String,
+    store_paths: usize,
+    payloads: Vec<String>,
+    crates: usize,
+}
+
+#[derive(Serialize, Default)]
 struct Report {
     file: String,
     image: Vec<String>,
@@ -281,6 +290,9 @@ struct Report {
     healthcheck: Value,
     labels: BTreeMap<String, String>,
     layers: Vec<LayerInfo>,
+    /// The image's SBOM, summarised (docs/push-and-sbom.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sbom: Option<SbomInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     verified: Option<bool>,
     problems: Vec<String>,
@@ -737,7 +749,30 @@ fn inspect(path: &Path, verify: bool) -> Result<Report> {
             contents,
         });
     }
+    let mut sbom_doc = None;
+    if index.is_some() {
+        match crate::sbom_cmd::from_image(path, &src) {
+            Ok(Some((format, doc))) => match crate::sbom::summarise(&doc) {
+                Ok(sum) => {
+                    rep.sbom = Some(SbomInfo {
+                        format: sum.format.clone(),
+                        path: format!("/{}", format.image_path().unwrap_or_default()),
+                        store_paths: sum.store_paths.len(),
+                        payloads: sum.payloads.iter().map(|p| p.0.clone()).collect(),
+                        crates: sum.crates,
+                    });
+                    sbom_doc = Some(sum);
+                }
+                Err(e) => problems.push(format!("the SBOM: {e}")),
+            },
+            Ok(None) => {}
+            Err(e) => problems.push(format!("reading the SBOM: {e:#}")),
+        }
+    }
     if verify {
+        if let Some(sum) = &sbom_doc {
+            verify_sbom(&src, &rep.layers, sum, &mut problems)?;
+        }
         // Every blob's content matches its name.
         for b in src.blob_names() {
             let Some(r) = src.reader(&b)? else { continue };
@@ -773,6 +808,61 @@ fn inspect(path: &Path, verify: bool) -> Result<Report> {
     }
     rep.problems = problems;
     Ok(rep)
+}
+
+/// `--verify` of the SBOM against the layers: every store path it lists is in the image and
+/// every store path in the image is listed; each payload's sha256 is that of `/bin/<name>`.
+fn verify_sbom(
+    src: &Source,
+    layers: &[LayerInfo],
+    sum: &crate::sbom::Summary,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let mut in_image = std::collections::BTreeSet::new();
+    let mut payload_sums: BTreeMap<String, String> = BTreeMap::new();
+    let wanted: std::collections::BTreeSet<String> = sum
+        .payloads
+        .iter()
+        .map(|(n, _)| format!("bin/{n}"))
+        .collect();
+    for l in layers {
+        let Some(r) = src.reader(&blob_name(&l.digest))? else {
+            continue;
+        };
+        let r = crate::sbom_cmd::decompress(r, &l.media_type)?;
+        let (names, sums) = crate::sbom_cmd::scan_layer(r, &wanted)
+            .map_err(|e| anyhow::anyhow!("layer {}: {e}", l.digest))?;
+        for n in names {
+            let mut parts = n.trim_start_matches("./").splitn(4, '/');
+            if let (Some("nix"), Some("store"), Some(base)) =
+                (parts.next(), parts.next(), parts.next())
+            {
+                if !base.is_empty() {
+                    in_image.insert(format!("/nix/store/{base}"));
+                }
+            }
+        }
+        payload_sums.extend(sums);
+    }
+    let listed: std::collections::BTreeSet<String> = sum.store_paths.iter().cloned().collect();
+    for p in listed.difference(&in_image) {
+        problems.push(format!("the SBOM lists {p}, which is not in the image"));
+    }
+    for p in in_image.difference(&listed) {
+        problems.push(format!("{p} is in the image but not in the SBOM"));
+    }
+    for (name, want) in &sum.payloads {
+        match payload_sums.get(&format!("bin/{name}")) {
+            Some(have) if have == want => {}
+            Some(have) => problems.push(format!(
+                "the SBOM gives /bin/{name} sha256 {want}, the image's file has {have}"
+            )),
+            None => problems.push(format!(
+                "the SBOM lists payload {name}, but /bin/{name} is not in the image"
+            )),
+        }
+    }
+    Ok(())
 }
 
 /// `inspect --verify` as a function: the problems found in a container image tar or OCI
@@ -854,6 +944,17 @@ fn print_text(rep: &Report, out: &mut impl Write) -> io::Result<()> {
             human(l.size),
             &short[..short.len().min(12)],
             l.contents
+        )?;
+    }
+    if let Some(sb) = &rep.sbom {
+        writeln!(
+            out,
+            "  sbom         {} at {}: {} store paths, payloads {}, {} crates",
+            sb.format,
+            sb.path,
+            sb.store_paths,
+            sb.payloads.join(" "),
+            sb.crates
         )?;
     }
     match rep.verified {

@@ -30,11 +30,12 @@ pub const DEFAULT_MAX_LAYERS: usize = 100;
 pub enum PlanError {
     #[error("--max-layers {0}: the limit is {HARD_MAX_LAYERS} (overlayfs stacks at most 127 layers; images above that do not run)")]
     TooManyLayers(usize),
-    #[error("--max-layers {max}: this image needs at least {need} layers (base, {payloads} payload binar{ies}, config{closure})", ies = if *payloads == 1 { "y" } else { "ies" }, closure = if *closure { ", one for the closure" } else { "" })]
+    #[error("--max-layers {max}: this image needs at least {need} layers (base, {payloads} payload binar{ies}, config{sbom}{closure})", ies = if *payloads == 1 { "y" } else { "ies" }, sbom = if *sbom { ", SBOM" } else { "" }, closure = if *closure { ", one for the closure" } else { "" })]
     TooFewLayers {
         max: usize,
         need: usize,
         payloads: usize,
+        sbom: bool,
         closure: bool,
     },
 }
@@ -130,6 +131,7 @@ pub fn plan(tree: &Tree, closure: &[StoreNode], opts: &PlanOptions) -> Result<Pl
             max: opts.max_layers,
             need,
             payloads: payloads.len(),
+            sbom: has_sbom,
             closure: has_closure,
         });
     }

@@ -116,6 +116,8 @@ pub struct PushBlob<'a> {
 
 /// An image ready to send: its blobs (layers, config) and the manifest's bytes.
 pub struct PushImage<'a> {
+    /// The image's SBOM, attached as an OCI 1.1 referrer after the image.
+    pub sbom: Option<(crate::sbom::SbomFormat, Vec<u8>)>,
     pub blobs: Vec<PushBlob<'a>>,
     pub config: Vec<u8>,
     pub config_digest: String,
@@ -139,6 +141,20 @@ pub struct PushSummary {
     pub blobs: Vec<BlobResult>,
     pub uploaded_bytes: u64,
     pub seconds: f64,
+    /// The SBOM referrer: its manifest digest and how it is found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom_referrer: Option<Referrer>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Referrer {
+    pub digest: String,
+    pub artifact_type: String,
+    /// `referrers-api` where the registry lists it, else `tag` (the `sha256-<hex>` tag
+    /// fallback of the OCI distribution spec).
+    pub found_via: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 fn blob_name(digest: &str) -> String {
@@ -193,7 +209,9 @@ pub(crate) fn from_source<'a>(path: &Path, src: &'a Source) -> Result<PushImage<
             bytes: Bytes::Archive(src, name),
         });
     }
+    let sbom = crate::sbom_cmd::from_image(path, src)?;
     Ok(PushImage {
+        sbom,
         blobs,
         config,
         config_digest,
@@ -202,8 +220,13 @@ pub(crate) fn from_source<'a>(path: &Path, src: &'a Source) -> Result<PushImage<
 }
 
 /// The image of freshly built blobs.
-pub fn from_built<'a>(docs: &oci::image::Documents, blobs: &'a [Blob]) -> PushImage<'a> {
+pub fn from_built<'a>(
+    docs: &oci::image::Documents,
+    blobs: &'a [Blob],
+    sbom: Option<(crate::sbom::SbomFormat, Vec<u8>)>,
+) -> PushImage<'a> {
     PushImage {
+        sbom,
         blobs: blobs
             .iter()
             .map(|b| PushBlob {
@@ -370,13 +393,106 @@ pub fn push_image(
         }
         Err(e) => return Err(e),
     };
+    let manifest_bytes = if media_type == oci_type {
+        img.manifest.clone()
+    } else {
+        docker_v2(&img.manifest).unwrap_or_default()
+    };
+    let sbom_referrer = match &img.sbom {
+        Some((format, doc)) => Some(push_referrer(
+            client,
+            media_type,
+            &digest,
+            manifest_bytes.len() as u64,
+            *format,
+            doc,
+        )?),
+        None => None,
+    };
     Ok(PushSummary {
+        sbom_referrer,
         reference: reference.to_string(),
         digest,
         manifest_media_type: media_type.to_string(),
         blobs: results,
         uploaded_bytes: uploaded,
         seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The empty config of an artifact manifest (`{}`), as the OCI image spec 1.1 defines it.
+const EMPTY_JSON: &[u8] = b"{}";
+const MT_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+
+/// Attaches the SBOM to the image: an OCI 1.1 artifact manifest (`artifactType`, `subject`)
+/// put by digest; where the registry has no referrers API, the `sha256-<hex>` tag holds an
+/// index of the image's referrers (the spec's fallback), updated rather than replaced.
+fn push_referrer(
+    client: &Client,
+    subject_type: &str,
+    subject_digest: &str,
+    subject_size: u64,
+    format: crate::sbom::SbomFormat,
+    doc: &[u8],
+) -> Result<Referrer, RegistryError> {
+    let artifact_type = match format {
+        crate::sbom::SbomFormat::Cyclonedx => "application/vnd.cyclonedx+json",
+        _ => "application/spdx+json",
+    };
+    let doc_digest = sha256(doc);
+    client.put_small_blob(&sha256(EMPTY_JSON), EMPTY_JSON)?;
+    client.put_small_blob(&doc_digest, doc)?;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": crate::oci::image::MT_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": MT_EMPTY, "digest": sha256(EMPTY_JSON), "size": 2, "data": "e30="},
+        "layers": [{"mediaType": artifact_type, "digest": doc_digest, "size": doc.len(),
+            "annotations": {"org.opencontainers.image.title": format!("sbom.{}.json", if artifact_type.contains("spdx") { "spdx" } else { "cdx" })}}],
+        "subject": {"mediaType": subject_type, "digest": subject_digest, "size": subject_size},
+    });
+    let bytes = serde_json::to_vec(&manifest).expect("JSON");
+    let digest = sha256(&bytes);
+    client.put_manifest(&digest, crate::oci::image::MT_MANIFEST, &bytes)?;
+    if let Some(list) = client.referrers(subject_digest)? {
+        if list["manifests"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|d| d["digest"] == digest.as_str()))
+        {
+            return Ok(Referrer {
+                digest,
+                artifact_type: artifact_type.into(),
+                found_via: "referrers-api",
+                tag: None,
+            });
+        }
+    }
+    // The tag fallback: the index at sha256-<hex> lists every referrer of the image.
+    let tag = subject_digest.replacen(':', "-", 1);
+    let path = format!("/v2/{}/manifests/{tag}", client.repository);
+    let mut index = client
+        .get_json(&path, crate::oci::image::MT_INDEX)?
+        .filter(|v| v["manifests"].is_array())
+        .unwrap_or_else(|| {
+            serde_json::json!({"schemaVersion": 2, "mediaType": crate::oci::image::MT_INDEX, "manifests": []})
+        });
+    let entry = serde_json::json!({
+        "mediaType": crate::oci::image::MT_MANIFEST,
+        "digest": digest,
+        "size": bytes.len(),
+        "artifactType": artifact_type,
+    });
+    let list = index["manifests"].as_array_mut().expect("checked above");
+    if !list.iter().any(|d| d["digest"] == digest.as_str()) {
+        list.push(entry);
+        let ib = serde_json::to_vec(&index).expect("JSON");
+        client.put_manifest(&tag, crate::oci::image::MT_INDEX, &ib)?;
+    }
+    Ok(Referrer {
+        digest,
+        artifact_type: artifact_type.into(),
+        found_via: "tag",
+        tag: Some(tag),
     })
 }
 
@@ -448,7 +564,7 @@ pub fn run(ctx: &Ctx, a: PushArgs) -> Result<()> {
             a.sbom,
         );
         let built = crate::container::build_blobs(ctx, &ca)?;
-        let img = from_built(&built.docs, &built.blobs);
+        let img = from_built(&built.docs, &built.blobs, built.sbom.clone());
         push_image(&client, &reference, &img, &a.registry)?
     } else {
         return Err(BadInput(format!(

@@ -871,6 +871,30 @@ impl Client {
         Ok(r.digest)
     }
 
+    /// The referrers API (OCI distribution 1.1): the index of manifests whose `subject` is
+    /// `digest`, or `None` where the registry has no such API (404, or not an index).
+    pub fn referrers(&self, digest: &str) -> R<Option<serde_json::Value>> {
+        let path = format!("/v2/{}/referrers/{digest}", self.repository);
+        match self.get_json(&path, crate::oci::image::MT_INDEX) {
+            Ok(Some(v)) if v["manifests"].is_array() => Ok(Some(v)),
+            Ok(_) | Err(RegistryError::NotFound { .. }) => Ok(None),
+            Err(RegistryError::Status { status, .. }) if status == 400 || status == 405 => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Uploads small in-memory bytes as a blob unless the repository has it.
+    pub fn put_small_blob(&self, digest: &str, bytes: &[u8]) -> R<bool> {
+        if self.blob_exists(digest)? {
+            return Ok(false);
+        }
+        let len = bytes.len() as u64;
+        self.upload(digest, len, len.max(1), &|off| {
+            Ok(Box::new(&bytes[(off as usize).min(bytes.len())..]) as Box<dyn Read>)
+        })?;
+        Ok(true)
+    }
+
     /// GETs a path of this registry's API as JSON; `None` on 404.
     pub fn get_json(&self, path: &str, accept: &str) -> R<Option<serde_json::Value>> {
         let r = self.send(

@@ -3,6 +3,7 @@
 //! layers) or `KIND/PROFILE` (the SBOM is made from the profile's inputs, byte for byte what
 //! `container` puts in the image, without building a layer).
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -46,6 +47,76 @@ fn blob_name(digest: &str) -> String {
 }
 
 /// A decompressing reader for a layer of `media_type`.
+pub(crate) fn decompress<'a>(
+    r: Box<dyn Read + 'a>,
+    media_type: &str,
+) -> io::Result<Box<dyn Read + 'a>> {
+    layer_reader(r, media_type)
+}
+
+/// Every entry name of a layer tar, and the hex sha256 of the regular files in `hash`.
+pub(crate) fn scan_layer(
+    mut r: impl Read,
+    hash: &std::collections::BTreeSet<String>,
+) -> Result<(Vec<String>, BTreeMap<String, String>), String> {
+    use sha2::Digest;
+    let mut names = Vec::new();
+    let mut sums = BTreeMap::new();
+    let mut block = [0u8; tar::BLOCK];
+    let mut long: Option<Vec<u8>> = None;
+    loop {
+        if r.read_exact(&mut block).is_err() {
+            break;
+        }
+        let Some(h) = tar::parse_block(&block)? else {
+            break;
+        };
+        let padded = h.size.div_ceil(tar::BLOCK as u64) * tar::BLOCK as u64;
+        if matches!(h.flag, b'x' | b'L') {
+            let mut body = Vec::new();
+            (&mut r)
+                .take(padded)
+                .read_to_end(&mut body)
+                .map_err(|e| e.to_string())?;
+            body.truncate(h.size as usize);
+            long = if h.flag == b'x' {
+                tar::parse_pax(&body)?
+                    .into_iter()
+                    .find(|(k, _)| k == "path")
+                    .map(|(_, v)| v)
+            } else {
+                Some(body.split(|&b| b == 0).next().unwrap_or(&[]).to_vec())
+            };
+            continue;
+        }
+        let name = String::from_utf8_lossy(long.take().as_deref().unwrap_or(&h.name))
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        if (h.flag == b'0' || h.flag == 0) && hash.contains(&name) {
+            let mut d = sha2::Sha256::new();
+            let mut left = h.size;
+            let mut buf = vec![0u8; 1 << 16];
+            while left > 0 {
+                let n = (left as usize).min(buf.len());
+                r.read_exact(&mut buf[..n]).map_err(|e| e.to_string())?;
+                d.update(&buf[..n]);
+                left -= n as u64;
+            }
+            io::copy(&mut (&mut r).take(padded - h.size), &mut io::sink())
+                .map_err(|e| e.to_string())?;
+            sums.insert(
+                name.clone(),
+                d.finalize().iter().map(|x| format!("{x:02x}")).collect(),
+            );
+        } else {
+            io::copy(&mut (&mut r).take(padded), &mut io::sink()).map_err(|e| e.to_string())?;
+        }
+        names.push(name);
+    }
+    Ok((names, sums))
+}
+
 fn layer_reader<'a>(r: Box<dyn Read + 'a>, media_type: &str) -> io::Result<Box<dyn Read + 'a>> {
     Ok(
         if media_type.ends_with("+gzip") || media_type.ends_with(".gzip") {

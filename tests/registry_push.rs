@@ -325,21 +325,52 @@ fn plain_registry_push_pull_run_and_push_only_what_changed() {
         s["blobs"].as_array().unwrap().len(),
         layer_digests(&lm).len() + 1
     );
-    // The manifest goes last: after every blob upload, in the registry's own log.
+    // The manifest goes last: after every upload of the image's blobs (layers and config),
+    // in the registry's own log. (The SBOM referrer's blobs follow the image manifest.)
+    let mut image_blobs: BTreeSet<String> = layer_digests(&lm)
+        .into_iter()
+        .map(|d| d.replace(':', "%3A"))
+        .collect();
+    image_blobs.insert(lm["config"]["digest"].as_str().unwrap().replace(':', "%3A"));
     let log = reg.log();
     let lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("response completed") && l.contains("http.request.method=PUT"))
         .collect();
-    let last_blob = lines
+    let uploads: Vec<usize> = lines
         .iter()
-        .rposition(|l| l.contains("/blobs/uploads/"))
-        .expect("no blob upload in the registry log");
+        .enumerate()
+        .filter(|(_, l)| {
+            l.contains("/blobs/uploads/")
+                && image_blobs
+                    .iter()
+                    .any(|d| l.contains(&format!("digest={d}")))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        uploads.len(),
+        image_blobs.len(),
+        "uploads in the log: {lines:#?}"
+    );
     let manifest = lines
         .iter()
         .position(|l| l.contains("/v2/hls-origin/manifests/default"))
         .expect("no manifest put in the registry log");
-    assert!(manifest > last_blob, "the manifest was put before a blob");
+    assert!(
+        uploads.iter().all(|&u| u < manifest),
+        "the manifest was put before a blob"
+    );
+    // The SBOM is attached as a referrer; registry 2.8 has no referrers API, so it is
+    // listed under the sha256-<hex> tag; its document is the SBOM in the tar.
+    let referrer = check_referrer(&reg, &s);
+    let doc = blob(&reg, referrer["layers"][0]["digest"].as_str().unwrap());
+    let o = common::run(&["sbom", tar.to_str().unwrap()]);
+    assert_eq!(
+        doc, o.stdout,
+        "the referrer's document is not the image's SBOM"
+    );
+
     // skopeo sees in the registry exactly the tar's manifest, config and layers.
     let (rm, rc) = remote_raw(&reg, "hls-origin:default");
     assert_eq!(rm, lm, "the pushed manifest differs from the tar's");
@@ -415,10 +446,19 @@ fn plain_registry_push_pull_run_and_push_only_what_changed() {
         .filter(|d| !old.contains(d))
         .collect();
     expect.insert(rm2["config"]["digest"].as_str().unwrap().to_string());
+    // Besides the image: the new SBOM document, the one blob of its referrer artifact.
+    let referrer = check_referrer(&reg, &s);
+    let mut with_referrer = expect.clone();
+    with_referrer.insert(
+        referrer["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
     assert_eq!(
         reg.uploaded_since(before),
-        expect,
-        "the registry log shows other uploads than the changed layer and config"
+        with_referrer,
+        "the registry log shows other uploads than the changed layers, the config and the SBOM referrer's document"
     );
     let uploaded: BTreeSet<String> = s["blobs"]
         .as_array()
@@ -432,6 +472,54 @@ fn plain_registry_push_pull_run_and_push_only_what_changed() {
         s["digest"],
         format!("sha256:{}", sha256_hex(&cmd_raw(&reg)))
     );
+}
+
+/// A blob of the plain registry, fetched with curl.
+fn blob(reg: &Registry, digest: &str) -> Vec<u8> {
+    let o = cmd(
+        "curl",
+        &[
+            "-fsS",
+            &format!("http://{}/v2/hls-origin/blobs/{digest}", reg.addr()),
+        ],
+    );
+    assert!(o.status.success(), "curl: {}", common::stderr(&o));
+    o.stdout
+}
+
+/// Checks, with skopeo, that the push summary's SBOM referrer is listed for the image under
+/// the tag fallback and points at it; returns the referrer's manifest.
+fn check_referrer(reg: &Registry, summary: &Value) -> Value {
+    let r = &summary["sbom_referrer"];
+    assert_eq!(r["found_via"], "tag", "{summary}");
+    assert_eq!(r["artifact_type"], "application/spdx+json");
+    let image = summary["digest"].as_str().unwrap();
+    let tag = image.replacen(':', "-", 1);
+    let raw = |reference: &str| -> Value {
+        let mut a: Vec<String> = vec!["inspect".into(), "--raw".into()];
+        a.extend(reg.skopeo_args());
+        a.push(format!("docker://{}/hls-origin{reference}", reg.addr()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        serde_json::from_str(&ok(
+            cmd("skopeo", &a),
+            "skopeo inspect of the referrer",
+            reg,
+        ))
+        .unwrap()
+    };
+    let index = raw(&format!(":{tag}"));
+    assert!(
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["digest"] == r["digest"] && m["artifactType"] == "application/spdx+json"),
+        "the referrer is not in the {tag} index: {index}"
+    );
+    let m = raw(&format!("@{}", r["digest"].as_str().unwrap()));
+    assert_eq!(m["subject"]["digest"], image);
+    assert_eq!(m["artifactType"], "application/spdx+json");
+    m
 }
 
 fn cmd_raw(reg: &Registry) -> Vec<u8> {
