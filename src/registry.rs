@@ -434,6 +434,9 @@ fn parse_challenge(h: &str) -> (String, std::collections::BTreeMap<String, Strin
     (scheme.to_ascii_lowercase(), params)
 }
 
+/// Gives a reader of a blob from a byte offset on (chunked uploads and retries reopen).
+pub type Opener<'a> = dyn Fn(u64) -> io::Result<Box<dyn Read + 'a>> + 'a;
+
 /// What to send: nothing, bytes, or a reader made anew for each attempt.
 pub enum Body<'a> {
     Empty,
@@ -784,13 +787,7 @@ impl Client {
 
     /// Uploads a blob: one PUT when it is at most `chunk` bytes, else PATCH chunks and a
     /// closing PUT. `open(offset)` gives a reader at that byte.
-    pub fn upload<'b>(
-        &self,
-        digest: &str,
-        len: u64,
-        chunk: u64,
-        open: &'b dyn Fn(u64) -> io::Result<Box<dyn Read + 'b>>,
-    ) -> R<()> {
+    pub fn upload(&self, digest: &str, len: u64, chunk: u64, open: &Opener<'_>) -> R<()> {
         let loc = self.start_upload()?;
         let scope = self.scope();
         if len <= chunk {
