@@ -1389,6 +1389,11 @@ mod tests {
         }
     }
 
+    fn hashed(mut r: Record, h: &str) -> Record {
+        r.nar_hash = Some(h.into());
+        r
+    }
+
     fn err_text(r: Result<Parsed, ClosureError>) -> String {
         r.expect_err("should fail").to_string()
     }
@@ -1422,7 +1427,7 @@ mod tests {
                {{"path":"{B}","narSize":152,"references":[],"ca":"text:sha256:0q3k"}}]"#
         );
         let object = format!(
-            r#"{{"{C}":{{"narSize":2152,"references":["{A}","6w1z088wcnwgiw7qnlrf5v4rnngspq7c-greeting"]}},
+            r#"{{"{C}":{{"narHash":"sha256-FacjNYKtDtW+x28WNRMOPK2/WhC1xyjX/aHv/gJITr0=","narSize":2152,"references":["{A}","6w1z088wcnwgiw7qnlrf5v4rnngspq7c-greeting"]}},
                 "{A}":{{"narSize":1983504,"references":[]}},"{B}":{{"narSize":152,"references":[]}}}}"#
         );
         let mut a = match parse_input("a.json", array.as_bytes()).unwrap() {
@@ -1436,7 +1441,13 @@ mod tests {
         a.sort_by(|x, y| x.path.cmp(&y.path));
         o.sort_by(|x, y| x.path.cmp(&y.path));
         assert_eq!(a, o);
-        assert_eq!(a[0], rec(C, Some(2152), &[A, B]));
+        assert_eq!(
+            a[0],
+            hashed(
+                rec(C, Some(2152), &[A, B]),
+                "sha256-FacjNYKtDtW+x28WNRMOPK2/WhC1xyjX/aHv/gJITr0="
+            )
+        );
     }
 
     #[test]
@@ -1446,7 +1457,7 @@ mod tests {
         );
         assert_eq!(
             parse_input("attrs.json", j.as_bytes()).unwrap(),
-            Parsed::Records(vec![rec(B, Some(152), &[B])])
+            Parsed::Records(vec![hashed(rec(B, Some(152), &[B]), "sha256:0q3k")])
         );
     }
 
@@ -1506,9 +1517,18 @@ mod tests {
         assert_eq!(
             parse_input("registration", text.as_bytes()).unwrap(),
             Parsed::Records(vec![
-                rec(A, Some(1983504), &[]),
-                rec(B, Some(152), &[]),
-                rec(C, Some(2152), &[A, B, C]),
+                hashed(
+                    rec(A, Some(1983504), &[]),
+                    "a9da20ec0aa4ba9fe1b9ffd0b23d2945c068ca2b9f2ab54f4906a7a1d0608443"
+                ),
+                hashed(
+                    rec(B, Some(152), &[]),
+                    "158bd698a3f17a32b00f73119a03242ee1138625087b404355b6ae5007b8e4fc"
+                ),
+                hashed(
+                    rec(C, Some(2152), &[A, B, C]),
+                    "15a7233582ad0ed5bec76f1635130e3cadbf5a10b5c728d7fda1effe02484ebd"
+                ),
             ])
         );
     }
