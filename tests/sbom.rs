@@ -223,3 +223,102 @@ fn spdx_of_the_fixture_closure_validates_lists_every_path_and_is_reproducible() 
         .iter()
         .any(|r| r["relationshipType"] == "DEPENDS_ON"));
 }
+
+fn sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(b);
+    format!(
+        "sha256:{}",
+        h.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
+}
+
+fn blob_path(dir: &Path, digest: &str) -> PathBuf {
+    dir.join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+#[test]
+fn inspect_summarises_the_sbom_and_verify_catches_one_that_does_not_match_the_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a.oci");
+    let b = tmp.path().join("b.oci");
+    let bin = tmp.path().join("hls-origin");
+    let mut bytes = std::fs::read(common::payload_dir().join("hls-origin")).unwrap();
+    bytes.extend_from_slice(b"\0another build\0");
+    std::fs::write(&bin, bytes).unwrap();
+    for (dir, extra) in [
+        (&a, None),
+        (&b, Some(format!("hls-origin={}", bin.display()))),
+    ] {
+        let mut args = vec![
+            "container".to_string(),
+            "origin/default".into(),
+            "--format".into(),
+            "oci-dir".into(),
+            "-o".into(),
+            dir.display().to_string(),
+        ];
+        if let Some(e) = extra {
+            args.extend(["--binary".to_string(), e]);
+        }
+        let o = common::imgbuild()
+            .args(&args)
+            .env("IMGBUILD_CACHE", tmp.path().join("cache"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", common::stderr(&o));
+    }
+    let o = common::run(&["inspect", a.to_str().unwrap(), "--verify", "--json"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["sbom"]["format"], "SPDX-2.3");
+    assert_eq!(v["sbom"]["path"], "/etc/imgbuild/sbom.spdx.json");
+    assert_eq!(v["sbom"]["payloads"], serde_json::json!(["hls-origin"]));
+
+    // Give image A the SBOM layer of image B (whose binary differs), with every digest,
+    // diff_id and size made consistent again: only the SBOM check can notice.
+    let read = |dir: &Path, d: &str| std::fs::read(blob_path(dir, d)).unwrap();
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(a.join("index.json")).unwrap()).unwrap();
+    let md = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut m: Value = serde_json::from_slice(&read(&a, &md)).unwrap();
+    let ib: Value = serde_json::from_slice(&std::fs::read(b.join("index.json")).unwrap()).unwrap();
+    let mb: Value =
+        serde_json::from_slice(&read(&b, ib["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    let cb: Value =
+        serde_json::from_slice(&read(&b, mb["config"]["digest"].as_str().unwrap())).unwrap();
+    let last = m["layers"].as_array().unwrap().len() - 1;
+    let sbom_b = mb["layers"][last].clone();
+    std::fs::copy(
+        blob_path(&b, sbom_b["digest"].as_str().unwrap()),
+        blob_path(&a, sbom_b["digest"].as_str().unwrap()),
+    )
+    .unwrap();
+    let mut c: Value =
+        serde_json::from_slice(&read(&a, m["config"]["digest"].as_str().unwrap())).unwrap();
+    c["rootfs"]["diff_ids"][last] = cb["rootfs"]["diff_ids"][last].clone();
+    let cbytes = serde_json::to_vec(&c).unwrap();
+    std::fs::write(blob_path(&a, &sha256(&cbytes)), &cbytes).unwrap();
+    m["layers"][last] = sbom_b;
+    m["config"]["digest"] = sha256(&cbytes).into();
+    m["config"]["size"] = cbytes.len().into();
+    let mbytes = serde_json::to_vec(&m).unwrap();
+    std::fs::write(blob_path(&a, &sha256(&mbytes)), &mbytes).unwrap();
+    let mut index = index;
+    index["manifests"][0]["digest"] = sha256(&mbytes).into();
+    index["manifests"][0]["size"] = mbytes.len().into();
+    std::fs::write(a.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+
+    let o = common::run(&["inspect", a.to_str().unwrap(), "--verify"]);
+    assert_eq!(o.status.code(), Some(1), "{}", common::stdout(&o));
+    let out = common::stdout(&o) + &common::stderr(&o);
+    assert!(
+        out.contains("the SBOM gives /bin/hls-origin sha256"),
+        "--verify did not catch the SBOM mismatch:\n{out}"
+    );
+    assert!(!out.contains("uncompressed digest"), "{out}");
+}
