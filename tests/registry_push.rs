@@ -377,6 +377,41 @@ fn plain_registry_push_pull_run_and_push_only_what_changed() {
     assert_eq!(rc, lc, "the pushed config differs from the tar's");
     assert_eq!(layer_digests(&rm), layer_digests(&lm));
 
+    // Another repository of the same registry: every blob is mounted, none uploaded.
+    let before = reg.log().len();
+    let copy = format!("{}/hls-origin-copy:default", reg.addr());
+    let o = push(
+        &reg,
+        &[tar.to_str().unwrap(), &copy, "--mount-from", "hls-origin"],
+        &cache,
+        None,
+    );
+    let m: Value = serde_json::from_str(&ok(o, "push with --mount-from", &reg)).unwrap();
+    for b in m["blobs"].as_array().unwrap() {
+        assert_eq!(b["action"], "mounted", "{m}");
+    }
+    let log = reg.log()[before..].to_string();
+    assert!(
+        log.contains("mount=sha256"),
+        "no mount request in the registry log"
+    );
+    // Chunked uploads (PATCH with Content-Range, then PUT) give the same image.
+    let before = reg.log().len();
+    let chunked = format!("{}/hls-origin-chunked:default", reg.addr());
+    let o = push(
+        &reg,
+        &[tar.to_str().unwrap(), &chunked, "--chunk-size", "1000000"],
+        &cache,
+        None,
+    );
+    ok(o, "chunked push", &reg);
+    assert!(
+        reg.log()[before..].contains("\"PATCH /v2/hls-origin-chunked/blobs/uploads/"),
+        "no PATCH in the registry log"
+    );
+    let (cm, cc) = remote_raw(&reg, "hls-origin-chunked:default");
+    assert_eq!((cm, cc), (lm.clone(), lc.clone()));
+
     // The real docker engine pulls and runs it: healthy.
     let name = format!("imgbuild-test-push-{}", std::process::id());
     let _cleanup = DockerCleanup {
@@ -747,6 +782,43 @@ fn tls_htpasswd_registry_push_and_one_line_errors() {
     .unwrap();
     let o = push(&reg, &[t, &target, "--ca-file", ca_s], &cache, None);
     ok(o, "push with the Docker config's credentials", &reg);
+
+    // A credential helper named by the Docker config (credHelpers) wins over auths: the
+    // helper protocol is `docker-credential-NAME get`, the registry on stdin, JSON out.
+    let helper_dir = tmp.path().join("helper");
+    std::fs::create_dir_all(&helper_dir).unwrap();
+    let helper = helper_dir.join("docker-credential-imgbuildtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread host\n[ \"$host\" = \"{}\" ] || exit 1\necho '{{\"ServerURL\":\"'$host'\",\"Username\":\"tester\",\"Secret\":\"right-password\"}}'\n",
+            reg.addr()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        dc.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{0}":{{"auth":"dGVzdGVyOndyb25n"}}}},"credHelpers":{{"{0}":"imgbuildtest"}}}}"#,
+            reg.addr()
+        ),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        helper_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = common::imgbuild()
+        .args(["push", t, &target, "--ca-file", ca_s])
+        .env("IMGBUILD_CACHE", &cache)
+        .env("DOCKER_CONFIG", &dc)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    ok(o, "push with a credential helper", &reg);
 }
 
 #[test]
