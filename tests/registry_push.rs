@@ -441,6 +441,29 @@ fn plain_registry_push_pull_run_and_push_only_what_changed() {
         .iter()
         .all(|b| b["action"] == "exists"));
 
+    // `container --push` is the same push: nothing new to send.
+    let before = reg.log().len();
+    let o = common::imgbuild()
+        .args([
+            "container",
+            "origin/default",
+            "--compression",
+            "gzip",
+            "--json",
+            "--push",
+            &target,
+        ])
+        .env("IMGBUILD_CACHE", &cache)
+        .env("DOCKER_CONFIG", reg.dir.path().join("docker-config"))
+        .output()
+        .unwrap();
+    let s: Value = serde_json::from_str(&ok(o, "container --push", &reg)).unwrap();
+    assert!(reg.uploaded_since(before).is_empty());
+    assert_eq!(
+        s["digest"],
+        format!("sha256:{}", sha256_hex(&cmd_raw(&reg)))
+    );
+
     // One binary changed: its layer, the SBOM's layer (it holds the binary's sha256) and the
     // config go up, nothing else.
     let bin = changed_origin(tmp.path());
