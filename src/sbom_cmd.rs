@@ -64,13 +64,17 @@ pub(crate) fn scan_layer(
     let mut sums = BTreeMap::new();
     let mut block = [0u8; tar::BLOCK];
     let mut long: Option<Vec<u8>> = None;
+    let mut pax_size: Option<u64> = None;
     loop {
         if r.read_exact(&mut block).is_err() {
             break;
         }
-        let Some(h) = tar::parse_block(&block)? else {
+        let Some(mut h) = tar::parse_block(&block)? else {
             break;
         };
+        if !matches!(h.flag, b'x' | b'L') {
+            h.size = pax_size.take().unwrap_or(h.size);
+        }
         let padded = h.size.div_ceil(tar::BLOCK as u64) * tar::BLOCK as u64;
         if matches!(h.flag, b'x' | b'L') {
             let mut body = Vec::new();
@@ -80,10 +84,9 @@ pub(crate) fn scan_layer(
                 .map_err(|e| e.to_string())?;
             body.truncate(h.size as usize);
             long = if h.flag == b'x' {
-                tar::parse_pax(&body)?
-                    .into_iter()
-                    .find(|(k, _)| k == "path")
-                    .map(|(_, v)| v)
+                let recs = tar::parse_pax(&body)?;
+                pax_size = pax_size_of(&recs);
+                recs.into_iter().find(|(k, _)| k == "path").map(|(_, v)| v)
             } else {
                 Some(body.split(|&b| b == 0).next().unwrap_or(&[]).to_vec())
             };
@@ -129,24 +132,44 @@ fn layer_reader<'a>(r: Box<dyn Read + 'a>, media_type: &str) -> io::Result<Box<d
     )
 }
 
-/// The bytes of regular file `want` (no leading `/`) in one layer tar, if it holds it.
-pub(crate) fn find_in_layer(mut r: impl Read, want: &str) -> Result<Option<Vec<u8>>, String> {
+fn pax_size_of(recs: &[(String, Vec<u8>)]) -> Option<u64> {
+    recs.iter()
+        .find(|(k, _)| k == "size")
+        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
+}
+
+/// The first regular file of `wants` (no leading `/`) in one layer tar: (its index in
+/// `wants`, its bytes).
+pub(crate) fn find_in_layer(
+    mut r: impl Read,
+    wants: &[&str],
+) -> Result<Option<(usize, Vec<u8>)>, String> {
     let mut block = [0u8; tar::BLOCK];
     let mut long: Option<Vec<u8>> = None;
+    // A PAX `size` record: the next entry's real size (the writer emits one past 8 GiB).
+    let mut pax_size: Option<u64> = None;
     loop {
         if r.read_exact(&mut block).is_err() {
             return Ok(None);
         }
-        let Some(h) = tar::parse_block(&block)? else {
+        let Some(mut h) = tar::parse_block(&block)? else {
             return Ok(None);
         };
+        if !matches!(h.flag, b'x' | b'L') {
+            h.size = pax_size.take().unwrap_or(h.size);
+        }
         let padded = h.size.div_ceil(tar::BLOCK as u64) * tar::BLOCK as u64;
         let mut body = Vec::new();
-        let take_body = matches!(h.flag, b'x' | b'L')
-            || (h.flag == b'0' || h.flag == 0) && {
-                let name = long.as_deref().unwrap_or(&h.name);
-                String::from_utf8_lossy(name).trim_start_matches("./") == want
-            };
+        let hit = if h.flag == b'0' || h.flag == 0 {
+            let name = long.as_deref().unwrap_or(&h.name);
+            let name = String::from_utf8_lossy(name);
+            wants
+                .iter()
+                .position(|w| name.trim_start_matches("./") == *w)
+        } else {
+            None
+        };
+        let take_body = matches!(h.flag, b'x' | b'L') || hit.is_some();
         if take_body {
             (&mut r)
                 .take(padded)
@@ -158,15 +181,14 @@ pub(crate) fn find_in_layer(mut r: impl Read, want: &str) -> Result<Option<Vec<u
         }
         match h.flag {
             b'x' => {
-                long = tar::parse_pax(&body)?
-                    .into_iter()
-                    .find(|(k, _)| k == "path")
-                    .map(|(_, v)| v);
+                let recs = tar::parse_pax(&body)?;
+                pax_size = pax_size_of(&recs);
+                long = recs.into_iter().find(|(k, _)| k == "path").map(|(_, v)| v);
             }
             b'L' => long = Some(body.split(|&b| b == 0).next().unwrap_or(&[]).to_vec()),
             _ => {
-                if take_body {
-                    return Ok(Some(body));
+                if let Some(i) = hit {
+                    return Ok(Some((i, body)));
                 }
                 long = None;
             }
@@ -174,7 +196,8 @@ pub(crate) fn find_in_layer(mut r: impl Read, want: &str) -> Result<Option<Vec<u
     }
 }
 
-/// The SBOM an image holds: (format, bytes), looked for from the top layer down.
+/// The SBOM an image holds: (format, bytes). imgbuild puts it in the image's last layer,
+/// which is all that is read (an image without one costs one small read, not a scan).
 pub(crate) fn from_image(path: &Path, src: &Source) -> Result<Option<(SbomFormat, Vec<u8>)>> {
     let index = src.read_json("index.json")?.ok_or_else(|| {
         BadInput(format!(
@@ -189,31 +212,20 @@ pub(crate) fn from_image(path: &Path, src: &Source) -> Result<Option<(SbomFormat
     let m: Value = src
         .read_json(&blob_name(&md))?
         .ok_or_else(|| BadInput(format!("{}: manifest {md} is missing", path.display())))?;
-    for l in m["layers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .rev()
-    {
-        let d = l["digest"].as_str().unwrap_or_default();
-        let mt = l["mediaType"].as_str().unwrap_or_default();
-        for (format, want) in [
-            (SbomFormat::Spdx, crate::sbom::SPDX_PATH),
-            (SbomFormat::Cyclonedx, crate::sbom::CYCLONEDX_PATH),
-        ] {
-            let r = src
-                .open_at(&blob_name(d), 0)
-                .with_context(|| format!("layer {d}"))?;
-            let r = layer_reader(r, mt)?;
-            if let Some(b) = find_in_layer(r, want)
-                .map_err(|e| anyhow::anyhow!("{}: layer {d}: {e}", path.display()))?
-            {
-                return Ok(Some((format, b)));
-            }
-        }
-    }
-    Ok(None)
+    let Some(l) = m["layers"].as_array().and_then(|l| l.last()) else {
+        return Ok(None);
+    };
+    let d = l["digest"].as_str().unwrap_or_default();
+    let mt = l["mediaType"].as_str().unwrap_or_default();
+    let r = src
+        .open_at(&blob_name(d), 0)
+        .with_context(|| format!("layer {d}"))?;
+    let r = layer_reader(r, mt)?;
+    let formats = [SbomFormat::Spdx, SbomFormat::Cyclonedx];
+    let wants = [crate::sbom::SPDX_PATH, crate::sbom::CYCLONEDX_PATH];
+    Ok(find_in_layer(r, &wants)
+        .map_err(|e| anyhow::anyhow!("{}: layer {d}: {e}", path.display()))?
+        .map(|(i, b)| (formats[i], b)))
 }
 
 /// Writes `bytes` to FILE through a temp file and a rename (nothing half-written), or stdout.
