@@ -575,3 +575,31 @@ pub fn run(ctx: &Ctx, a: PushArgs) -> Result<()> {
     };
     report(&summary, a.json)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_v2_keeps_digests_and_changes_media_types() {
+        let oci = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:aa","size":3},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:bb","size":5},{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:cc","size":7}],"annotations":{"a":"b"}}"#;
+        let d: serde_json::Value = serde_json::from_slice(&docker_v2(oci).unwrap()).unwrap();
+        assert_eq!(
+            d["mediaType"],
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
+        assert_eq!(
+            d["config"]["mediaType"],
+            "application/vnd.docker.container.image.v1+json"
+        );
+        assert_eq!(d["config"]["digest"], "sha256:aa");
+        assert_eq!(
+            d["layers"][0]["mediaType"],
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        );
+        assert_eq!(d["layers"][1]["digest"], "sha256:cc");
+        assert!(d.get("annotations").is_none());
+        let zstd = br#"{"mediaType":"x","config":{},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+zstd"}]}"#;
+        assert!(docker_v2(zstd).is_none());
+    }
+}
