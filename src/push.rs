@@ -43,6 +43,9 @@ pub struct RegistryArgs {
     /// Blobs larger than this go up in chunks of this size (PATCH), smaller ones in one PUT.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     pub chunk_size: u64,
+    /// Blobs sent at the same time.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub parallel: usize,
     /// Retries on 5xx answers and dropped connections, with exponential backoff.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub retries: u32,
@@ -342,32 +345,62 @@ pub fn push_image(
         bytes: Bytes::Mem(&img.config),
     };
     let mut seen = std::collections::BTreeSet::new();
-    let mut results = Vec::new();
-    let mut uploaded = 0;
-    for b in img.blobs.iter().chain(std::iter::once(&config)) {
-        if !seen.insert(b.digest.clone()) {
-            continue;
-        }
+    let todo: Vec<&PushBlob> = img
+        .blobs
+        .iter()
+        .chain(std::iter::once(&config))
+        .filter(|b| seen.insert(b.digest.clone()))
+        .collect();
+    // `--parallel` blobs at a time (like docker and skopeo): the registry hashes what it
+    // receives, so one stream at a time leaves cores idle. Results keep the blobs' order.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let slots: std::sync::Mutex<Vec<Option<Result<&'static str, RegistryError>>>> =
+        std::sync::Mutex::new((0..todo.len()).map(|_| None).collect());
+    let one = |b: &PushBlob| -> Result<&'static str, RegistryError> {
         let t = Instant::now();
         let action = if client.blob_exists(&b.digest)? {
             "exists"
         } else if mount_from_any(client, &b.digest, &a.mount_from)? {
             "mounted"
         } else {
-            if tty {
-                eprint!("\r\x1b[2K{}  uploading {}", short(&b.digest), human(b.size));
-            }
             client.upload(&b.digest, b.size, a.chunk_size, &|off| b.bytes.open_at(off))?;
-            uploaded += b.size;
             "uploaded"
         };
         if tty {
             eprintln!(
-                "\r\x1b[2K{}  {action:8} {:>10}  {:.1}s",
+                "{}  {action:8} {:>10}  {:.1}s",
                 short(&b.digest),
                 human(b.size),
                 t.elapsed().as_secs_f64()
             );
+        }
+        Ok(action)
+    };
+    std::thread::scope(|s| {
+        for _ in 0..a.parallel.clamp(1, todo.len().max(1)) {
+            s.spawn(|| loop {
+                use std::sync::atomic::Ordering::Relaxed;
+                if failed.load(Relaxed) {
+                    return;
+                }
+                let i = next.fetch_add(1, Relaxed);
+                let Some(b) = todo.get(i) else { return };
+                let r = one(b);
+                if r.is_err() {
+                    failed.store(true, Relaxed);
+                }
+                slots.lock().expect("results lock")[i] = Some(r);
+            });
+        }
+    });
+    let mut results = Vec::new();
+    let mut uploaded = 0;
+    for (b, r) in todo.iter().zip(slots.into_inner().expect("results lock")) {
+        let Some(r) = r else { continue };
+        let action = r?;
+        if action == "uploaded" {
+            uploaded += b.size;
         }
         results.push(BlobResult {
             digest: b.digest.clone(),
