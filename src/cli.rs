@@ -44,6 +44,10 @@ pub enum Command {
     Microvm(crate::microvm::MicrovmArgs),
     /// Boot an ISO or a MicroVM in QEMU with the profile's ports forwarded to 127.0.0.1.
     Boot(crate::qemu::BootArgs),
+    /// Push a container tar, OCI directory or profile's image to a registry.
+    Push(crate::push::PushArgs),
+    /// Print the SBOM of a container tar, OCI directory or profile's image.
+    Sbom(crate::sbom_cmd::SbomArgs),
     /// Describe a container tar or ISO; --verify recomputes every digest.
     Inspect(crate::inspect::InspectArgs),
     /// Build and run: load and run a container, boot the ISO, or run origin + swarm.
@@ -110,6 +114,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Iso(a) => crate::iso::run(&ctx, a),
         Command::Microvm(a) => crate::microvm::run(&ctx, a),
         Command::Boot(a) => crate::qemu::run(&ctx, a),
+        Command::Push(a) => crate::push::run(&ctx, a),
+        Command::Sbom(a) => crate::sbom_cmd::run(&ctx, a),
         Command::Inspect(a) => crate::inspect::run(&ctx, a),
         Command::Up(a) => crate::up::run(&ctx, a),
         Command::Completions { shell } => completions(&ctx, shell),

@@ -43,6 +43,9 @@ pub struct StorePath {
     /// Size of the path's NAR serialisation: from the input when it says (path-info JSON,
     /// closureInfo), else computed from the store by `load`. `None` only when built by hand.
     pub nar_size: Option<u64>,
+    /// The NAR hash as the input gives it (`sha256:<base32>` or SRI `sha256-<base64>`), for
+    /// the SBOM; `None` when the input does not say (plain path lists).
+    pub nar_hash: Option<String>,
     /// Store paths this one references, sorted; may include itself.
     pub references: Vec<PathBuf>,
 }
@@ -166,6 +169,7 @@ fn hash_part(path: &str) -> [u8; HASH_LEN] {
 struct Record {
     path: String,
     nar_size: Option<u64>,
+    nar_hash: Option<String>,
     references: Vec<String>,
 }
 
@@ -313,9 +317,14 @@ fn json_record(
             })
         })
         .collect::<Result<_, _>>()?;
+    let nar_hash = obj
+        .get("narHash")
+        .and_then(|h| h.as_str())
+        .map(str::to_string);
     Ok(Record {
         path,
         nar_size,
+        nar_hash,
         references,
     })
 }
@@ -358,8 +367,10 @@ fn parse_registration(input: &str, text: &str) -> Result<Vec<Record>, ClosureErr
         i += 1;
         let l1 = get(i, "the hash or deriver")?;
         let mut nar_size = None;
+        let mut nar_hash = None;
         if !l1.is_empty() && !l1.starts_with('/') {
             // narHash, then narSize.
+            nar_hash = Some(l1.trim().to_string());
             i += 1;
             let s = get(i, "the NAR size")?;
             if !s.is_empty() {
@@ -414,6 +425,7 @@ fn parse_registration(input: &str, text: &str) -> Result<Vec<Record>, ClosureErr
         out.push(Record {
             path,
             nar_size,
+            nar_hash,
             references,
         });
     }
@@ -499,6 +511,7 @@ fn host_path(store_root: Option<&Path>, path: &str) -> PathBuf {
 
 struct Merged {
     nar_size: Option<u64>,
+    nar_hash: Option<String>,
     references: BTreeSet<String>,
     /// Input that named the path first (for error messages).
     input: String,
@@ -511,14 +524,21 @@ struct Merged {
 /// sizes) from `DIR/nix/store` instead of `/nix/store`.
 pub fn load(inputs: &[PathBuf], store_root: Option<&Path>) -> Result<Closure, ClosureError> {
     let mut merged: BTreeMap<String, Merged> = BTreeMap::new();
-    let mut add = |input: &str, path: String, size: Option<u64>, refs: Vec<String>, scan| {
+    let mut add = |input: &str,
+                   path: String,
+                   size: Option<u64>,
+                   hash: Option<String>,
+                   refs: Vec<String>,
+                   scan| {
         let m = merged.entry(path).or_insert_with(|| Merged {
             nar_size: None,
+            nar_hash: None,
             references: BTreeSet::new(),
             input: input.to_string(),
             scan,
         });
         m.nar_size = m.nar_size.or(size);
+        m.nar_hash = m.nar_hash.take().or(hash);
         m.references.extend(refs);
         m.scan &= scan;
     };
@@ -555,12 +575,12 @@ pub fn load(inputs: &[PathBuf], store_root: Option<&Path>) -> Result<Closure, Cl
         match parsed {
             Parsed::Records(recs) => {
                 for r in recs {
-                    add(&name, r.path, r.nar_size, r.references, false);
+                    add(&name, r.path, r.nar_size, r.nar_hash, r.references, false);
                 }
             }
             Parsed::List(paths) => {
                 for p in paths {
-                    add(&name, p, None, Vec::new(), true);
+                    add(&name, p, None, None, Vec::new(), true);
                 }
             }
         }
@@ -622,6 +642,7 @@ pub fn load(inputs: &[PathBuf], store_root: Option<&Path>) -> Result<Closure, Cl
         paths.push(StorePath {
             path: PathBuf::from(path),
             nar_size: m.nar_size,
+            nar_hash: m.nar_hash.clone(),
             references: m.references.iter().map(PathBuf::from).collect(),
         });
     }
@@ -1363,8 +1384,14 @@ mod tests {
         Record {
             path: path.into(),
             nar_size: size,
+            nar_hash: None,
             references: refs.iter().map(|r| r.to_string()).collect(),
         }
+    }
+
+    fn hashed(mut r: Record, h: &str) -> Record {
+        r.nar_hash = Some(h.into());
+        r
     }
 
     fn err_text(r: Result<Parsed, ClosureError>) -> String {
@@ -1400,7 +1427,7 @@ mod tests {
                {{"path":"{B}","narSize":152,"references":[],"ca":"text:sha256:0q3k"}}]"#
         );
         let object = format!(
-            r#"{{"{C}":{{"narSize":2152,"references":["{A}","6w1z088wcnwgiw7qnlrf5v4rnngspq7c-greeting"]}},
+            r#"{{"{C}":{{"narHash":"sha256-FacjNYKtDtW+x28WNRMOPK2/WhC1xyjX/aHv/gJITr0=","narSize":2152,"references":["{A}","6w1z088wcnwgiw7qnlrf5v4rnngspq7c-greeting"]}},
                 "{A}":{{"narSize":1983504,"references":[]}},"{B}":{{"narSize":152,"references":[]}}}}"#
         );
         let mut a = match parse_input("a.json", array.as_bytes()).unwrap() {
@@ -1414,7 +1441,13 @@ mod tests {
         a.sort_by(|x, y| x.path.cmp(&y.path));
         o.sort_by(|x, y| x.path.cmp(&y.path));
         assert_eq!(a, o);
-        assert_eq!(a[0], rec(C, Some(2152), &[A, B]));
+        assert_eq!(
+            a[0],
+            hashed(
+                rec(C, Some(2152), &[A, B]),
+                "sha256-FacjNYKtDtW+x28WNRMOPK2/WhC1xyjX/aHv/gJITr0="
+            )
+        );
     }
 
     #[test]
@@ -1424,7 +1457,7 @@ mod tests {
         );
         assert_eq!(
             parse_input("attrs.json", j.as_bytes()).unwrap(),
-            Parsed::Records(vec![rec(B, Some(152), &[B])])
+            Parsed::Records(vec![hashed(rec(B, Some(152), &[B]), "sha256:0q3k")])
         );
     }
 
@@ -1484,9 +1517,18 @@ mod tests {
         assert_eq!(
             parse_input("registration", text.as_bytes()).unwrap(),
             Parsed::Records(vec![
-                rec(A, Some(1983504), &[]),
-                rec(B, Some(152), &[]),
-                rec(C, Some(2152), &[A, B, C]),
+                hashed(
+                    rec(A, Some(1983504), &[]),
+                    "a9da20ec0aa4ba9fe1b9ffd0b23d2945c068ca2b9f2ab54f4906a7a1d0608443"
+                ),
+                hashed(
+                    rec(B, Some(152), &[]),
+                    "158bd698a3f17a32b00f73119a03242ee1138625087b404355b6ae5007b8e4fc"
+                ),
+                hashed(
+                    rec(C, Some(2152), &[A, B, C]),
+                    "15a7233582ad0ed5bec76f1635130e3cadbf5a10b5c728d7fda1effe02484ebd"
+                ),
             ])
         );
     }

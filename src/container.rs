@@ -50,7 +50,7 @@ pub struct ContainerArgs {
     /// directory.
     #[arg(long, value_enum, default_value = "docker-archive")]
     pub format: Format,
-    /// At most N layers (base, closure, one per payload binary, config); at most 127.
+    /// At most N layers (base, closure, one per payload binary, config, SBOM); at most 127.
     #[arg(long, value_name = "N", default_value_t = plan::DEFAULT_MAX_LAYERS)]
     pub max_layers: usize,
     /// How the closure is split into layers.
@@ -78,6 +78,126 @@ pub struct ContainerArgs {
     /// Print the image's Tree (every entry) and layer Plan as JSON; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The SBOM stored in the image (etc/imgbuild/sbom.spdx.json or sbom.cdx.json, a layer
+    /// of its own).
+    #[arg(long, value_enum, default_value = "spdx")]
+    pub sbom: crate::sbom::SbomFormat,
+    /// Push the image to REF (HOST[:PORT]/NAME[:TAG]) instead of writing a tar, as
+    /// `imgbuild push KIND/PROFILE REF` does.
+    #[arg(long, value_name = "REF", conflicts_with_all = ["output", "dry_run"])]
+    pub push: Option<String>,
+    #[command(flatten)]
+    pub registry: crate::push::RegistryArgs,
+}
+
+impl ContainerArgs {
+    /// The arguments `push KIND/PROFILE` builds with (everything else at its default).
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_build(
+        profile: &str,
+        compression: Compression,
+        binaries: Vec<String>,
+        closures: Vec<PathBuf>,
+        store_root: Option<PathBuf>,
+        init: bool,
+        cache_dir: Option<PathBuf>,
+        sbom: crate::sbom::SbomFormat,
+    ) -> ContainerArgs {
+        ContainerArgs {
+            profile: profile.to_string(),
+            output: None,
+            closures,
+            store_root,
+            compression,
+            format: Format::OciDir,
+            max_layers: plan::DEFAULT_MAX_LAYERS,
+            layering: Layering::Auto,
+            binaries,
+            init,
+            no_cache: false,
+            cache_dir,
+            threads: None,
+            json: false,
+            dry_run: false,
+            sbom,
+            push: None,
+            registry: Default::default(),
+        }
+    }
+}
+
+/// An image built for a registry: its layer blobs (in the cache or scratch files) and
+/// documents; nothing written beside them.
+pub struct Built {
+    pub docs: oci::image::Documents,
+    pub blobs: Vec<oci::Blob>,
+    /// The SBOM in the image (what `push` attaches as a referrer).
+    pub sbom: Option<(crate::sbom::SbomFormat, Vec<u8>)>,
+    /// Holds the scratch directory of `--no-cache` builds until the push is done.
+    _scratch: Option<ScratchDir>,
+}
+
+/// A temporary directory removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Builds the profile's image as blobs for `push` (no archive, no output file).
+pub fn build_blobs(ctx: &Ctx, a: &ContainerArgs) -> Result<Built> {
+    let (inputs, tree, plan, meta) = prepare(ctx, a)?;
+    let (store, scratch) = match (a.no_cache, a.cache_dir.clone().or_else(default_cache_dir)) {
+        (false, Some(d)) => (Store::Cache(d), None),
+        _ => {
+            let d = std::env::temp_dir().join(format!("imgbuild-push-{}", std::process::id()));
+            (Store::Scratch(d.clone()), Some(ScratchDir(d)))
+        }
+    };
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let (docs, blobs) = oci::build_blobs(
+        &tree,
+        &plan,
+        &meta,
+        &WriteOptions {
+            compression: a.compression,
+            format: Format::OciDir,
+            threads,
+            epoch: inputs.epoch,
+            store,
+            progress: true,
+        },
+    )?;
+    let sbom = match inputs.sbom {
+        crate::sbom::SbomFormat::None => None,
+        f => crate::sbom::render(&sbom_input(&inputs)?, f).map(|d| (f, d)),
+    };
+    Ok(Built {
+        sbom,
+        docs,
+        blobs,
+        _scratch: scratch,
+    })
+}
+
+/// Stages 1–4: inputs, Tree, Plan and metadata.
+fn prepare(ctx: &Ctx, a: &ContainerArgs) -> Result<(Inputs, Tree, plan::Plan, ImageMeta)> {
+    let inputs = resolve(ctx, a)?;
+    let tree = image_tree(ctx, &inputs)?;
+    let plan = plan::plan(
+        &tree,
+        &store_nodes(&inputs.closure),
+        &PlanOptions {
+            max_layers: a.max_layers,
+            layering: a.layering,
+        },
+    )?;
+    let meta = image_meta(&inputs);
+    Ok((inputs, tree, plan, meta))
 }
 
 /// Everything the build reads, resolved and checked.
@@ -90,6 +210,7 @@ pub struct Inputs {
     pub init: bool,
     pub epoch: u64,
     pub version: String,
+    pub sbom: crate::sbom::SbomFormat,
 }
 
 /// SOURCE_DATE_EPOCH (default 1).
@@ -139,6 +260,7 @@ pub fn resolve(ctx: &Ctx, a: &ContainerArgs) -> Result<Inputs> {
         init: a.init,
         epoch: source_date_epoch()?,
         version: env!("CARGO_PKG_VERSION").to_string(),
+        sbom: a.sbom,
     })
 }
 
@@ -209,8 +331,45 @@ pub fn image_tree(ctx: &Ctx, i: &Inputs) -> Result<Tree> {
             Entry::file(Content::bytes(init_json(&i.profile)), 0o644, Group::Config),
         )?;
     }
+    if let Some(path) = i.sbom.image_path() {
+        let doc = crate::sbom::render(&sbom_input(i)?, i.sbom).expect("a format with a path");
+        tree.insert(path, Entry::file(Content::bytes(doc), 0o644, Group::Sbom))?;
+    }
     crate::closure::check_executables(&tree).context("checking the executables of the image")?;
     Ok(tree)
+}
+
+/// What the image's SBOM describes: the closure's store paths and the payload programs.
+pub fn sbom_input(i: &Inputs) -> Result<crate::sbom::Input> {
+    let mut payloads = Vec::new();
+    for (name, host) in &i.payloads {
+        payloads.push(crate::sbom::PayloadItem {
+            name: name.clone(),
+            image_path: format!("/bin/{name}"),
+            sha256: crate::sbom::file_sha256(host)
+                .with_context(|| format!("reading {}", host.display()))?,
+        });
+    }
+    Ok(crate::sbom::Input {
+        image: image_meta(i).reference(),
+        created: oci::rfc3339(i.epoch),
+        tool_version: i.version.clone(),
+        store: i
+            .closure
+            .paths
+            .iter()
+            .map(|s| crate::sbom::StoreItem {
+                path: s.path.display().to_string(),
+                nar_hash: s.nar_hash.clone(),
+                references: s
+                    .references
+                    .iter()
+                    .map(|r| r.display().to_string())
+                    .collect(),
+            })
+            .collect(),
+        payloads,
+    })
 }
 
 /// The planner's view of the closure.
@@ -335,17 +494,15 @@ pub fn run(ctx: &Ctx, a: ContainerArgs) -> Result<()> {
     if a.threads == Some(0) {
         return Err(BadInput("--threads 0: give at least 1".into()).into());
     }
-    let inputs = resolve(ctx, &a)?;
-    let tree = image_tree(ctx, &inputs)?;
-    let plan = plan::plan(
-        &tree,
-        &store_nodes(&inputs.closure),
-        &PlanOptions {
-            max_layers: a.max_layers,
-            layering: a.layering,
-        },
-    )?;
-    let meta = image_meta(&inputs);
+    if let Some(r) = &a.push {
+        let reference = crate::registry::Reference::parse(r)?;
+        let client = crate::push::client(&reference, &a.registry)?;
+        let built = build_blobs(ctx, &a)?;
+        let img = crate::push::from_built(&built.docs, &built.blobs, built.sbom.clone());
+        let s = crate::push::push_image(&client, &reference, &img, &a.registry)?;
+        return crate::push::report(&s, a.json);
+    }
+    let (inputs, tree, plan, meta) = prepare(ctx, &a)?;
     if a.dry_run {
         println!(
             "{}",

@@ -20,6 +20,9 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
                 .is_some_and(|r| !matches!(r, crate::rootfs::RootfsError::Read(..)))
             || cause.is::<clap::Error>()
             || cause
+                .downcast_ref::<crate::registry::RegistryError>()
+                .is_some_and(crate::registry::RegistryError::is_bad_input)
+            || cause
                 .downcast_ref::<crate::iso::IsoError>()
                 .is_some_and(crate::iso::IsoError::is_bad_input)
         {

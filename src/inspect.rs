@@ -32,8 +32,9 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-/// Reads named files out of an image tar or an OCI directory.
-enum Source {
+/// Reads named files out of an image tar or an OCI directory (`push` and `sbom` read
+/// their SOURCE through it too).
+pub(crate) enum Source {
     Tar {
         file: PathBuf,
         entries: BTreeMap<String, (u64, u64)>,
@@ -42,7 +43,7 @@ enum Source {
 }
 
 impl Source {
-    fn open(path: &Path) -> Result<(Source, Vec<String>)> {
+    pub(crate) fn open(path: &Path) -> Result<(Source, Vec<String>)> {
         if path.is_dir() {
             return Ok((Source::Dir(path.to_path_buf()), Vec::new()));
         }
@@ -137,7 +138,7 @@ impl Source {
         ))
     }
 
-    fn size(&self, name: &str) -> Option<u64> {
+    pub(crate) fn size(&self, name: &str) -> Option<u64> {
         match self {
             Source::Tar { entries, .. } => entries.get(name).map(|e| e.1),
             Source::Dir(d) => std::fs::metadata(d.join(name))
@@ -147,7 +148,7 @@ impl Source {
         }
     }
 
-    fn reader(&self, name: &str) -> Result<Option<Box<dyn Read>>> {
+    pub(crate) fn reader(&self, name: &str) -> Result<Option<Box<dyn Read>>> {
         Ok(match self {
             Source::Tar { file, entries } => match entries.get(name) {
                 Some(&(off, size)) => {
@@ -165,7 +166,44 @@ impl Source {
         })
     }
 
-    fn read_json(&self, name: &str) -> Result<Option<Value>> {
+    /// A reader of `name` from byte `offset` on (push resumes and chunks with it).
+    pub(crate) fn open_at(&self, name: &str, offset: u64) -> io::Result<Box<dyn Read>> {
+        match self {
+            Source::Tar { file, entries } => {
+                let &(off, size) = entries.get(name).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("{name} is not in the archive"),
+                    )
+                })?;
+                let mut f = File::open(file)?;
+                f.seek(SeekFrom::Start(off + offset.min(size)))?;
+                Ok(Box::new(BufReader::with_capacity(
+                    1 << 20,
+                    f.take(size - offset.min(size)),
+                )))
+            }
+            Source::Dir(d) => {
+                let mut f = File::open(d.join(name))?;
+                f.seek(SeekFrom::Start(offset))?;
+                Ok(Box::new(BufReader::with_capacity(1 << 20, f)))
+            }
+        }
+    }
+
+    /// The raw bytes of a small file (manifest, config), `None` when absent.
+    pub(crate) fn read_bytes(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.reader(name)? {
+            Some(mut r) => {
+                let mut b = Vec::new();
+                r.read_to_end(&mut b)?;
+                Ok(Some(b))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn read_json(&self, name: &str) -> Result<Option<Value>> {
         match self.reader(name)? {
             Some(mut r) => {
                 let mut b = Vec::new();
@@ -225,6 +263,15 @@ struct LayerInfo {
 }
 
 #[derive(Serialize, Default)]
+struct SbomInfo {
+    format: String,
+    path: String,
+    store_paths: usize,
+    payloads: Vec<String>,
+    crates: usize,
+}
+
+#[derive(Serialize, Default)]
 struct Report {
     file: String,
     image: Vec<String>,
@@ -243,6 +290,9 @@ struct Report {
     healthcheck: Value,
     labels: BTreeMap<String, String>,
     layers: Vec<LayerInfo>,
+    /// The image's SBOM, summarised (docs/push-and-sbom.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sbom: Option<SbomInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     verified: Option<bool>,
     problems: Vec<String>,
@@ -699,7 +749,30 @@ fn inspect(path: &Path, verify: bool) -> Result<Report> {
             contents,
         });
     }
+    let mut sbom_doc = None;
+    if index.is_some() {
+        match crate::sbom_cmd::from_image(path, &src) {
+            Ok(Some((format, doc))) => match crate::sbom::summarise(&doc) {
+                Ok(sum) => {
+                    rep.sbom = Some(SbomInfo {
+                        format: sum.format.clone(),
+                        path: format!("/{}", format.image_path().unwrap_or_default()),
+                        store_paths: sum.store_paths.len(),
+                        payloads: sum.payloads.iter().map(|p| p.0.clone()).collect(),
+                        crates: sum.crates,
+                    });
+                    sbom_doc = Some(sum);
+                }
+                Err(e) => problems.push(format!("the SBOM: {e}")),
+            },
+            Ok(None) => {}
+            Err(e) => problems.push(format!("reading the SBOM: {e:#}")),
+        }
+    }
     if verify {
+        if let Some(sum) = &sbom_doc {
+            verify_sbom(&src, &rep.layers, sum, &mut problems)?;
+        }
         // Every blob's content matches its name.
         for b in src.blob_names() {
             let Some(r) = src.reader(&b)? else { continue };
@@ -735,6 +808,61 @@ fn inspect(path: &Path, verify: bool) -> Result<Report> {
     }
     rep.problems = problems;
     Ok(rep)
+}
+
+/// `--verify` of the SBOM against the layers: every store path it lists is in the image and
+/// every store path in the image is listed; each payload's sha256 is that of `/bin/<name>`.
+fn verify_sbom(
+    src: &Source,
+    layers: &[LayerInfo],
+    sum: &crate::sbom::Summary,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let mut in_image = std::collections::BTreeSet::new();
+    let mut payload_sums: BTreeMap<String, String> = BTreeMap::new();
+    let wanted: std::collections::BTreeSet<String> = sum
+        .payloads
+        .iter()
+        .map(|(n, _)| format!("bin/{n}"))
+        .collect();
+    for l in layers {
+        let Some(r) = src.reader(&blob_name(&l.digest))? else {
+            continue;
+        };
+        let r = crate::sbom_cmd::decompress(r, &l.media_type)?;
+        let (names, sums) = crate::sbom_cmd::scan_layer(r, &wanted)
+            .map_err(|e| anyhow::anyhow!("layer {}: {e}", l.digest))?;
+        for n in names {
+            let mut parts = n.trim_start_matches("./").splitn(4, '/');
+            if let (Some("nix"), Some("store"), Some(base)) =
+                (parts.next(), parts.next(), parts.next())
+            {
+                if !base.is_empty() {
+                    in_image.insert(format!("/nix/store/{base}"));
+                }
+            }
+        }
+        payload_sums.extend(sums);
+    }
+    let listed: std::collections::BTreeSet<String> = sum.store_paths.iter().cloned().collect();
+    for p in listed.difference(&in_image) {
+        problems.push(format!("the SBOM lists {p}, which is not in the image"));
+    }
+    for p in in_image.difference(&listed) {
+        problems.push(format!("{p} is in the image but not in the SBOM"));
+    }
+    for (name, want) in &sum.payloads {
+        match payload_sums.get(&format!("bin/{name}")) {
+            Some(have) if have == want => {}
+            Some(have) => problems.push(format!(
+                "the SBOM gives /bin/{name} sha256 {want}, the image's file has {have}"
+            )),
+            None => problems.push(format!(
+                "the SBOM lists payload {name}, but /bin/{name} is not in the image"
+            )),
+        }
+    }
+    Ok(())
 }
 
 /// `inspect --verify` as a function: the problems found in a container image tar or OCI
@@ -816,6 +944,17 @@ fn print_text(rep: &Report, out: &mut impl Write) -> io::Result<()> {
             human(l.size),
             &short[..short.len().min(12)],
             l.contents
+        )?;
+    }
+    if let Some(sb) = &rep.sbom {
+        writeln!(
+            out,
+            "  sbom         {} at {}: {} store paths, payloads {}, {} crates",
+            sb.format,
+            sb.path,
+            sb.store_paths,
+            sb.payloads.join(" "),
+            sb.crates
         )?;
     }
     match rep.verified {

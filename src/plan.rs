@@ -30,11 +30,12 @@ pub const DEFAULT_MAX_LAYERS: usize = 100;
 pub enum PlanError {
     #[error("--max-layers {0}: the limit is {HARD_MAX_LAYERS} (overlayfs stacks at most 127 layers; images above that do not run)")]
     TooManyLayers(usize),
-    #[error("--max-layers {max}: this image needs at least {need} layers (base, {payloads} payload binar{ies}, config{closure})", ies = if *payloads == 1 { "y" } else { "ies" }, closure = if *closure { ", one for the closure" } else { "" })]
+    #[error("--max-layers {max}: this image needs at least {need} layers (base, {payloads} payload binar{ies}, config{sbom}{closure})", ies = if *payloads == 1 { "y" } else { "ies" }, sbom = if *sbom { ", SBOM" } else { "" }, closure = if *closure { ", one for the closure" } else { "" })]
     TooFewLayers {
         max: usize,
         need: usize,
         payloads: usize,
+        sbom: bool,
         closure: bool,
     },
 }
@@ -121,7 +122,8 @@ pub fn plan(tree: &Tree, closure: &[StoreNode], opts: &PlanOptions) -> Result<Pl
     }
     let has_base = by_group.contains_key(&Group::Base);
     let has_config = by_group.contains_key(&Group::Config);
-    let fixed = has_base as usize + payloads.len() + has_config as usize;
+    let has_sbom = by_group.contains_key(&Group::Sbom);
+    let fixed = has_base as usize + payloads.len() + has_config as usize + has_sbom as usize;
     let has_closure = !store_sizes.is_empty();
     let need = fixed + has_closure as usize;
     if opts.max_layers < need.max(1) {
@@ -129,6 +131,7 @@ pub fn plan(tree: &Tree, closure: &[StoreNode], opts: &PlanOptions) -> Result<Pl
             max: opts.max_layers,
             need,
             payloads: payloads.len(),
+            sbom: has_sbom,
             closure: has_closure,
         });
     }
@@ -195,6 +198,9 @@ pub fn plan(tree: &Tree, closure: &[StoreNode], opts: &PlanOptions) -> Result<Pl
     }
     if has_config {
         layer_groups.push(("config".into(), vec![Group::Config]));
+    }
+    if has_sbom {
+        layer_groups.push(("sbom".into(), vec![Group::Sbom]));
     }
 
     let layers = layer_groups

@@ -78,8 +78,10 @@ pub enum Group {
     StorePath(String),
     /// A payload binary of the workspace (`hls-origin`…).
     Payload(String),
-    /// The profile's configuration, written last.
+    /// The profile's configuration.
     Config,
+    /// The image's SBOM (src/sbom.rs), in a small layer of its own, last.
+    Sbom,
 }
 
 impl fmt::Display for Group {
@@ -89,6 +91,7 @@ impl fmt::Display for Group {
             Group::StorePath(p) => write!(f, "/nix/store/{p}"),
             Group::Payload(p) => write!(f, "payload {p}"),
             Group::Config => f.write_str("config"),
+            Group::Sbom => f.write_str("sbom"),
         }
     }
 }

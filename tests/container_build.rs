@@ -261,7 +261,7 @@ fn inspect_verify_passes_on_a_good_tar_and_fails_on_one_flipped_byte() {
         .iter()
         .map(|l| l["contents"].as_str().unwrap())
         .collect();
-    assert_eq!(contents, ["base", "payload hls-origin", "config"]);
+    assert_eq!(contents, ["base", "payload hls-origin", "config", "sbom"]);
     let bytes = std::fs::read(&good).unwrap();
     // Flip one byte: in the middle of the payload layer, and in the config JSON.
     let config_at = bytes
@@ -298,7 +298,7 @@ fn stdout_streaming_gives_the_same_bytes_as_a_file() {
 }
 
 #[test]
-fn a_rebuild_after_changing_only_the_binary_rewrites_one_layer() {
+fn a_rebuild_after_changing_only_the_binary_rewrites_its_layer_and_the_sbom() {
     let b = Build::new();
     let summary = |o: &Output| -> Vec<(String, bool)> {
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -325,7 +325,8 @@ fn a_rebuild_after_changing_only_the_binary_rewrites_one_layer() {
         .filter(|(_, c)| !c)
         .map(|(n, _)| n.as_str())
         .collect();
-    assert_eq!(rewritten, ["payload hls-origin"]);
+    // The SBOM records the binary's sha256, so its small layer changes too.
+    assert_eq!(rewritten, ["payload hls-origin", "sbom"]);
     let (o, _) = inspect_json(&b.dir.path().join("hls-origin-default.tar"), true);
     assert!(o.status.success(), "{}", common::stderr(&o));
 }
@@ -368,7 +369,11 @@ fn bad_input_exits_2_and_leaves_no_output() {
     let cases: Vec<Case> = vec![
         (vec!["origin/no-such-profile"], None, "unknown profile"),
         (vec!["--max-layers", "128"], None, "127"),
-        (vec!["--max-layers", "2"], None, "at least 3 layers"),
+        (
+            vec!["--max-layers", "2"],
+            None,
+            "at least 4 layers (base, 1 payload binary, config, SBOM)",
+        ),
         (vec!["--binary", "nonsense"], None, "NAME=PATH"),
         (
             vec!["--binary", "hls-origin=/etc/hostname"],
@@ -466,7 +471,8 @@ fn dry_run_prints_the_tree_and_plan_and_writes_nothing() {
             "base",
             "payload hls-origin",
             "payload imgbuild-init",
-            "config"
+            "config",
+            "sbom"
         ]
     );
     let tree = v["tree"].as_array().unwrap();

@@ -331,6 +331,42 @@ pub fn write_image(
     Ok(summary(written, plan, &blobs, &docs, meta, o))
 }
 
+/// Builds every layer blob (into the layer cache, or scratch files) and the image documents,
+/// without writing an archive: what `push` sends. The blobs' bytes stay readable through
+/// [`Blob::open`] for as long as the returned blobs live.
+pub fn build_blobs(
+    tree: &Tree,
+    plan: &Plan,
+    meta: &ImageMeta,
+    o: &WriteOptions,
+) -> Result<(image::Documents, Vec<Blob>), OciError> {
+    o.store.prepare()?;
+    let pool = compress::Pool::new(o.threads);
+    let progress = Arc::new(layer::Progress::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let shower = (o.progress && io::stderr().is_terminal())
+        .then(|| progress_thread(Arc::clone(&progress), plan.layers.len(), Arc::clone(&stop)));
+    let lo = layer::LayerOptions {
+        compression: o.compression,
+        mtime: o.epoch,
+        store: o.store.clone(),
+        pool: Arc::clone(&pool),
+        progress: Arc::clone(&progress),
+    };
+    let blobs = write_layers(tree, plan, &lo, o.threads);
+    pool.shutdown();
+    stop.store(true, Ordering::Relaxed);
+    if let Some(h) = shower {
+        let _ = h.join();
+    }
+    let store_dir = match &o.store {
+        Store::Cache(d) | Store::Scratch(d) => d.clone(),
+    };
+    let blobs = blobs.map_err(|e| e.at(&store_dir))?;
+    let docs = image::Documents::new(meta, plan, &blobs);
+    Ok((docs, blobs))
+}
+
 fn summary(
     written: String,
     plan: &Plan,
