@@ -618,7 +618,10 @@ mod tests {
         };
         let line = shell_line("qemu-system-x86_64", &qemu_args(&m));
         assert!(line.contains("-accel tcg"), "{line}");
-        assert!(line.contains("-nographic -no-reboot -serial mon:stdio"), "{line}");
+        assert!(
+            line.contains("-nographic -no-reboot -serial mon:stdio"),
+            "{line}"
+        );
         assert!(
             line.contains("-netdev user,id=net0,hostfwd=tcp:127.0.0.1:18080-:17080 -device virtio-net-pci,netdev=net0,romfile="),
             "{line}"
