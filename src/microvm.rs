@@ -12,36 +12,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::Ctx;
 use crate::error::BadInput;
-use crate::iso::{self, bootcfg, initramfs};
+use crate::iso::{self, bootcfg};
 
 #[derive(Args, Debug, Clone)]
 pub struct MicrovmArgs {
-    /// origin/PROFILE (default origin/default).
-    #[arg(value_name = "origin/PROFILE", default_value = "origin/default")]
-    pub profile: String,
+    #[command(flatten)]
+    pub input: iso::BootInputs,
     /// Output directory (default ./hls-origin-<profile>.microvm); an existing one is replaced
     /// only when it is a MicroVM directory or empty.
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
-    /// Kernel image (default: vmlinuz in the boot-asset directory).
-    #[arg(long, value_name = "FILE")]
-    pub kernel: Option<PathBuf>,
-    /// Kernel modules: lib/modules/<version>, or a directory holding one such directory.
-    #[arg(long, value_name = "DIR")]
-    pub modules: Option<PathBuf>,
-    /// Boot-asset directory (default $IMGBUILD_BOOT_ASSETS, else ~/.cache/imgbuild/boot-assets;
-    /// scripts/boot-assets fills it).
-    #[arg(long, value_name = "DIR")]
-    pub boot_assets: Option<PathBuf>,
-    /// Use this file for a payload binary (hls-origin, imgbuild-init); must be static.
-    #[arg(long = "binary", value_name = "NAME=PATH")]
-    pub binary: Vec<String>,
-    /// Words appended to the kernel command line (e.g. hls.PORT=18080).
-    #[arg(long, value_name = "EXTRA", allow_hyphen_values = true)]
-    pub cmdline: Vec<String>,
-    /// Initramfs compression.
-    #[arg(long, value_enum, default_value = "zstd")]
-    pub compression: initramfs::Compression,
 }
 
 /// The QEMU machine type of a MicroVM. Measured under TCG on the test machines: the Debian
@@ -98,18 +78,7 @@ pub fn run(ctx: &Ctx, a: MicrovmArgs) -> Result<()> {
 
 /// Builds the MicroVM directory and returns its path.
 pub fn build(ctx: &Ctx, a: &MicrovmArgs) -> Result<PathBuf> {
-    let iso_args = iso::IsoArgs {
-        profile: a.profile.clone(),
-        output: None,
-        kernel: a.kernel.clone(),
-        modules: a.modules.clone(),
-        boot_assets: a.boot_assets.clone(),
-        binary: a.binary.clone(),
-        cmdline: a.cmdline.clone(),
-        compression: a.compression,
-        stage: None,
-    };
-    let payload = iso::boot_payload(ctx, &iso_args)?;
+    let payload = iso::boot_payload(ctx, &a.input)?;
     let p = &payload.profile;
     let output = a
         .output

@@ -15,10 +15,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const STARTED: &str = "imgbuild-init: service hls-origin started";
@@ -115,92 +114,6 @@ fn default_iso() -> PathBuf {
     .clone()
 }
 
-/// At most two QEMUs at once (2 cores).
-struct Slot;
-static SLOTS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
-impl Slot {
-    fn take() -> Slot {
-        let mut n = SLOTS.0.lock().unwrap();
-        while *n >= 2 {
-            n = SLOTS.1.wait(n).unwrap();
-        }
-        *n += 1;
-        Slot
-    }
-}
-impl Drop for Slot {
-    fn drop(&mut self) {
-        *SLOTS.0.lock().unwrap() -= 1;
-        SLOTS.1.notify_one();
-    }
-}
-
-/// A child in its own process group, stdout and stderr collected; the group is killed on
-/// drop.
-struct Run {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Run {
-    fn start(mut cmd: Command) -> Run {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        for mut r in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = r.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    log.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
-        Run { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn wait_for(&mut self, needle: &str, timeout: Duration) {
-        let end = Instant::now() + timeout;
-        while Instant::now() < end {
-            if self.log().contains(needle) {
-                return;
-            }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(200));
-                panic!("exited ({st}) before {needle:?}:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("no {needle:?} within {timeout:?}:\n{}", self.log());
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.wait();
-        eprintln!("output:\n{}", self.log());
-    }
-}
-
 fn healthy(port: u16, timeout: Duration) -> bool {
     let t0 = Instant::now();
     while t0.elapsed() < timeout {
@@ -229,7 +142,7 @@ fn kvm_lines(log: &str) -> Vec<&str> {
 /// /health through the forward, and checks what was said about KVM.
 fn falls_back_to_tcg(mode: &str, args: &[&str], said: &str) {
     let iso = default_iso();
-    let _slot = Slot::take();
+    let slot = common::QemuSlot::take();
     let (dir, qemu) = wrapper(mode);
     let port = testkit::reserved_port();
     let mut cmd = common::imgbuild();
@@ -239,8 +152,8 @@ fn falls_back_to_tcg(mode: &str, args: &[&str], said: &str) {
         .args(args)
         .env("IMGBUILD_QEMU", &qemu)
         .env_remove("IMGBUILD_ACCEL");
-    let mut run = Run::start(cmd);
-    run.wait_for(STARTED, Duration::from_secs(240));
+    let mut run = common::Console::start(cmd, Some(slot));
+    run.wait_for(STARTED, 1, Duration::from_secs(240));
     assert!(
         healthy(port, Duration::from_secs(60)),
         "/health never answered:\n{}",
@@ -297,7 +210,7 @@ fn qemu_exits_early_under_kvm_so_the_disk_boots_again_under_tcg() {
 #[ignore = "full: needs qemu and the boot assets"]
 fn explicit_kvm_fails_in_one_line_and_leaves_no_qemu() {
     let iso = default_iso();
-    let _slot = Slot::take();
+    let _slot = common::QemuSlot::take();
     for (mode, via_env) in [("probe-fails", false), ("guest-dies", true)] {
         let (dir, qemu) = wrapper(mode);
         let port = testkit::reserved_port();
@@ -343,7 +256,7 @@ fn explicit_kvm_fails_in_one_line_and_leaves_no_qemu() {
 #[ignore = "full: needs qemu and the boot assets"]
 fn up_origin_default_iso_boots_again_under_tcg_when_the_guest_dies_under_kvm() {
     common::boot_assets();
-    let _slot = Slot::take();
+    let slot = common::QemuSlot::take();
     let (dir, qemu) = wrapper("guest-dies");
     // `up` forwards the profile's own port.
     common::wait_until_free(17080, Duration::from_secs(120));
@@ -351,8 +264,8 @@ fn up_origin_default_iso_boots_again_under_tcg_when_the_guest_dies_under_kvm() {
     cmd.args(["up", "origin", "default", "iso"])
         .env("IMGBUILD_QEMU", &qemu)
         .env_remove("IMGBUILD_ACCEL");
-    let mut run = Run::start(cmd);
-    run.wait_for(STARTED, Duration::from_secs(300));
+    let mut run = common::Console::start(cmd, Some(slot));
+    run.wait_for(STARTED, 1, Duration::from_secs(300));
     assert!(
         healthy(17080, Duration::from_secs(60)),
         "/health never answered:\n{}",

@@ -10,10 +10,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const STARTED: &str = "imgbuild-init: service hls-origin started";
@@ -42,109 +41,12 @@ fn default_iso() -> PathBuf {
     .clone()
 }
 
-/// At most two QEMUs at once (2 cores).
-struct Slot;
-static SLOTS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
-impl Slot {
-    fn take() -> Slot {
-        let mut n = SLOTS.0.lock().unwrap();
-        while *n >= 2 {
-            n = SLOTS.1.wait(n).unwrap();
-        }
-        *n += 1;
-        Slot
-    }
-}
-impl Drop for Slot {
-    fn drop(&mut self) {
-        *SLOTS.0.lock().unwrap() -= 1;
-        SLOTS.1.notify_one();
-    }
-}
-
-/// `imgbuild boot` running in its own process group, console collected.
-struct Vm {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    started: Instant,
-    _slot: Slot,
-}
-
-impl Vm {
-    fn boot(iso: &Path, args: &[&str]) -> Vm {
-        let slot = Slot::take();
-        let mut child = common::imgbuild()
-            .arg("boot")
-            .arg(iso)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        for mut r in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = r.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    log.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
-        Vm {
-            child,
-            log,
-            started: Instant::now(),
-            _slot: slot,
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Waits until the console shows `needle` `count` times.
-    fn wait_for(&mut self, needle: &str, count: usize, timeout: Duration) {
-        let end = Instant::now() + timeout;
-        while Instant::now() < end {
-            if self.log().matches(needle).count() >= count {
-                return;
-            }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(200));
-                panic!(
-                    "imgbuild boot exited ({st}) before {needle:?}:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("no {needle:?} ×{count} within {timeout:?}:\n{}", self.log());
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        // The whole group: imgbuild and the QEMU it runs.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.wait();
-        eprintln!(
-            "vm ran {:.1} s; console:\n{}",
-            self.started.elapsed().as_secs_f64(),
-            self.log()
-        );
-    }
+/// `imgbuild boot ISO ARGS` holding a QEMU slot.
+fn boot_vm(iso: &Path, args: &[&str]) -> common::Console {
+    let slot = common::QemuSlot::take();
+    let mut cmd = common::imgbuild();
+    cmd.arg("boot").arg(iso).args(args);
+    common::Console::start(cmd, Some(slot))
 }
 
 /// GET through the forward: (status line, body).
@@ -179,7 +81,7 @@ fn boots_and_serves(args: &[&str], timeout: Duration) {
     let fwd = format!("{port}:17080");
     let mut all = vec!["--forward", fwd.as_str()];
     all.extend_from_slice(args);
-    let mut vm = Vm::boot(&iso, &all);
+    let mut vm = boot_vm(&iso, &all);
     vm.wait_for(STARTED, 1, timeout);
     wait_healthy(port, Duration::from_secs(30));
     eprintln!(
@@ -230,7 +132,7 @@ fn the_tap_profile_comes_up_with_its_static_address() {
     let port = testkit::reserved_port();
     let fwd = format!("{port}:17080");
     // User-mode networking here: tests/tap_net.rs boots it on a tap device.
-    let mut vm = Vm::boot(&iso, &["--forward", &fwd, "--net", "user"]);
+    let mut vm = boot_vm(&iso, &["--forward", &fwd, "--net", "user"]);
     vm.wait_for(STARTED, 1, Duration::from_secs(90));
     let log = vm.log();
     assert!(
@@ -256,7 +158,7 @@ fn a_killed_service_restarts_and_a_cmdline_port_override_answers() {
     );
     let port = testkit::reserved_port();
     let fwd = format!("{port}:18080");
-    let mut vm = Vm::boot(&iso, &["--forward", &fwd]);
+    let mut vm = boot_vm(&iso, &["--forward", &fwd]);
     vm.wait_for(STARTED, 1, Duration::from_secs(90));
     wait_healthy(port, Duration::from_secs(30));
     // Killed once after 5 s, then started again by the init.
@@ -285,7 +187,7 @@ fn a_nocloud_seed_sets_the_hostname_and_the_port() {
     .unwrap();
     let port = testkit::reserved_port();
     let fwd = format!("{port}:18090");
-    let mut vm = Vm::boot(
+    let mut vm = boot_vm(
         &default_iso(),
         &["--forward", &fwd, "--cidata", seed.path().to_str().unwrap()],
     );

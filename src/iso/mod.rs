@@ -28,14 +28,12 @@ use crate::error::BadInput;
 use crate::profile::{self, Kind};
 use crate::tree::{Content, Entry, Group, Tree};
 
+/// What a bootable image is made from: the ISO and the MicroVM take the same inputs.
 #[derive(Args, Debug, Clone)]
-pub struct IsoArgs {
+pub struct BootInputs {
     /// origin/PROFILE (default origin/default).
     #[arg(value_name = "origin/PROFILE", default_value = "origin/default")]
     pub profile: String,
-    /// Output file (default ./hls-origin-<profile>.iso).
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
     /// Kernel image (default: vmlinuz in the boot-asset directory).
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
@@ -55,6 +53,15 @@ pub struct IsoArgs {
     /// Initramfs compression.
     #[arg(long, value_enum, default_value = "zstd")]
     pub compression: initramfs::Compression,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct IsoArgs {
+    #[command(flatten)]
+    pub input: BootInputs,
+    /// Output file (default ./hls-origin-<profile>.iso).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
     /// Also write the staged ISO tree (and esp.img, isohdpfx.bin) to DIR, for comparisons
     /// with other ISO writers (bench/iso-vs-xorriso).
     #[arg(long, value_name = "DIR", hide = true)]
@@ -161,7 +168,7 @@ pub struct BootPayload {
 }
 
 /// Steps 1 to 4 and the command line: profile, inputs, modules, initramfs.
-pub fn boot_payload(ctx: &Ctx, a: &IsoArgs) -> Result<BootPayload> {
+pub fn boot_payload(ctx: &Ctx, a: &BootInputs) -> Result<BootPayload> {
     let epoch = source_date_epoch()?;
     // 1. Profile.
     let p = profile::load_id(&ctx.root, &a.profile)?;
@@ -242,7 +249,7 @@ pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
         initrd,
         cmdline,
         epoch,
-    } = boot_payload(ctx, a)?;
+    } = boot_payload(ctx, &a.input)?;
     let version = env!("CARGO_PKG_VERSION");
     let output = a
         .output

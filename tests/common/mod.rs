@@ -161,3 +161,109 @@ pub fn wait_until_free(port: u16, timeout: std::time::Duration) {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
+
+/// At most two QEMUs at once in one test binary (the machines have 2 cores).
+pub struct QemuSlot;
+
+static QEMU_SLOTS: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+impl QemuSlot {
+    pub fn take() -> QemuSlot {
+        let mut n = QEMU_SLOTS.0.lock().unwrap();
+        while *n >= 2 {
+            n = QEMU_SLOTS.1.wait(n).unwrap();
+        }
+        *n += 1;
+        QemuSlot
+    }
+}
+
+impl Drop for QemuSlot {
+    fn drop(&mut self) {
+        *QEMU_SLOTS.0.lock().unwrap() -= 1;
+        QEMU_SLOTS.1.notify_one();
+    }
+}
+
+/// A command run in its own process group (imgbuild and the QEMU it starts) with stdout and
+/// stderr collected; the whole group is killed on drop, and what it printed is shown.
+pub struct Console {
+    pub child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    pub started: std::time::Instant,
+    _slot: Option<QemuSlot>,
+}
+
+impl Console {
+    /// Starts `cmd`, holding `slot` (if any) until the console is dropped.
+    pub fn start(mut cmd: Command, slot: Option<QemuSlot>) -> Console {
+        use std::io::Read;
+        use std::os::unix::process::CommandExt;
+        let mut child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for mut r in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    log.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        Console {
+            child,
+            log,
+            started: std::time::Instant::now(),
+            _slot: slot,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the output shows `needle` `count` times; panics with the output when the
+    /// command exits first or `timeout` passes.
+    pub fn wait_for(&mut self, needle: &str, count: usize, timeout: std::time::Duration) {
+        let end = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < end {
+            if self.log().matches(needle).count() >= count {
+                return;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                panic!("exited ({st}) before {needle:?}:\n{}", self.log());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("no {needle:?} ×{count} within {timeout:?}:\n{}", self.log());
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+        eprintln!(
+            "ran {:.1} s; output:\n{}",
+            self.started.elapsed().as_secs_f64(),
+            self.log()
+        );
+    }
+}
