@@ -221,13 +221,16 @@ fn every_readme_command_runs() {
             run_until_it_prints(l, &path);
         }
     }
-    // Remove what the README's commands wrote into the checkout (images, ISOs).
+    // Remove what the README's commands wrote into the checkout (images, ISOs, MicroVMs).
     for e in std::fs::read_dir(root).unwrap() {
         let e = e.unwrap();
         let name = e.file_name();
         let s = name.to_string_lossy();
         if !before.contains(&name) && (s.ends_with(".tar") || s.ends_with(".iso")) {
             let _ = std::fs::remove_file(e.path());
+        }
+        if !before.contains(&name) && s.ends_with(".microvm") {
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
     let _ = Command::new("docker")
