@@ -131,10 +131,11 @@ fn healthy(port: u16, timeout: Duration) -> bool {
     false
 }
 
-/// The lines of imgbuild's own that speak of KVM.
+/// What imgbuild itself said about KVM: each `imgbuild: KVM …` up to the end of its line
+/// (the console's last bytes, escape codes and all, may stand before it on the same line).
 fn kvm_lines(log: &str) -> Vec<&str> {
-    log.lines()
-        .filter(|l| l.starts_with("imgbuild") && l.contains("KVM"))
+    log.match_indices("imgbuild: KVM")
+        .map(|(i, _)| log[i..].lines().next().unwrap_or(""))
         .collect()
 }
 
