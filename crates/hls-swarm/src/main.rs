@@ -38,6 +38,10 @@ fn real_main() -> i32 {
             return 2;
         }
     };
+    if let Err(msg) = run::check_output_paths(&s) {
+        eprintln!("hls-swarm: {msg}");
+        return 2;
+    }
     init_logging(s.log_level);
     raise_fd_limit(s.clients as u64);
     let rt = match tokio::runtime::Builder::new_multi_thread()
