@@ -76,6 +76,8 @@ struct Chart {
     lines: Vec<Line>,
     /// A horizontal pass/fail line: (value, label).
     threshold: Option<(f64, String)>,
+    /// Drawn only when it has values (an extra that may not be measured in a run).
+    optional: bool,
 }
 
 /// The page.
@@ -175,14 +177,22 @@ fn header(o: &mut String, input: &ReportInput, t0: u64) {
         "ran",
         format!("{} (stopped by {})", secs(run.duration_s), run.stopped_by),
     );
-    row(o, "viewers", format!("{} (peak {peak} active)", run.clients));
+    row(
+        o,
+        "viewers",
+        format!("{} (peak {peak} active)", run.clients),
+    );
     row(
         o,
         "ramp",
         format!(
-            "{} viewers/s, up to {} jitter: until {}",
+            "{} viewers/s{}: until {}",
             num(run.ramp_rate),
-            secs(run.ramp_jitter_s),
+            if run.ramp_jitter_s > 0.0 {
+                format!(" + up to {} jitter", secs(run.ramp_jitter_s))
+            } else {
+                String::new()
+            },
             secs(ramp_end_s(run))
         ),
     );
@@ -212,6 +222,9 @@ fn ramp_end_s(run: &RunInfo) -> f64 {
     (run.clients.saturating_sub(1)) as f64 / run.ramp_rate + run.ramp_jitter_s
 }
 
+/// What a line shows of each point (None: nothing to show, the line breaks).
+type ValueOf<'a> = dyn Fn(&Point) -> Option<f64> + 'a;
+
 fn charts(input: &ReportInput, t0: u64) -> Vec<Chart> {
     let multi = input.replicas.len() > 1;
     let label = |r: &Replica, what: &str| {
@@ -232,7 +245,7 @@ fn charts(input: &ReportInput, t0: u64) -> Vec<Chart> {
             None
         }
     };
-    let lines = |whats: &[(&str, &dyn Fn(&Point) -> Option<f64>)]| -> Vec<Line> {
+    let lines = |whats: &[(&str, &ValueOf)]| -> Vec<Line> {
         let mut out = Vec::new();
         for r in &input.replicas {
             for (what, f) in whats {
@@ -259,6 +272,7 @@ fn charts(input: &ReportInput, t0: u64) -> Vec<Chart> {
             ("watching", &|p| Some(p.watching as f64)),
         ]),
         threshold: None,
+        optional: false,
     });
     charts.push(Chart {
         id: "requests".into(),
@@ -271,6 +285,7 @@ fn charts(input: &ReportInput, t0: u64) -> Vec<Chart> {
             ("master", &|p| rate(p, p.requests.master)),
         ]),
         threshold: None,
+        optional: false,
     });
     charts.push(Chart {
         id: "throughput".into(),
@@ -283,12 +298,13 @@ fn charts(input: &ReportInput, t0: u64) -> Vec<Chart> {
             ("master", &|p| rate(p, p.bytes.master * 8)),
         ]),
         threshold: None,
+        optional: false,
     });
     charts.push(Chart {
         id: "error-rate".into(),
         title: "Error rate".into(),
-        note: "failed attempts / attempts in each interval; the dashed line is the run's \
-               pass/fail limit (over the whole run)"
+        note: "failed attempts / attempts in each interval (at most 100 %); the dashed line \
+               is the run's pass/fail limit (over the whole run)"
             .into(),
         unit: Unit::Percent,
         lines: lines(&[("errors / requests", &|p| {
@@ -296,13 +312,15 @@ fn charts(input: &ReportInput, t0: u64) -> Vec<Chart> {
             match (e, r) {
                 (0, 0) => None,
                 (_, 0) => Some(100.0),
-                _ => Some(e as f64 * 100.0 / r as f64),
+                // A timeout fails in a later interval than it started in: at most 100 %.
+                _ => Some((e as f64 * 100.0 / r as f64).min(100.0)),
             }
         })]),
         threshold: Some((
             input.run.max_error_rate * 100.0,
             format!("limit {}", pct(input.run.max_error_rate)),
         )),
+        optional: false,
     });
     // Errors by kind: only the kinds that occurred, in name order.
     let mut kinds: Vec<&str> = input
@@ -339,6 +357,7 @@ fn charts(input: &ReportInput, t0: u64) -> Vec<Chart> {
         unit: Unit::PerSecond,
         lines: err_lines,
         threshold: None,
+        optional: false,
     });
     charts.push(Chart {
         id: "stalls".into(),
@@ -352,6 +371,7 @@ fn charts(input: &ReportInput, t0: u64) -> Vec<Chart> {
             ("skipped", &|p| rate(p, p.segments_skipped)),
         ]),
         threshold: None,
+        optional: false,
     });
     let mut lat = lines(&[
         ("p50", &|p| p.segment_latency_ms.p50),
@@ -363,11 +383,11 @@ fn charts(input: &ReportInput, t0: u64) -> Vec<Chart> {
     charts.push(Chart {
         id: "segment-latency".into(),
         title: "Segment download time".into(),
-        note: "request to last body byte, of the downloads that finished in each interval"
-            .into(),
+        note: "request to last body byte, of the downloads that finished in each interval".into(),
         unit: Unit::Millis,
         lines: lat,
         threshold: None,
+        optional: false,
     });
     // Extra distributions (for example latency behind live), by key.
     let mut extras: Vec<(String, String, String)> = input
@@ -398,6 +418,7 @@ fn charts(input: &ReportInput, t0: u64) -> Vec<Chart> {
             },
             lines: ls,
             threshold: None,
+            optional: true,
         });
     }
     // Per variant.
@@ -439,16 +460,16 @@ fn charts(input: &ReportInput, t0: u64) -> Vec<Chart> {
             unit: Unit::Count,
             lines: per_variant(&|p, i| p.variants.get(i).map(|v| v.watching as f64)),
             threshold: None,
+            optional: false,
         });
         charts.push(Chart {
             id: "variant-throughput".into(),
             title: "Segment throughput per variant".into(),
             note: "bytes of the segments downloaded, as bits per second".into(),
             unit: Unit::BitsPerSecond,
-            lines: per_variant(&|p, i| {
-                p.variants.get(i).and_then(|v| rate(p, v.bytes * 8))
-            }),
+            lines: per_variant(&|p, i| p.variants.get(i).and_then(|v| rate(p, v.bytes * 8))),
             threshold: None,
+            optional: false,
         });
         charts.push(Chart {
             id: "variant-errors".into(),
@@ -457,6 +478,7 @@ fn charts(input: &ReportInput, t0: u64) -> Vec<Chart> {
             unit: Unit::PerSecond,
             lines: per_variant(&|p, i| p.variants.get(i).and_then(|v| rate(p, v.errors))),
             threshold: None,
+            optional: false,
         });
         charts.push(Chart {
             id: "variant-latency".into(),
@@ -465,6 +487,7 @@ fn charts(input: &ReportInput, t0: u64) -> Vec<Chart> {
             unit: Unit::Millis,
             lines: per_variant(&|p, i| p.variants.get(i).and_then(|v| v.segment_latency_ms.p99)),
             threshold: None,
+            optional: false,
         });
     }
     charts
@@ -527,6 +550,14 @@ fn chart(o: &mut String, c: &Chart, t_end: f64, ramp_end: f64) {
     let _ = writeln!(o, "<h2>{}</h2>", esc(&c.title));
     if !c.note.is_empty() {
         let _ = writeln!(o, "<p class=\"note\">{}</p>", esc(&c.note));
+    }
+    if c.optional
+        && c.lines
+            .iter()
+            .all(|l| l.points.iter().all(|p| p.1.is_none()))
+    {
+        o.push_str("</section>\n");
+        return;
     }
     let _ = writeln!(
         o,
@@ -649,8 +680,14 @@ fn path_data(
                 return;
             }
             // In SVG coordinates the lowest value has the largest y.
-            let lowest = col.iter().copied().fold(col[0], |a, b| if b.1 > a.1 { b } else { a });
-            let highest = col.iter().copied().fold(col[0], |a, b| if b.1 < a.1 { b } else { a });
+            let lowest = col
+                .iter()
+                .copied()
+                .fold(col[0], |a, b| if b.1 > a.1 { b } else { a });
+            let highest = col
+                .iter()
+                .copied()
+                .fold(col[0], |a, b| if b.1 < a.1 { b } else { a });
             let (a, b) = if lowest.0 <= highest.0 {
                 (lowest, highest)
             } else {
@@ -715,8 +752,8 @@ fn nice_axis(max: f64) -> (f64, f64) {
 /// A round time step giving 6 to 12 ticks over `end` seconds.
 fn nice_time_step(end: f64) -> (f64, usize) {
     let steps = [
-        1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
-        7200.0, 14400.0, 21600.0, 43200.0, 86400.0,
+        1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+        14400.0, 21600.0, 43200.0, 86400.0,
     ];
     let s = steps
         .iter()
@@ -855,7 +892,10 @@ mod tests {
         assert_eq!(nice_axis(0.0), (0.25, 1.0));
         assert_eq!(clock(90.0), "1:30");
         assert_eq!(si(2_500_000.0, "bit/s"), "2.5 Mbit/s");
-        assert_eq!(esc("<a href=\"x\">&</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;");
+        assert_eq!(
+            esc("<a href=\"x\">&</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
+        );
         let names = short_names(&[
             "http://h:1/720p/stream.m3u8".to_string(),
             "http://h:1/1080p/stream.m3u8".to_string(),
@@ -866,7 +906,12 @@ mod tests {
 
     #[test]
     fn a_gap_breaks_the_line_and_decimation_keeps_spikes() {
-        let pts = vec![(0.0, Some(1.0)), (1.0, None), (2.0, Some(2.0)), (3.0, Some(3.0))];
+        let pts = vec![
+            (0.0, Some(1.0)),
+            (1.0, None),
+            (2.0, Some(2.0)),
+            (3.0, Some(3.0)),
+        ];
         let d = path_data(&pts, |t| t * 10.0, |v| 100.0 - v, 1000.0);
         assert_eq!(d, "M0.0,99.0L0.0,99.0 M20.0,98.0L30.0,97.0");
         // 3000 points into 100 pixels: one spike of 50 survives.

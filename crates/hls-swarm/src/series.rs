@@ -419,7 +419,8 @@ impl RawPoint {
         self.skipped += b.skipped;
         self.latency = merge_sparse(&self.latency, &b.latency);
         if self.variants.len() < b.variants.len() {
-            self.variants.resize(b.variants.len(), RawVariant::default());
+            self.variants
+                .resize(b.variants.len(), RawVariant::default());
         }
         for (a, v) in self.variants.iter_mut().zip(&b.variants) {
             a.watching = v.watching;
@@ -621,8 +622,7 @@ impl Recorder {
                         error_kinds.insert(name.to_string(), n);
                     }
                 }
-                let err_by_req: [u64; 3] =
-                    std::array::from_fn(|k| r.errors[k].iter().sum::<u64>());
+                let err_by_req: [u64; 3] = std::array::from_fn(|k| r.errors[k].iter().sum::<u64>());
                 let mut vs: Vec<VariantPoint> = r
                     .variants
                     .iter()
@@ -779,7 +779,10 @@ mod tests {
         let p50a = a.segment_latency_ms.p50.unwrap();
         let p50b = b.segment_latency_ms.p50.unwrap();
         assert!((p50a - 10.0).abs() < 0.2, "{p50a}");
-        assert!((p50b - 200.0).abs() < 4.0, "per second, not cumulative: {p50b}");
+        assert!(
+            (p50b - 200.0).abs() < 4.0,
+            "per second, not cumulative: {p50b}"
+        );
         assert_eq!(b.errors.segment + b.errors.playlist, 2);
         assert_eq!(b.error_kinds.get("connect"), Some(&1));
         assert_eq!(b.error_kinds.get("http_5xx"), Some(&1));
@@ -831,7 +834,11 @@ mod tests {
         r.sample(&m, Duration::from_secs(2));
         r.sample(&m, Duration::from_secs(3));
         let s = r.finish(&m, Duration::from_secs(3));
-        let q: Vec<Quantiles> = s.points.iter().map(|p| p.extra["live_latency_ms"]).collect();
+        let q: Vec<Quantiles> = s
+            .points
+            .iter()
+            .map(|p| p.extra["live_latency_ms"])
+            .collect();
         assert_eq!(q[0].p50, Some(1000.0));
         assert_eq!(q[0].p99, Some(4000.0));
         assert_eq!(q[1].p50, Some(4000.0), "only that second's samples");
