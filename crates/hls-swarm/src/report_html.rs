@@ -572,12 +572,15 @@ fn chart(o: &mut String, c: &Chart, t_end: f64, ramp_end: f64) {
             "<rect class=\"ramp\" x=\"{LEFT:.1}\" y=\"{TOP:.1}\" width=\"{w:.1}\" height=\"{ph:.1}\"><title>ramp: viewers starting until {}</title></rect>",
             secs(ramp_end)
         );
-        let _ = writeln!(
-            o,
-            "<text class=\"rl\" x=\"{:.1}\" y=\"{:.1}\">ramp</text>",
-            LEFT + 4.0,
-            TOP + 12.0
-        );
+        // Named where there is room for the word; a near-instant ramp is only a sliver.
+        if w >= 32.0 {
+            let _ = writeln!(
+                o,
+                "<text class=\"rl\" x=\"{:.1}\" y=\"{:.1}\">ramp</text>",
+                LEFT + 4.0,
+                TOP + 12.0
+            );
+        }
     }
     // Grid and y labels.
     let mut v = 0.0;

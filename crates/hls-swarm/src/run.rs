@@ -431,6 +431,7 @@ fn write_series_outputs(s: &Settings, summary: &Summary, recorded: Series) -> an
     if s.series_json.is_none() && s.report_html.is_none() {
         return Ok(());
     }
+    let started = std::time::Instant::now();
     let doc = series::SeriesDoc {
         format: series::FORMAT.to_string(),
         run: run_info(s, summary),
@@ -442,15 +443,15 @@ fn write_series_outputs(s: &Settings, summary: &Summary, recorded: Series) -> an
             .map_err(|e| anyhow::anyhow!("cannot write series JSON {}: {e}", path.display()))?;
     }
     if let Some(path) = &s.report_html {
-        let t = std::time::Instant::now();
         let html = crate::report_html::render(&crate::report_html::ReportInput::single(doc));
         write_whole(path, html.as_bytes())
             .map_err(|e| anyhow::anyhow!("cannot write report {}: {e}", path.display()))?;
+        // The time covers the series JSON too: all the run's end spends on them.
         eprintln!(
             "hls-swarm: report written to {} ({} bytes in {} ms)",
             path.display(),
             html.len(),
-            t.elapsed().as_millis()
+            started.elapsed().as_millis()
         );
     }
     Ok(())
