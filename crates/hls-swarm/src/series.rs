@@ -602,17 +602,25 @@ impl Recorder {
                 _ => self.points.push(acc),
             }
         }
-        self.series(&m.per_variant)
+        self.series_of(&self.points, &m.per_variant)
     }
 
-    fn series(&self, table: &VariantTable) -> Series {
+    /// The series so far, without ending the recording (for a live view of a running swarm).
+    pub fn snapshot(&self, m: &Metrics) -> Series {
+        let mut points = self.points.clone();
+        if let Some((p, _)) = &self.pending {
+            points.push(p.clone());
+        }
+        self.series_of(&points, &m.per_variant)
+    }
+
+    fn series_of(&self, points: &[RawPoint], table: &VariantTable) -> Series {
         let variants: Vec<String> = table.read().into_iter().map(|(u, _)| u).collect();
         let ms = |h: &Sparse| Quantiles {
             p50: quantile(h, 0.5, |i| round3(metrics::fine_value(i) * 1e3)),
             p99: quantile(h, 0.99, |i| round3(metrics::fine_value(i) * 1e3)),
         };
-        let points = self
-            .points
+        let points = points
             .iter()
             .map(|r| {
                 let mut error_kinds = BTreeMap::new();
@@ -729,6 +737,12 @@ impl Sampler {
         }
     }
 
+    /// The series recorded so far; the recording goes on.
+    pub fn snapshot(&self) -> Option<Series> {
+        let r = self.recorder.lock().expect("recorder");
+        r.as_ref().map(|r| r.snapshot(&self.metrics))
+    }
+
     /// Stop sampling and return the series, with a last reading taken now.
     pub fn finish(self) -> Series {
         self.task.abort();
@@ -767,6 +781,11 @@ mod tests {
         m.error(metrics::Kind::Segment, "connect");
         m.error(metrics::Kind::Playlist, "http_5xx");
         r.sample(&m, Duration::from_secs(2));
+        assert_eq!(
+            r.snapshot(&m).points.len(),
+            2,
+            "a snapshot does not end the recording"
+        );
         drop(w);
         let s = r.finish(&m, Duration::from_millis(2200));
         assert_eq!(s.points.len(), 2, "{s:#?}");
@@ -816,6 +835,27 @@ mod tests {
         }
         assert_eq!(s.points[0].dur_s, 8.0);
         assert_eq!(s.points[0].requests.segment, (1..=8).sum::<u64>());
+    }
+
+    #[test]
+    fn a_two_hour_run_stays_within_the_bound() {
+        let m = Metrics::new(1);
+        let mut r = Recorder::new(0, vec![]);
+        let seconds = 2 * 3600 + 100;
+        for s in 1..=seconds {
+            m.request(metrics::Kind::Playlist);
+            r.sample(&m, Duration::from_secs(s));
+        }
+        let s = r.finish(&m, Duration::from_secs(seconds));
+        assert!(s.points.len() <= MAX_POINTS, "{}", s.points.len());
+        assert!(s.points.len() >= MAX_POINTS / 2, "{}", s.points.len());
+        assert_eq!(s.interval_s, 4);
+        let total: u64 = s.points.iter().map(|p| p.requests.playlist).sum();
+        assert_eq!(total, seconds);
+        assert_eq!(
+            s.points.last().unwrap().t_s + s.points.last().unwrap().dur_s,
+            seconds as f64
+        );
     }
 
     #[test]
