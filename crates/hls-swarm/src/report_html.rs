@@ -167,7 +167,7 @@ fn header(o: &mut String, input: &ReportInput, t0: u64) {
         .iter()
         .flat_map(|r| r.series.points.iter().map(|p| p.bytes.total()))
         .sum();
-    o.push_str("<div class=\"cols\">\n<table><caption></caption>\n");
+    o.push_str("<div class=\"cols\">\n<table>\n");
     let row = |o: &mut String, k: &str, v: String| {
         let _ = writeln!(o, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v));
     };

@@ -84,6 +84,29 @@ fn the_report_needs_nothing_from_the_network() {
 }
 
 #[test]
+fn a_report_of_the_longest_series_stays_under_a_megabyte() {
+    // 3600 points (the most a series keeps), cycled from the recorded run's points.
+    let mut doc = recorded();
+    let base = doc.series.points.clone();
+    doc.series.points = (0..hls_swarm::series::MAX_POINTS)
+        .map(|i| {
+            let mut p = base[i % base.len()].clone();
+            p.t_s = i as f64;
+            p.dur_s = 1.0;
+            p
+        })
+        .collect();
+    doc.run.duration_s = hls_swarm::series::MAX_POINTS as f64;
+    let html = report_html::render(&ReportInput::single(doc));
+    eprintln!(
+        "report of {} points: {} bytes",
+        hls_swarm::series::MAX_POINTS,
+        html.len()
+    );
+    assert!(html.len() < 1_000_000, "{} bytes", html.len());
+}
+
+#[test]
 fn replicas_get_one_line_each() {
     let doc = recorded();
     let mut later = doc.series.clone();
