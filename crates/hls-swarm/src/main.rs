@@ -5,7 +5,7 @@
 //! status (1 when the error rate passes `--max-error-rate`).
 
 use hls_swarm::config::{self, Cmd, LogLevel};
-use hls_swarm::{healthcheck, http, run};
+use hls_swarm::{healthcheck, http, outputs, run};
 
 fn main() {
     std::process::exit(real_main());
@@ -38,7 +38,7 @@ fn real_main() -> i32 {
             return 2;
         }
     };
-    if let Err(msg) = run::check_output_paths(&s) {
+    if let Err(msg) = outputs::check_paths(&s) {
         eprintln!("hls-swarm: {msg}");
         return 2;
     }
