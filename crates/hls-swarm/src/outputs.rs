@@ -7,7 +7,7 @@ use crate::config::Settings;
 use crate::run::Summary;
 use crate::series::{self, Series};
 
-/// `--report` and `--series-json` must be writable files in existing directories: say so
+/// `--report` and `--series-json` must name files (not directories) in existing directories: say so
 /// before the run rather than after it.
 pub fn check_paths(s: &Settings) -> Result<(), String> {
     let outputs = [
