@@ -7,5 +7,8 @@ pub mod healthcheck;
 pub mod http;
 pub mod m3u8;
 pub mod metrics;
+pub mod outputs;
+pub mod report_html;
 pub mod run;
+pub mod series;
 pub mod viewer;

@@ -87,6 +87,8 @@ struct State {
     buffered_until: Option<Instant>,
     /// Whether the session got a playlist (resets the backoff).
     healthy: bool,
+    /// The variant this session watches, for the time series (None between sessions).
+    watching: Option<crate::series::Watching>,
 }
 
 pub async fn run(id: u64, shared: Arc<Shared>) {
@@ -98,6 +100,7 @@ pub async fn run(id: u64, shared: Arc<Shared>) {
         next_msn: None,
         buffered_until: None,
         healthy: false,
+        watching: None,
     };
     let mut backoff = BACKOFF_START;
     loop {
@@ -113,6 +116,9 @@ pub async fn run(id: u64, shared: Arc<Shared>) {
                     Failure::Parse(k, e) => (*k, e.clone()),
                 };
                 tracing::debug!(viewer = id, ?kind, "playlist failed: {msg}");
+                if let Some(w) = state.watching.take() {
+                    w.error();
+                }
             }
         }
         client.close();
@@ -196,7 +202,10 @@ async fn session(
     let mut load_started = Instant::now();
     let first = fetch_playlist(client, m, &shared.url, Kind::Master, &mut buf).await?;
     let (media_url, mut media) = match first {
-        Playlist::Media(media) => (shared.url.clone(), Some(media)),
+        Playlist::Media(media) => {
+            state.watching = Some(m.per_variant.watch(&shared.url.to_string()));
+            (shared.url.clone(), Some(media))
+        }
         Playlist::Master(variants) => {
             let v = choose(&variants, shared.variant, id, rng);
             let url = shared
@@ -205,6 +214,7 @@ async fn session(
                 .map_err(|e| Failure::Parse(Kind::Master, e))?;
             tracing::debug!(viewer = id, variant = %url, "variant chosen");
             m.variant_chosen(&url.to_string());
+            state.watching = Some(m.per_variant.watch(&url.to_string()));
             (url, None)
         }
     };
@@ -300,10 +310,14 @@ async fn fetch_new_segments(
                 )
                 .await
             {
-                Ok(_) => {
+                Ok(n) => {
                     let done = Instant::now();
                     m.segment_latency(done - started);
                     let dur = seg.play_time();
+                    if let Some(w) = &state.watching {
+                        let stalled = matches!(state.buffered_until, Some(b) if done > b);
+                        w.segment_done(n, done - started, stalled);
+                    }
                     state.buffered_until = Some(match state.buffered_until {
                         Some(b) if done > b => {
                             m.stalls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -316,6 +330,9 @@ async fn fetch_new_segments(
                 }
                 Err(e) => {
                     m.error(Kind::Segment, e.kind());
+                    if let Some(w) = &state.watching {
+                        w.error();
+                    }
                     tracing::debug!(segment = %url, "segment failed: {e}");
                     if attempt >= shared.segment_retries {
                         m.segments_skipped
