@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// Environment variables the swarm reads; removed from every child so the test environment
 /// cannot leak in.
-pub const SWARM_ENV: [&str; 17] = [
+pub const SWARM_ENV: [&str; 19] = [
     "STREAM_URL",
     "CLIENTS",
     "RAMP_RATE",
@@ -31,6 +31,8 @@ pub const SWARM_ENV: [&str; 17] = [
     "DURATION",
     "MAX_ERROR_RATE",
     "SUMMARY_JSON",
+    "LINGER",
+    "START_AT",
 ];
 
 pub fn swarm_bin() -> PathBuf {
