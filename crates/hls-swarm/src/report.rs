@@ -74,15 +74,20 @@ pub fn run(a: &ReportArgs) -> i32 {
     let started = Instant::now();
     let mut last_note = Instant::now();
     let replicas = loop {
+        let mut problems = vec![];
+        // A name that does not resolve yet (tasks still starting) is waited for.
         let targets = match targets(a) {
             Ok(t) => t,
-            Err(e) => {
+            Err(NoTargets::Bad(e)) => {
                 eprintln!("hls-swarm report: {e}");
-                return if a.dns.is_some() { 1 } else { 2 };
+                return 2;
+            }
+            Err(NoTargets::Unresolved(e)) => {
+                problems.push(e);
+                vec![]
             }
         };
         let mut got = vec![];
-        let mut problems = vec![];
         for t in &targets {
             match fetch(t) {
                 Ok(doc) if doc.finished => got.push(Replica {
@@ -167,12 +172,20 @@ pub fn run(a: &ReportArgs) -> i32 {
     }
 }
 
+/// Why the replicas are not known (yet).
+enum NoTargets {
+    /// Bad input: exit 2 at once.
+    Bad(String),
+    /// A name that does not resolve (yet).
+    Unresolved(String),
+}
+
 /// The replicas to read now (a DNS name is resolved again at every round).
-fn targets(a: &ReportArgs) -> Result<Vec<Target>, String> {
+fn targets(a: &ReportArgs) -> Result<Vec<Target>, NoTargets> {
     if let Some(name) = &a.dns {
         let mut addrs: Vec<SocketAddr> = (name.as_str(), a.port)
             .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve --dns {name}: {e}"))?
+            .map_err(|e| NoTargets::Unresolved(format!("cannot resolve --dns {name}: {e}")))?
             .collect();
         addrs.sort();
         addrs.dedup();
@@ -189,13 +202,14 @@ fn targets(a: &ReportArgs) -> Result<Vec<Target>, String> {
     a.urls.iter().map(|u| url_target(u)).collect()
 }
 
-fn url_target(u: &str) -> Result<Target, String> {
-    let url = crate::http::Url::parse(u).map_err(|e| format!("bad replica URL {e}"))?;
+fn url_target(u: &str) -> Result<Target, NoTargets> {
+    let url =
+        crate::http::Url::parse(u).map_err(|e| NoTargets::Bad(format!("bad replica URL {e}")))?;
     let addr = (url.host.as_str(), url.port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
+        .map_err(|e| NoTargets::Unresolved(format!("cannot resolve {}: {e}", url.host)))?
         .next()
-        .ok_or_else(|| format!("{} resolves to no address", url.host))?;
+        .ok_or_else(|| NoTargets::Unresolved(format!("{} resolves to no address", url.host)))?;
     let path = if url.path == "/" || url.path.is_empty() {
         "/summary".to_string()
     } else {

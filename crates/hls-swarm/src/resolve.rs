@@ -4,17 +4,46 @@
 //! cache one answer for the whole process). So each viewer resolves the name itself, sorts the
 //! addresses and starts at address `key mod n` (its viewer number): N viewers spread evenly
 //! over the replicas, and a viewer whose replica refuses tries the next one.
+//!
+//! Answers are shared by every viewer of the process for [`TTL`]: a thousand viewers
+//! connecting within a second ask the resolver once, not a thousand times (Docker's embedded
+//! DNS server times out under that many queries), and still see replicas come and go.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
 
-/// The addresses of `host:port`, sorted and without duplicates.
+/// How long one answer serves every viewer of the process.
+pub const TTL: Duration = Duration::from_secs(5);
+
+type Cache = Mutex<HashMap<(String, u16), (Instant, Vec<SocketAddr>)>>;
+
+fn cache() -> &'static Cache {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The addresses of `host:port`, sorted and without duplicates; one lookup per [`TTL`] for
+/// the whole process (the lock is held during a lookup, so concurrent callers wait for its
+/// answer instead of asking again). Failures are not cached.
 pub async fn addresses(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    let key = (host.to_string(), port);
+    let mut c = cache().lock().await;
+    if let Some((at, addrs)) = c.get(&key) {
+        if at.elapsed() < TTL {
+            return Ok(addrs.clone());
+        }
+    }
     let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
     addrs.sort();
     addrs.dedup();
+    c.insert(key, (Instant::now(), addrs.clone()));
     Ok(addrs)
 }
 
