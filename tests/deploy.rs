@@ -637,9 +637,40 @@ fn a_docker_stack_of_two_origins_and_four_swarms_gives_one_verdict() {
     let v: Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
             .unwrap();
+    // Viewers spread over both origins (each resolves the name and takes address
+    // `viewer mod 2`): read each origin's own counters inside its network namespace (the host
+    // cannot reach overlay addresses).
+    let ids = docker_ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={}_origin", stack.name),
+    ]);
+    let mut conns = vec![];
+    for id in ids.lines() {
+        let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", id]);
+        let o = Command::new("nsenter")
+            .args(["-t", pid.trim(), "-n", "curl", "-sf", "http://127.0.0.1:17080/metrics"])
+            .output()
+            .expect("nsenter curl");
+        let page = common::stdout(&o);
+        let n: f64 = page
+            .lines()
+            .find_map(|l| l.strip_prefix("hls_origin_connections_total "))
+            .unwrap_or_else(|| panic!("origin {id} metrics: {page}{}", common::stderr(&o)))
+            .trim()
+            .parse()
+            .unwrap();
+        conns.push(n);
+    }
     drop(stack);
     drop(node);
     drop(images);
+    eprintln!("connections per origin: {conns:?}");
+    assert_eq!(conns.len(), 2, "{conns:?}");
+    for n in &conns {
+        assert!(*n >= 400.0, "viewers did not spread over the origins: {conns:?}");
+    }
 
     eprintln!("{text}");
     assert!(text.contains("1000 started of 1000"), "{text}");
