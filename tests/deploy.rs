@@ -650,7 +650,14 @@ fn a_docker_stack_of_two_origins_and_four_swarms_gives_one_verdict() {
     for id in ids.lines() {
         let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", id]);
         let o = Command::new("nsenter")
-            .args(["-t", pid.trim(), "-n", "curl", "-sf", "http://127.0.0.1:17080/metrics"])
+            .args([
+                "-t",
+                pid.trim(),
+                "-n",
+                "curl",
+                "-sf",
+                "http://127.0.0.1:17080/metrics",
+            ])
             .output()
             .expect("nsenter curl");
         let page = common::stdout(&o);
@@ -669,7 +676,10 @@ fn a_docker_stack_of_two_origins_and_four_swarms_gives_one_verdict() {
     eprintln!("connections per origin: {conns:?}");
     assert_eq!(conns.len(), 2, "{conns:?}");
     for n in &conns {
-        assert!(*n >= 400.0, "viewers did not spread over the origins: {conns:?}");
+        assert!(
+            *n >= 400.0,
+            "viewers did not spread over the origins: {conns:?}"
+        );
     }
 
     eprintln!("{text}");
@@ -699,4 +709,176 @@ fn a_docker_stack_of_two_origins_and_four_swarms_gives_one_verdict() {
         assert_eq!(get(&v), sum, "{path:?}");
         assert!(sum > 0 || path[0] == "errors", "{path:?}");
     }
+}
+
+fn promtool_check(path: &Path) {
+    let o = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(path)
+        .output()
+        .expect("promtool (Debian package prometheus)");
+    assert!(
+        o.status.success(),
+        "promtool check config {}: {}{}",
+        path.display(),
+        common::stdout(&o),
+        common::stderr(&o)
+    );
+}
+
+/// Containers removed on drop.
+struct Containers(Vec<String>);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        let mut c = Command::new("docker");
+        c.args(["rm", "-f"]).args(&self.0);
+        let _ = c.output();
+    }
+}
+
+/// A child killed on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+#[ignore = "full: promtool and prometheus (Debian package prometheus)"]
+fn promtool_accepts_every_generated_config() {
+    for engine in ["swarm", "kubernetes"] {
+        for swarm in profile_ids("swarm") {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("d");
+            deploy_ok(&[engine, &swarm, "--replicas", "3", "-o", s(&out)]);
+            promtool_check(&out.join("prometheus.yml"));
+        }
+    }
+}
+
+#[test]
+#[ignore = "full: Docker host networking and Debian's prometheus"]
+fn prometheus_scrapes_an_origin_and_a_swarm_with_the_generated_jobs() {
+    let pid = std::process::id();
+    let prefix = format!("imgbuild-test-prom-{pid}");
+    let images = Images::build(&prefix, &["origin/default", "swarm/default"]);
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("deploy");
+    deploy_ok(&["swarm", "--replicas", "1", "-o", s(&files)]);
+    let generated = &yaml_docs(&files.join("prometheus.yml"))[0];
+
+    // An origin and a swarm with host networking, on ports of their own.
+    let (origin_port, metrics_port, web_port) = (
+        testkit::reserved_port(),
+        testkit::reserved_port(),
+        testkit::reserved_port(),
+    );
+    let containers = Containers(vec![format!("{prefix}-origin"), format!("{prefix}-swarm")]);
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &containers.0[0],
+        "--network",
+        "host",
+        "-e",
+        &format!("PORT={origin_port}"),
+        &format!("{prefix}/hls-origin:default"),
+    ]);
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &containers.0[1],
+        "--network",
+        "host",
+        "-e",
+        &format!("STREAM_URL=http://127.0.0.1:{origin_port}/master.m3u8"),
+        "-e",
+        &format!("METRICS_PORT={metrics_port}"),
+        "-e",
+        "CLIENTS=5",
+        "-e",
+        "RAMP_RATE=50",
+        &format!("{prefix}/hls-swarm:default"),
+    ]);
+
+    // The generated jobs with static targets instead of DNS discovery (no swarm network
+    // here): job names, paths and intervals as generated.
+    let mut config = generated.clone();
+    for job in config["scrape_configs"].as_array_mut().unwrap() {
+        let port = match job["job_name"].as_str().unwrap() {
+            "hls-origin" => origin_port,
+            "hls-swarm" => metrics_port,
+            other => panic!("unexpected job {other}"),
+        };
+        let obj = job.as_object_mut().unwrap();
+        assert!(obj.remove("dns_sd_configs").is_some(), "{generated}");
+        obj.insert(
+            "static_configs".into(),
+            json!([{"targets": [format!("127.0.0.1:{port}")]}]),
+        );
+    }
+    let config_path = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config_path,
+        imgbuild::deploy::yaml::Yaml::from(config).render(),
+    )
+    .unwrap();
+    promtool_check(&config_path);
+
+    let log = testkit::ChildLog::new("prometheus");
+    let _prom = Killed(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", s(&config_path)))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                s(&dir.path().join("data"))
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{web_port}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.stdio())
+            .stderr(log.stdio())
+            .spawn()
+            .expect("prometheus (Debian package prometheus)"),
+    );
+    let query = |q: &str| -> Vec<Value> {
+        let o = Command::new("curl")
+            .args(["-sfG", "--max-time", "5", "--data-urlencode"])
+            .arg(format!("query={q}"))
+            .arg(format!("http://127.0.0.1:{web_port}/api/v1/query"))
+            .output()
+            .expect("curl");
+        serde_json::from_slice::<Value>(&o.stdout)
+            .ok()
+            .and_then(|v| v["data"]["result"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let wanted = [
+        r#"up{job="hls-origin"} == 1"#,
+        r#"up{job="hls-swarm"} == 1"#,
+        r#"hls_origin_requests_total{job="hls-origin"}"#,
+        r#"hls_swarm_requests_total{job="hls-swarm",kind="segment"} > 0"#,
+        r#"hls_swarm_segment_download_seconds_bucket{job="hls-swarm"}"#,
+    ];
+    let t = Instant::now();
+    let mut missing: Vec<&str> = wanted.to_vec();
+    while !missing.is_empty() && t.elapsed() < Duration::from_secs(90) {
+        std::thread::sleep(Duration::from_secs(1));
+        missing.retain(|q| query(q).is_empty());
+    }
+    let logs = |name: &str| common::stderr(&docker(&["logs", "--tail", "20", name]));
+    assert!(
+        missing.is_empty(),
+        "series not found through the HTTP API: {missing:?}\nprometheus:\n{}\norigin:\n{}\nswarm:\n{}",
+        log.text(),
+        logs(&containers.0[0]),
+        logs(&containers.0[1])
+    );
+    drop(containers);
+    drop(images);
 }
