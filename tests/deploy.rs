@@ -882,3 +882,109 @@ fn prometheus_scrapes_an_origin_and_a_swarm_with_the_generated_jobs() {
     drop(containers);
     drop(images);
 }
+
+/// The venv scripts/test makes for kubernetes-validate (PyPI, pinned), or
+/// $KUBERNETES_VALIDATE_VENV.
+fn kubernetes_validate_venv() -> std::path::PathBuf {
+    let venv = std::env::var_os("KUBERNETES_VALIDATE_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap())
+                .join(".cache/imgbuild/kubernetes-validate")
+        });
+    assert!(
+        venv.join("bin/kubernetes-validate").is_file(),
+        "kubernetes-validate not found in {}: run scripts/test full (it installs kubernetes-validate) or set KUBERNETES_VALIDATE_VENV",
+        venv.display()
+    );
+    venv
+}
+
+#[test]
+#[ignore = "full: kubernetes-validate (PyPI, pinned, in the venv scripts/test makes)"]
+fn kubernetes_manifests_validate_against_the_two_newest_schemas_it_has() {
+    let venv = kubernetes_validate_venv();
+    // The Kubernetes versions whose schemas the pinned package bundles, newest last.
+    let o = Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import kubernetes_validate, os\n\
+             d = os.path.join(os.path.dirname(kubernetes_validate.__file__), 'kubernetes-json-schema')\n\
+             vs = {n.split('-')[0].lstrip('v') for n in os.listdir(d)}\n\
+             print('\\n'.join(sorted(vs, key=lambda v: tuple(map(int, v.split('.'))))))",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let versions: Vec<String> = common::stdout(&o).lines().map(str::to_string).collect();
+    assert!(versions.len() >= 2, "{versions:?}");
+    let newest = &versions[versions.len() - 2..];
+    let validate = |file: &Path, version: &str| {
+        Command::new(venv.join("bin/kubernetes-validate"))
+            .args(["--strict", "-k", version])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pairs: Vec<(String, String)> = profile_ids("origin")
+        .into_iter()
+        .map(|o| (o, "swarm/default".to_string()))
+        .chain(
+            profile_ids("swarm")
+                .into_iter()
+                .map(|w| ("origin/default".to_string(), w)),
+        )
+        .collect();
+    for (i, (origin, swarm)) in pairs.iter().enumerate() {
+        let out = dir.path().join(format!("k{i}"));
+        deploy_ok(&[
+            "kubernetes",
+            origin,
+            swarm,
+            "--replicas",
+            "3",
+            "--origin-replicas",
+            "2",
+            "--start-at",
+            "+30",
+            "--registry",
+            "registry.example:5000/load",
+            "-o",
+            s(&out),
+        ]);
+        for v in newest {
+            let o = validate(&out.join("kubernetes.yaml"), v);
+            let text = common::stdout(&o) + &common::stderr(&o);
+            assert!(o.status.success(), "{origin} {swarm} against {v}: {text}");
+            for object in [
+                "deployment/origin",
+                "service/origin",
+                "service/origin-pods",
+                "service/swarm",
+                "job/swarm",
+            ] {
+                assert!(
+                    text.contains(&format!("passed for resource {object}")),
+                    "{v}: {text}"
+                );
+            }
+        }
+    }
+    // The validator does reject a wrong manifest (a field of the wrong type, one unknown).
+    let text = std::fs::read_to_string(dir.path().join("k0/kubernetes.yaml")).unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        text.replace("completions: 3", "completions: \"three\""),
+    )
+    .unwrap();
+    assert!(!validate(&bad, &newest[1]).status.success());
+    std::fs::write(
+        &bad,
+        text.replace("parallelism: 3", "parallelism: 3\n  parallelizm: 3"),
+    )
+    .unwrap();
+    assert!(!validate(&bad, &newest[1]).status.success());
+    eprintln!("validated against Kubernetes {newest:?}");
+}
