@@ -988,3 +988,69 @@ fn kubernetes_manifests_validate_against_the_two_newest_schemas_it_has() {
     assert!(!validate(&bad, &newest[1]).status.success());
     eprintln!("validated against Kubernetes {newest:?}");
 }
+
+#[test]
+fn up_run_with_replicas_needs_the_swarm_engine() {
+    let o = common::imgbuild()
+        .args(["up", "origin", "default", "run", "--replicas", "3"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = common::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--engine swarm"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+#[ignore = "full: imgbuild up on Docker Swarm mode (one-node swarm, stack deploy)"]
+fn up_run_on_docker_swarm_gives_the_merged_verdict_and_leaves_nothing() {
+    let state = || {
+        docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"])
+            .trim()
+            .to_string()
+    };
+    let before = state();
+    let up = |extra: &[&str]| {
+        common::imgbuild()
+            .args([
+                "up",
+                "origin",
+                "default",
+                "run",
+                "--engine",
+                "swarm",
+                "--replicas",
+                "2",
+            ])
+            .args(["--duration", "15s"])
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    if before == "inactive" {
+        // Not without the user's consent.
+        let o = up(&[]);
+        let err = common::stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("--init-swarm"), "{err}");
+        assert_eq!(state(), "inactive");
+    }
+    let o = up(&["--init-swarm"]);
+    let (out, err) = (common::stdout(&o), common::stderr(&o));
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("100 started of 100"), "{out}");
+    assert!(out.contains("replicas:  2"), "{out}");
+    assert!(err.contains("Executing: docker stack deploy"), "{err}");
+    assert!(err.contains("on Docker Swarm passed"), "{err}");
+    // Nothing left: the node's swarm state as before, no stack, no network.
+    assert_eq!(state(), before);
+    let tag = "imgbuild-up-";
+    let nets = docker_ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(!nets.lines().any(|n| n.starts_with(tag)), "{nets}");
+    if before == "active" {
+        let stacks = docker_ok(&["stack", "ls", "--format", "{{.Name}}"]);
+        assert!(!stacks.lines().any(|n| n.starts_with(tag)), "{stacks}");
+    }
+}
