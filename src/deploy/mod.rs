@@ -38,9 +38,10 @@ pub const ENV_START_AT: &str = "START_AT";
 pub const ORIGIN_SERVICE: &str = "origin";
 pub const SWARM_SERVICE: &str = "swarm";
 
-/// CPU a swarm replica asks for: `bench/swarm-1000` measured 0.08 core per 1000 viewers;
-/// doubled for headroom like the memory estimate, at least 50 millicores.
-pub const SWARM_MILLICORES_PER_1000_VIEWERS: u64 = 160;
+/// CPU a swarm replica asks for: `bench/swarm-1000` measured about 0.13 core per 1000
+/// viewers (crates/hls-swarm/README.md "Cost"); doubled for headroom like the memory
+/// estimate, at least 50 millicores.
+pub const SWARM_MILLICORES_PER_1000_VIEWERS: u64 = 260;
 /// Origin memory beyond the segments it holds (program, buffers, connections).
 pub const ORIGIN_BASE_MEMORY: u64 = 64 << 20;
 
