@@ -662,8 +662,9 @@ fn up_run_swarm(
         ramp_rate: None,
         origin_replicas: 1,
         duration: format!("{secs}s"),
-        // Each replica waits 10 s after its start: time for the origin to come up.
-        start_at: Some("+10".into()),
+        // Each replica waits 20 s after its start: time for the origin to pass its first
+        // healthcheck (10 s interval), before which Docker Swarm's DNS does not list it.
+        start_at: Some("+20".into()),
         registry: None,
         output: None,
         force: false,

@@ -444,6 +444,14 @@ fn docker_ok(args: &[&str]) -> String {
     common::stdout(&o)
 }
 
+/// The tests that run containers or swarm mode take turns: two of them must not change the
+/// node's swarm state under each other, and each one loads the 2-core machine alone.
+static DOCKER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn docker_turn() -> std::sync::MutexGuard<'static, ()> {
+    DOCKER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// This node in swarm mode for the test: initialised only when it was not in a swarm, and
 /// left again on drop (also when the test fails).
 struct SwarmNode {
@@ -554,6 +562,7 @@ fn utc_in(secs: u32) -> String {
 #[test]
 #[ignore = "full: Docker swarm mode (one-node swarm, overlay network, stack deploy)"]
 fn a_docker_stack_of_two_origins_and_four_swarms_gives_one_verdict() {
+    let _turn = docker_turn();
     let pid = std::process::id();
     let prefix = format!("imgbuild-test-deploy-{pid}");
     let images = Images::build(&prefix, &["origin/default", "swarm/default"]);
@@ -583,17 +592,41 @@ fn a_docker_stack_of_two_origins_and_four_swarms_gives_one_verdict() {
         name: format!("imgbuild-test-{pid}"),
         helper: format!("{prefix}-report"),
     };
-    // Every replica ramps at one instant, far enough ahead for the origins to be up.
+    // Every replica ramps at one instant, far enough ahead for both origins to be healthy
+    // (Docker Swarm's DNS lists a task only then; their first healthcheck runs after 10 s).
+    let deployed = Instant::now();
+    let lead = Duration::from_secs(30);
     let o = Command::new("docker")
         .args(["stack", "deploy", "--resolve-image", "never", "-c"])
         .arg(files.join("stack.yaml"))
         .arg(&stack.name)
-        .env("START_AT", utc_in(15))
+        .env("START_AT", utc_in(lead.as_secs() as u32))
         .output()
         .unwrap();
     let err = common::stderr(&o);
     assert!(o.status.success(), "docker stack deploy: {err}");
     assert!(!err.contains("Ignoring unsupported"), "{err}");
+    let origin_service = format!("{}_origin", stack.name);
+    loop {
+        let replicas = docker_ok(&[
+            "service",
+            "ls",
+            "--filter",
+            &format!("name={origin_service}"),
+            "--format",
+            "{{.Replicas}}",
+        ]);
+        if replicas.trim() == "2/2" {
+            break;
+        }
+        assert!(
+            deployed.elapsed() < lead - Duration::from_secs(2),
+            "the origins were not both running before the swarm's start instant ({}); docker stack ps:\n{}",
+            replicas.trim(),
+            common::stdout(&docker(&["stack", "ps", &stack.name]))
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // The verdict, from a container of the swarm image on the stack's network.
     let out = tempfile::tempdir().unwrap();
@@ -763,6 +796,7 @@ fn promtool_accepts_every_generated_config() {
 #[test]
 #[ignore = "full: Docker host networking and Debian's prometheus"]
 fn prometheus_scrapes_an_origin_and_a_swarm_with_the_generated_jobs() {
+    let _turn = docker_turn();
     let pid = std::process::id();
     let prefix = format!("imgbuild-test-prom-{pid}");
     let images = Images::build(&prefix, &["origin/default", "swarm/default"]);
@@ -1005,6 +1039,7 @@ fn up_run_with_replicas_needs_the_swarm_engine() {
 #[test]
 #[ignore = "full: imgbuild up on Docker Swarm mode (one-node swarm, stack deploy)"]
 fn up_run_on_docker_swarm_gives_the_merged_verdict_and_leaves_nothing() {
+    let _turn = docker_turn();
     let state = || {
         docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"])
             .trim()

@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 /// How long one answer serves every viewer of the process.
-pub const TTL: Duration = Duration::from_secs(5);
+pub const TTL: Duration = Duration::from_secs(2);
 
 type Cache = Mutex<HashMap<(String, u16), (Instant, Vec<SocketAddr>)>>;
 

@@ -147,3 +147,48 @@ fn report_names_a_replica_it_cannot_read_and_fails() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
 }
+
+#[test]
+fn a_failing_replica_fails_the_merged_verdict() {
+    // Nothing listens on this port: every request of the replica fails.
+    let dead = reserved_port();
+    let port = reserved_port();
+    let child = swarm()
+        .args([
+            &format!("http://127.0.0.1:{dead}/master.m3u8"),
+            "--clients=2",
+            "--duration=2s",
+            "--linger",
+            "--reconnect-delay-max=100ms",
+        ])
+        .arg(format!("--metrics-port={port}"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let report = swarm()
+        .args([
+            "report",
+            &format!("http://127.0.0.1:{port}/summary"),
+            "--wait",
+            "60s",
+        ])
+        .output()
+        .unwrap();
+    signal(child.id(), "TERM");
+    let own = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&report.stdout);
+    // The exit status of a single run: 1 above the error-rate limit, for the replica and for
+    // the report.
+    assert_eq!(own.status.code(), Some(1));
+    assert_eq!(
+        report.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    assert!(
+        stdout.contains("FAIL (error rate above --max-error-rate)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("connect"), "{stdout}");
+}
