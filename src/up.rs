@@ -254,17 +254,32 @@ impl Drop for Cleanup {
         }
         for st in self.stacks.drain(..) {
             let _ = exec_output(Command::new("docker").args(["stack", "rm", &st]));
-            // The stack's network goes last and asynchronously; wait for it.
+            // The stack's task containers and network go asynchronously; wait for them, then
+            // remove any task container still there.
             let net = format!("{st}_{}", crate::deploy::swarm::NETWORK);
+            let label = format!("label=com.docker.stack.namespace={st}");
+            let empty = |args: &[&str]| {
+                Command::new("docker")
+                    .args(args)
+                    .output()
+                    .map_or(true, |o| o.stdout.iter().all(u8::is_ascii_whitespace))
+            };
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(60) {
-                let o = Command::new("docker")
-                    .args(["network", "ls", "-q", "--filter", &format!("name={net}")])
-                    .output();
-                if o.map_or(true, |o| o.stdout.iter().all(u8::is_ascii_whitespace)) {
+                if empty(&["network", "ls", "-q", "--filter", &format!("name={net}")])
+                    && empty(&["ps", "-aq", "--filter", &label])
+                {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(500));
+            }
+            if let Ok(o) = Command::new("docker")
+                .args(["ps", "-aq", "--filter", &label])
+                .output()
+            {
+                for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("docker").args(["rm", "-f", id]).output();
+                }
             }
         }
         if self.leave_swarm {

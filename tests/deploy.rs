@@ -532,23 +532,46 @@ impl Drop for Images {
 /// its network is gone so the node can leave the swarm cleanly.
 struct Stack {
     name: String,
-    helper: String,
+    helpers: Vec<String>,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", &self.helper]);
+        for h in &self.helpers {
+            let _ = docker(&["rm", "-f", h]);
+        }
         let _ = docker(&["stack", "rm", &self.name]);
+        // Task containers and the network go asynchronously: wait for both, then remove
+        // any task container still there.
         let net = format!("{}_net", self.name);
+        let label = format!("label=com.docker.stack.namespace={}", self.name);
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(60) {
             let o = docker(&["network", "ls", "-q", "--filter", &format!("name={net}")]);
-            if common::stdout(&o).trim().is_empty() {
+            let c = docker(&["ps", "-aq", "--filter", &label]);
+            if common::stdout(&o).trim().is_empty() && common::stdout(&c).trim().is_empty() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(500));
         }
+        let left = common::stdout(&docker(&["ps", "-aq", "--filter", &label]));
+        for id in left.split_whitespace() {
+            let _ = docker(&["rm", "-f", id]);
+        }
     }
+}
+
+/// The absolute path of a program on PATH.
+fn which(program: &str) -> std::path::PathBuf {
+    let o = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{program} not found (Debian package prometheus)"
+    );
+    std::fs::canonicalize(common::stdout(&o).trim()).unwrap()
 }
 
 fn utc_in(secs: u32) -> String {
@@ -590,7 +613,7 @@ fn a_docker_stack_of_two_origins_and_four_swarms_gives_one_verdict() {
     let node = SwarmNode::take();
     let stack = Stack {
         name: format!("imgbuild-test-{pid}"),
-        helper: format!("{prefix}-report"),
+        helpers: vec![format!("{prefix}-report"), format!("{prefix}-prometheus")],
     };
     // Every replica ramps at one instant, far enough ahead for both origins to be healthy
     // (Docker Swarm's DNS lists a task only then; their first healthcheck runs after 10 s).
@@ -628,6 +651,45 @@ fn a_docker_stack_of_two_origins_and_four_swarms_gives_one_verdict() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    // Debian's Prometheus with the generated prometheus.yml, unchanged, on the stack's network:
+    // it finds origins and swarm replicas through Docker's DNS (`tasks.<service>`). Run in a
+    // container of the swarm image with the host's prometheus binary and libc mounted (no
+    // Prometheus image can be pulled here).
+    let data = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        data.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let prometheus = which("prometheus");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &stack.helpers[1],
+        "--network",
+        &format!("{}_net", stack.name),
+        "-v",
+        &format!("{}:/bin/prometheus:ro", s(&prometheus)),
+        "-v",
+        "/lib:/lib:ro",
+        "-v",
+        "/lib64:/lib64:ro",
+        "-v",
+        &format!(
+            "{}:/etc/prometheus.yml:ro",
+            s(&files.join("prometheus.yml"))
+        ),
+        "-v",
+        &format!("{}:/data", s(data.path())),
+        "--entrypoint",
+        "/bin/prometheus",
+        &format!("{prefix}/hls-swarm:default"),
+        "--config.file=/etc/prometheus.yml",
+        "--storage.tsdb.path=/data",
+        "--web.listen-address=127.0.0.1:9090",
+    ]);
+
     // The verdict, from a container of the swarm image on the stack's network.
     let out = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
@@ -639,7 +701,7 @@ fn a_docker_stack_of_two_origins_and_four_swarms_gives_one_verdict() {
         "run",
         "--rm",
         "--name",
-        &stack.helper,
+        &stack.helpers[0],
         "--network",
         &format!("{}_net", stack.name),
         "-v",
@@ -670,6 +732,53 @@ fn a_docker_stack_of_two_origins_and_four_swarms_gives_one_verdict() {
     let v: Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
             .unwrap();
+    // Prometheus found every replica by DNS and scraped it (the replicas linger, so they are
+    // still up): asked through its HTTP API inside its network namespace.
+    let prom_pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &stack.helpers[1]]);
+    let query = |q: &str| -> Option<f64> {
+        let o = Command::new("nsenter")
+            .args([
+                "-t",
+                prom_pid.trim(),
+                "-n",
+                "curl",
+                "-sfG",
+                "--max-time",
+                "5",
+                "--data-urlencode",
+            ])
+            .arg(format!("query={q}"))
+            .arg("http://127.0.0.1:9090/api/v1/query")
+            .output()
+            .ok()?;
+        let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    };
+    let wanted = [
+        (r#"count(up{job="hls-origin"} == 1)"#, 2.0),
+        (r#"count(up{job="hls-swarm"} == 1)"#, 4.0),
+        (
+            r#"sum(hls_swarm_viewers_started_total{job="hls-swarm"})"#,
+            1000.0,
+        ),
+        (
+            r#"count(hls_origin_requests_total{job="hls-origin",kind="segment",status="200"} > 0)"#,
+            2.0,
+        ),
+    ];
+    let t = Instant::now();
+    let mut missing: Vec<(&str, f64)> = wanted.to_vec();
+    while !missing.is_empty() && t.elapsed() < Duration::from_secs(45) {
+        missing.retain(|(q, want)| query(q) != Some(*want));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let prom_log = common::stderr(&docker(&["logs", "--tail", "20", &stack.helpers[1]]));
+    let answers: Vec<_> = missing.iter().map(|(q, w)| (q, w, query(q))).collect();
+    assert!(
+        missing.is_empty(),
+        "Prometheus (DNS discovery) did not see: {answers:?}\n{prom_log}"
+    );
+
     // Viewers spread over both origins (each resolves the name and takes address
     // `viewer mod 2`): read each origin's own counters inside its network namespace (the host
     // cannot reach overlay addresses).
