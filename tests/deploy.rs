@@ -1,9 +1,11 @@
 //! `imgbuild deploy`: the generated files read back with a YAML 1.2 parser and checked against
 //! every profile (`profiles show --json` is the expectation), bad input, and — full tier —
 //! the files run by the real engines and tools: a one-node Docker Swarm running origin ×2 and
-//! swarm ×4 whose verdict `hls-swarm report` collects, Debian's Prometheus scraping an origin
-//! and a swarm with the generated job definitions, `promtool check config` on every generated
-//! config, and `kubernetes-validate` (PyPI, pinned, in a venv) on the Kubernetes manifests.
+//! swarm ×4 whose verdict `hls-swarm report` collects while Debian's Prometheus, on the
+//! stack's network, discovers and scrapes every replica through DNS; Debian's Prometheus on
+//! the host scraping an origin and a swarm with the generated job definitions (static
+//! targets); `promtool check config` on every generated config; `kubernetes-validate` (PyPI,
+//! pinned, in a venv) on the Kubernetes manifests; `imgbuild up … --engine swarm`.
 
 mod common;
 
