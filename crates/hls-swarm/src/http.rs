@@ -265,6 +265,8 @@ pub struct Client {
     conn: Option<(String, TcpStream)>,
     head: Vec<u8>,
     timeouts: Timeouts,
+    /// Which of a host name's addresses to try first (src/resolve.rs).
+    spread: u64,
 }
 
 impl Client {
@@ -273,7 +275,15 @@ impl Client {
             conn: None,
             head: Vec::new(),
             timeouts,
+            spread: 0,
         }
+    }
+
+    /// Spread clients over every address of a host name: a client with key `k` connects
+    /// first to address `k mod n` of the sorted list (see src/resolve.rs).
+    pub fn spread_by(mut self, key: u64) -> Client {
+        self.spread = key;
+        self
     }
 
     /// Drop the connection (the next request opens a new one).
@@ -306,7 +316,7 @@ impl Client {
         let mut reused = matches!(&self.conn, Some((a, _)) if *a == authority);
         loop {
             if !reused {
-                let connect = TcpStream::connect((url.host.as_str(), url.port));
+                let connect = crate::resolve::connect(&url.host, url.port, self.spread);
                 let stream = tokio::time::timeout(self.timeouts.connect, connect)
                     .await
                     .map_err(|_| {

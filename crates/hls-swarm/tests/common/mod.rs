@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// Environment variables the swarm reads; removed from every child so the test environment
 /// cannot leak in.
-pub const SWARM_ENV: [&str; 19] = [
+pub const SWARM_ENV: [&str; 21] = [
     "STREAM_URL",
     "CLIENTS",
     "RAMP_RATE",
@@ -33,6 +33,8 @@ pub const SWARM_ENV: [&str; 19] = [
     "SUMMARY_JSON",
     "REPORT_HTML",
     "SERIES_JSON",
+    "LINGER",
+    "START_AT",
 ];
 
 pub fn swarm_bin() -> PathBuf {
