@@ -46,6 +46,10 @@ pub struct ReportArgs {
     /// Also write the merged summary as JSON (the single-run format plus `replicas`).
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
+    /// Also write the run's HTML report (src/report_html.rs), one line per replica, from the
+    /// time series each replica serves in its `/summary`.
+    #[arg(long = "report", value_name = "FILE.html")]
+    pub report_html: Option<PathBuf>,
 }
 
 /// Why a replica's document could not be had.
@@ -71,6 +75,10 @@ struct Target {
 }
 
 pub fn run(a: &ReportArgs) -> i32 {
+    if let Err(e) = crate::outputs::check_output_path("--report", a.report_html.as_deref()) {
+        eprintln!("hls-swarm report: {e}");
+        return 2;
+    }
     let started = Instant::now();
     let mut last_note = Instant::now();
     let replicas = loop {
@@ -165,11 +173,70 @@ pub fn run(a: &ReportArgs) -> i32 {
             return 1;
         }
     }
+    if let Some(path) = &a.report_html {
+        let written = report_input(&merged, &replicas).and_then(|input| {
+            let html = crate::report_html::render(&input);
+            crate::outputs::write_whole(path, html.as_bytes())
+                .map_err(|e| format!("cannot write report {}: {e}", path.display()))
+        });
+        match written {
+            Ok(()) => eprintln!("hls-swarm report: report written to {}", path.display()),
+            Err(e) => {
+                eprintln!("hls-swarm report: {e}");
+                return 1;
+            }
+        }
+    }
     if merged.passed {
         0
     } else {
         1
     }
+}
+
+/// The HTML report's input for a merged run: the merged verdict and figures at the top, each
+/// replica's series as its own line (replicas that started together line up on the time axis).
+fn report_input(
+    merged: &crate::run::Summary,
+    replicas: &[Replica],
+) -> Result<crate::report_html::ReportInput, String> {
+    let mut lines = vec![];
+    for r in replicas {
+        let Some(doc) = &r.doc.series else {
+            return Err(format!(
+                "{}: its /summary has no time series (an hls-swarm older than --report); upgrade the replicas or leave out --report",
+                r.source
+            ));
+        };
+        lines.push((r.source.clone(), doc));
+    }
+    let first = &lines.first().ok_or("no replicas")?.1.run;
+    let mut settings = first.settings.clone();
+    settings.insert("replicas".to_string(), replicas.len().to_string());
+    let run = crate::series::RunInfo {
+        url: merged.url.clone(),
+        clients: lines.iter().map(|(_, d)| d.run.clients).sum(),
+        ramp_rate: lines.iter().map(|(_, d)| d.run.ramp_rate).sum(),
+        ramp_jitter_s: first.ramp_jitter_s,
+        duration_s: merged.duration_s,
+        stopped_by: merged.stopped_by.clone(),
+        max_error_rate: merged.max_error_rate,
+        error_rate: merged.error_rate,
+        requests: merged.requests.total,
+        errors: merged.errors.total,
+        passed: merged.passed,
+        settings,
+    };
+    Ok(crate::report_html::ReportInput {
+        run,
+        replicas: lines
+            .into_iter()
+            .map(|(name, d)| crate::report_html::Replica {
+                name,
+                series: d.series.clone(),
+            })
+            .collect(),
+    })
 }
 
 /// Why the replicas are not known (yet).

@@ -147,6 +147,7 @@ pub async fn run(s: Settings, url: Url) -> anyhow::Result<i32> {
         vec![series::Extra::live_latency(None)],
     );
     live.started(start);
+    live.series_from(sampler.source());
     let handles: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>> = Arc::default();
     let ramp = {
         let handles = handles.clone();
@@ -212,7 +213,7 @@ pub async fn run(s: Settings, url: Url) -> anyhow::Result<i32> {
     }
     let mut summary = summarize(&s, &url, &metrics, elapsed, stopped_by);
     summary.viewers.active_at_end = active_at_end;
-    live.finish(&summary, &metrics);
+    live.finish(&summary, &metrics, &recorded);
     eprint!("{}", render_summary(&summary));
     if let Some(path) = &s.summary_json {
         let text = serde_json::to_string_pretty(&summary)? + "\n";

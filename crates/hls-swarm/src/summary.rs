@@ -13,7 +13,10 @@
 //! - `segment_latency_histogram`: the fine log-scale histogram of segment download times
 //!   (`base`, `min_us`, non-empty `buckets` as `[index, count]`, `count`, `sum_us`), from which
 //!   `report` merges percentiles exactly as one process would compute them, never by
-//!   averaging replicas' percentiles.
+//!   averaging replicas' percentiles;
+//! - `series` (optional; absent from older swarms): the replica's `--series-json` document
+//!   (src/series.rs), the run so far while it runs, from which `report --report` draws one
+//!   line per replica.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, Weak};
@@ -25,6 +28,7 @@ use crate::config::Settings;
 use crate::http::Url;
 use crate::metrics::{Metrics, FINE_BASE, FINE_MIN_US};
 use crate::run::{self, ByKind, Errors, Latency, Summary, Viewers};
+use crate::series::{Series, SeriesDoc, SeriesSource};
 
 pub const FORMAT: &str = "hls-swarm-summary/1";
 
@@ -36,6 +40,8 @@ pub struct SummaryDoc {
     pub started_at: Option<String>,
     pub summary: Summary,
     pub segment_latency_histogram: LatencyHistogram,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<SeriesDoc>,
 }
 
 /// A fine log-scale histogram: bucket `i` holds times from `min_us * base^i` µs.
@@ -135,6 +141,7 @@ pub struct Live {
     url: Url,
     metrics: Weak<Metrics>,
     started: OnceLock<(tokio::time::Instant, SystemTime)>,
+    series: OnceLock<SeriesSource>,
     final_doc: OnceLock<String>,
 }
 
@@ -145,6 +152,7 @@ impl Live {
             url: url.clone(),
             metrics: Arc::downgrade(metrics),
             started: OnceLock::new(),
+            series: OnceLock::new(),
             final_doc: OnceLock::new(),
         })
     }
@@ -163,9 +171,16 @@ impl Live {
         let _ = self.started.set((at, SystemTime::now()));
     }
 
-    /// The run ended with this summary: from now on `/summary` answers it, finished.
-    pub fn finish(&self, summary: &Summary, metrics: &Metrics) {
-        let doc = self.doc(summary.clone(), metrics, true);
+    /// Where the live document reads the time series from while the run goes on.
+    pub fn series_from(&self, source: SeriesSource) {
+        let _ = self.series.set(source);
+    }
+
+    /// The run ended with this summary and series: from now on `/summary` answers them,
+    /// finished.
+    pub fn finish(&self, summary: &Summary, metrics: &Metrics, series: &Series) {
+        let mut doc = self.doc(summary.clone(), metrics, true);
+        doc.series = Some(self.series_doc(summary, series.clone()));
         let _ = self
             .final_doc
             .set(serde_json::to_string_pretty(&doc).expect("json") + "\n");
@@ -181,6 +196,15 @@ impl Live {
                 .map(|(_, wall)| crate::schedule::format_rfc3339(*wall)),
             summary,
             segment_latency_histogram: LatencyHistogram::from_metrics(metrics),
+            series: None,
+        }
+    }
+
+    fn series_doc(&self, summary: &Summary, series: Series) -> SeriesDoc {
+        SeriesDoc {
+            format: crate::series::FORMAT.to_string(),
+            run: crate::outputs::run_info(&self.settings, summary),
+            series,
         }
     }
 
@@ -198,7 +222,13 @@ impl Live {
             .map(|(i, _)| i.elapsed())
             .unwrap_or(Duration::ZERO);
         let s = run::summarize(&self.settings, &self.url, &m, elapsed, "running");
-        serde_json::to_string_pretty(&self.doc(s, &m, false)).expect("json") + "\n"
+        let mut doc = self.doc(s.clone(), &m, false);
+        doc.series = self
+            .series
+            .get()
+            .and_then(|read| read(&m))
+            .map(|series| self.series_doc(&s, series));
+        serde_json::to_string_pretty(&doc).expect("json") + "\n"
     }
 }
 

@@ -48,6 +48,8 @@ fn report_merges_lingering_replicas_into_one_verdict() {
         .args(ports.iter().map(|p| format!("http://127.0.0.1:{p}")))
         .args(["--wait", "60s", "--summary-json"])
         .arg(&merged_path)
+        .arg("--report")
+        .arg(dir.join("report.html"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&report.stdout);
@@ -72,7 +74,18 @@ fn report_merges_lingering_replicas_into_one_verdict() {
     }
     let merged: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&merged_path).unwrap()).unwrap();
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+
+    // The merged HTML report: the merged verdict, and each replica as its own line.
+    assert!(html.contains("PASS"), "{html}");
+    for p in ports {
+        assert!(
+            html.contains(&format!("127.0.0.1:{p}")),
+            "no line for replica {p} in the report"
+        );
+    }
+    assert!(html.matches("<svg").count() >= 10, "charts missing");
 
     // Totals are the sums of the replicas' own summaries.
     for path in [
