@@ -385,12 +385,15 @@ mod tests {
         assert_eq!(running["finished"], false);
         assert_eq!(running["summary"]["stopped_by"], "running");
         let s = run::summarize(&cli.settings, &url, &m, Duration::from_secs(2), "duration");
-        live.finish(&s, &m);
+        let series = crate::series::Recorder::new(0, vec![]).finish(&m, Duration::from_secs(2));
+        live.finish(&s, &m, &series);
         let mut v: serde_json::Value = serde_json::from_str(&live.document()).unwrap();
         assert_eq!(v["finished"], true);
         assert_eq!(v["segment_latency_histogram"]["count"], 1);
-        v["series"] = serde_json::json!([[0, 1]]);
+        assert_eq!(v["series"]["run"]["clients"], 3, "the series document: {v}");
+        v["a_later_field"] = serde_json::json!([[0, 1]]);
         let doc: SummaryDoc = serde_json::from_value(v).unwrap();
+        assert_eq!(doc.series.as_ref().map(|d| &d.series), Some(&series));
         let r = Replica {
             source: "a".into(),
             doc,
