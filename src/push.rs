@@ -339,6 +339,7 @@ pub fn push_image(
     let start = Instant::now();
     let tty = io::stderr().is_terminal();
     client.ping()?;
+    tracing::debug!("stage ping: {:.3}s", start.elapsed().as_secs_f64());
     let config = PushBlob {
         digest: img.config_digest.clone(),
         size: img.config.len() as u64,
@@ -351,17 +352,41 @@ pub fn push_image(
         .chain(std::iter::once(&config))
         .filter(|b| seen.insert(b.digest.clone()))
         .collect();
-    // `--parallel` blobs at a time (like docker and skopeo): the registry hashes what it
-    // receives, so one stream at a time leaves cores idle. Results keep the blobs' order.
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failed = std::sync::atomic::AtomicBool::new(false);
-    let slots: std::sync::Mutex<Vec<Option<Result<&'static str, RegistryError>>>> =
-        std::sync::Mutex::new((0..todo.len()).map(|_| None).collect());
-    let one = |b: &PushBlob| -> Result<&'static str, RegistryError> {
+    // 1. HEAD every blob first, many at a time: a HEAD is a small round trip whose cost is
+    //    latency, not bandwidth, and a rebuild after one change finds nearly all of them
+    //    present. The SBOM referrer's blobs are asked about in the same pass.
+    let referrer_blobs: Vec<(String, &[u8])> = match &img.sbom {
+        Some((_, doc)) => vec![
+            (sha256(EMPTY_JSON), EMPTY_JSON),
+            (sha256(doc), doc.as_slice()),
+        ],
+        None => Vec::new(),
+    };
+    let head_digests: Vec<&str> = todo
+        .iter()
+        .map(|b| b.digest.as_str())
+        .chain(referrer_blobs.iter().map(|(d, _)| d.as_str()))
+        .collect();
+    let present = pool(&head_digests, HEAD_PARALLEL.max(a.parallel), |d: &&str| {
+        client.blob_exists(d)
+    })?;
+    let is_present = |d: &str| {
+        head_digests
+            .iter()
+            .zip(&present)
+            .any(|(h, p)| *h == d && *p)
+    };
+    tracing::debug!("stage heads done: {:.3}s", start.elapsed().as_secs_f64());
+    // 2. Mount or upload the missing ones, `--parallel` at a time (like docker and skopeo):
+    //    the registry hashes what it receives, so one stream at a time leaves cores idle.
+    let missing: Vec<&PushBlob> = todo
+        .iter()
+        .copied()
+        .filter(|b| !is_present(&b.digest))
+        .collect();
+    let actions = pool(&missing, a.parallel, |b: &&PushBlob| {
         let t = Instant::now();
-        let action = if client.blob_exists(&b.digest)? {
-            "exists"
-        } else if mount_from_any(client, &b.digest, &a.mount_from)? {
+        let action = if mount_from_any(client, &b.digest, &a.mount_from)? {
             "mounted"
         } else {
             client.upload(&b.digest, b.size, a.chunk_size, &|off| b.bytes.open_at(off))?;
@@ -376,29 +401,15 @@ pub fn push_image(
             );
         }
         Ok(action)
-    };
-    std::thread::scope(|s| {
-        for _ in 0..a.parallel.clamp(1, todo.len().max(1)) {
-            s.spawn(|| loop {
-                use std::sync::atomic::Ordering::Relaxed;
-                if failed.load(Relaxed) {
-                    return;
-                }
-                let i = next.fetch_add(1, Relaxed);
-                let Some(b) = todo.get(i) else { return };
-                let r = one(b);
-                if r.is_err() {
-                    failed.store(true, Relaxed);
-                }
-                slots.lock().expect("results lock")[i] = Some(r);
-            });
-        }
-    });
+    })?;
+    tracing::debug!("stage blobs done: {:.3}s", start.elapsed().as_secs_f64());
     let mut results = Vec::new();
     let mut uploaded = 0;
-    for (b, r) in todo.iter().zip(slots.into_inner().expect("results lock")) {
-        let Some(r) = r else { continue };
-        let action = r?;
+    for b in &todo {
+        let action = match missing.iter().position(|m| m.digest == b.digest) {
+            Some(i) => actions[i],
+            None => "exists",
+        };
         if action == "uploaded" {
             uploaded += b.size;
         }
@@ -431,17 +442,27 @@ pub fn push_image(
     } else {
         docker_v2(&img.manifest).unwrap_or_default()
     };
+    tracing::debug!("stage manifest done: {:.3}s", start.elapsed().as_secs_f64());
     let sbom_referrer = match &img.sbom {
-        Some((format, doc)) => Some(push_referrer(
-            client,
-            media_type,
-            &digest,
-            manifest_bytes.len() as u64,
-            *format,
-            doc,
-        )?),
+        Some((format, doc)) => {
+            // The referrer's blobs were HEADed in step 1.
+            for (d, bytes) in &referrer_blobs {
+                if !is_present(d) {
+                    client.put_blob(d, bytes)?;
+                }
+            }
+            Some(push_referrer(
+                client,
+                media_type,
+                &digest,
+                manifest_bytes.len() as u64,
+                *format,
+                doc,
+            )?)
+        }
         None => None,
     };
+    tracing::debug!("stage referrer done: {:.3}s", start.elapsed().as_secs_f64());
     Ok(PushSummary {
         sbom_referrer,
         reference: reference.to_string(),
@@ -451,6 +472,55 @@ pub fn push_image(
         uploaded_bytes: uploaded,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// HEAD requests in flight at once (step 1 of a push): small round trips, so more of them
+/// than uploads (`--parallel`).
+const HEAD_PARALLEL: usize = 16;
+
+/// Runs `f` over `items` on up to `threads` threads; the results keep the items' order.
+/// The first error stops the handing out of further items and is returned.
+fn pool<T: Sync, O: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> Result<O, RegistryError> + Sync,
+) -> Result<Vec<O>, RegistryError> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let slots: std::sync::Mutex<Vec<Option<Result<O, RegistryError>>>> =
+        std::sync::Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, items.len().max(1)) {
+            s.spawn(|| loop {
+                if failed.load(Relaxed) {
+                    return;
+                }
+                let i = next.fetch_add(1, Relaxed);
+                let Some(item) = items.get(i) else { return };
+                let r = f(item);
+                if r.is_err() {
+                    failed.store(true, Relaxed);
+                }
+                slots.lock().expect("results lock")[i] = Some(r);
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(items.len());
+    let mut first_err = None;
+    for r in slots.into_inner().expect("results lock") {
+        match r {
+            Some(Ok(o)) => out.push(o),
+            Some(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            None => {}
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// The empty config of an artifact manifest (`{}`), as the OCI image spec 1.1 defines it.
@@ -473,8 +543,6 @@ fn push_referrer(
         _ => "application/spdx+json",
     };
     let doc_digest = sha256(doc);
-    client.put_small_blob(&sha256(EMPTY_JSON), EMPTY_JSON)?;
-    client.put_small_blob(&doc_digest, doc)?;
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": crate::oci::image::MT_MANIFEST,
@@ -584,6 +652,7 @@ pub fn run(ctx: &Ctx, a: PushArgs) -> Result<()> {
             return Err(BadInput(format!("{}: {}", path.display(), problems.join("; "))).into());
         }
         let img = from_source(path, &src)?;
+        tracing::debug!("stage read source: done");
         push_image(&client, &reference, &img, &a.registry)?
     } else if a.source.contains('/') && !a.source.starts_with('.') && !a.source.starts_with('/') {
         let ca = crate::container::ContainerArgs::for_build(
