@@ -352,9 +352,6 @@ pub fn push_image(
         .chain(std::iter::once(&config))
         .filter(|b| seen.insert(b.digest.clone()))
         .collect();
-    // 1. HEAD every blob first, many at a time: a HEAD is a small round trip whose cost is
-    //    latency, not bandwidth, and a rebuild after one change finds nearly all of them
-    //    present. The SBOM referrer's blobs are asked about in the same pass.
     let referrer_blobs: Vec<(String, &[u8])> = match &img.sbom {
         Some((_, doc)) => vec![
             (sha256(EMPTY_JSON), EMPTY_JSON),
@@ -362,7 +359,15 @@ pub fn push_image(
         ],
         None => Vec::new(),
     };
-    let head_digests: Vec<&str> = todo
+    // 1. The blobs the tag's current manifest lists are in the repository: the registry took
+    //    that manifest only with all of them there (a re-push after one change finds nearly
+    //    every blob so, in one request instead of a HEAD each).
+    let listed = listed_by_tag(client, &reference.tag);
+    let (known, unknown): (Vec<&PushBlob>, Vec<&PushBlob>) =
+        todo.iter().partition(|b| listed.contains(&b.digest));
+    // 2. HEAD the others, many at a time: a HEAD is a small round trip whose cost is
+    //    latency, not bandwidth. The SBOM referrer's blobs are asked about in the same pass.
+    let head_digests: Vec<&str> = unknown
         .iter()
         .map(|b| b.digest.as_str())
         .chain(referrer_blobs.iter().map(|(d, _)| d.as_str()))
@@ -376,15 +381,15 @@ pub fn push_image(
             .zip(&present)
             .any(|(h, p)| *h == d && *p)
     };
-    tracing::debug!("stage heads done: {:.3}s", start.elapsed().as_secs_f64());
-    // 2. Mount or upload the missing ones, `--parallel` at a time (like docker and skopeo):
+    tracing::debug!(
+        "stage heads done ({} listed by the tag, {} asked): {:.3}s",
+        known.len(),
+        head_digests.len(),
+        start.elapsed().as_secs_f64()
+    );
+    // 3. Mount or upload the missing ones, `--parallel` at a time (like docker and skopeo):
     //    the registry hashes what it receives, so one stream at a time leaves cores idle.
-    let missing: Vec<&PushBlob> = todo
-        .iter()
-        .copied()
-        .filter(|b| !is_present(&b.digest))
-        .collect();
-    let actions = pool(&missing, a.parallel, |b: &&PushBlob| {
+    let send = |b: &&PushBlob| -> Result<&'static str, RegistryError> {
         let t = Instant::now();
         let action = if mount_from_any(client, &b.digest, &a.mount_from)? {
             "mounted"
@@ -401,15 +406,70 @@ pub fn push_image(
             );
         }
         Ok(action)
-    })?;
+    };
+    let mut actions: std::collections::BTreeMap<&str, &'static str> = Default::default();
+    let missing: Vec<&PushBlob> = unknown
+        .iter()
+        .copied()
+        .filter(|b| !is_present(&b.digest))
+        .collect();
+    for (b, act) in missing.iter().zip(pool(&missing, a.parallel, send)?) {
+        actions.insert(&b.digest, act);
+    }
     tracing::debug!("stage blobs done: {:.3}s", start.elapsed().as_secs_f64());
+    // 4. The manifest, last.
+    let put_manifest = || -> Result<(&'static str, String), RegistryError> {
+        let oci_type = crate::oci::image::MT_MANIFEST;
+        match client.put_manifest(&reference.tag, oci_type, &img.manifest) {
+            Ok(d) => Ok((oci_type, d.unwrap_or_else(|| sha256(&img.manifest)))),
+            // Registries that predate OCI manifests answer 400 MANIFEST_INVALID or 415.
+            Err(RegistryError::Status {
+                status, message, ..
+            }) if status == 415 || (status == 400 && message.contains("MANIFEST_INVALID")) => {
+                let d2 = docker_v2(&img.manifest).ok_or_else(|| {
+                    RegistryError::Input(format!(
+                        "the registry refused the OCI manifest ({message}) and its layers have no Docker media type (zstd); push with gzip"
+                    ))
+                })?;
+                let t = "application/vnd.docker.distribution.manifest.v2+json";
+                let d = client.put_manifest(&reference.tag, t, &d2)?;
+                Ok((t, d.unwrap_or_else(|| sha256(&d2))))
+            }
+            Err(e) => Err(e),
+        }
+    };
+    let (media_type, digest) = match put_manifest() {
+        // A blob the tag's manifest listed is gone after all (deleted through the API):
+        // check those too, send what is missing, and put the manifest again.
+        Err(RegistryError::Status {
+            status: 400,
+            message,
+            ..
+        }) if message.contains("MANIFEST_BLOB_UNKNOWN") && !known.is_empty() => {
+            tracing::warn!("{message}: checking every blob the tag's manifest listed");
+            let gone: Vec<&PushBlob> = known
+                .iter()
+                .copied()
+                .zip(pool(
+                    &known,
+                    HEAD_PARALLEL.max(a.parallel),
+                    |b: &&PushBlob| client.blob_exists(&b.digest),
+                )?)
+                .filter(|(_, there)| !there)
+                .map(|(b, _)| b)
+                .collect();
+            for (b, act) in gone.iter().zip(pool(&gone, a.parallel, send)?) {
+                actions.insert(&b.digest, act);
+            }
+            put_manifest()?
+        }
+        r => r?,
+    };
+    let oci_type = crate::oci::image::MT_MANIFEST;
     let mut results = Vec::new();
     let mut uploaded = 0;
     for b in &todo {
-        let action = match missing.iter().position(|m| m.digest == b.digest) {
-            Some(i) => actions[i],
-            None => "exists",
-        };
+        let action = actions.get(b.digest.as_str()).copied().unwrap_or("exists");
         if action == "uploaded" {
             uploaded += b.size;
         }
@@ -419,24 +479,6 @@ pub fn push_image(
             action,
         });
     }
-    let oci_type = crate::oci::image::MT_MANIFEST;
-    let (media_type, digest) = match client.put_manifest(&reference.tag, oci_type, &img.manifest) {
-        Ok(d) => (oci_type, d.unwrap_or_else(|| sha256(&img.manifest))),
-        // Registries that predate OCI manifests answer 400 MANIFEST_INVALID or 415.
-        Err(RegistryError::Status {
-            status, message, ..
-        }) if status == 415 || (status == 400 && message.contains("MANIFEST_INVALID")) => {
-            let d2 = docker_v2(&img.manifest).ok_or_else(|| {
-                    RegistryError::Input(format!(
-                        "the registry refused the OCI manifest ({message}) and its layers have no Docker media type (zstd); push with gzip"
-                    ))
-                })?;
-            let t = "application/vnd.docker.distribution.manifest.v2+json";
-            let d = client.put_manifest(&reference.tag, t, &d2)?;
-            (t, d.unwrap_or_else(|| sha256(&d2)))
-        }
-        Err(e) => return Err(e),
-    };
     let manifest_bytes = if media_type == oci_type {
         img.manifest.clone()
     } else {
@@ -595,6 +637,28 @@ fn push_referrer(
         found_via: "tag",
         tag: Some(tag),
     })
+}
+
+/// The config and layer digests of the manifest the tag names now; empty when there is
+/// none, it is an index, or the registry does not say (then every blob is HEADed).
+fn listed_by_tag(client: &Client, tag: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    if tag.starts_with("sha256:") {
+        return out;
+    }
+    let path = format!("/v2/{}/manifests/{tag}", client.repository);
+    let accept = format!(
+        "{}, application/vnd.docker.distribution.manifest.v2+json",
+        crate::oci::image::MT_MANIFEST
+    );
+    let Ok(Some(m)) = client.get_json(&path, &accept) else {
+        return out;
+    };
+    let digests = std::iter::once(&m["config"])
+        .chain(m["layers"].as_array().into_iter().flatten())
+        .filter_map(|d| d["digest"].as_str());
+    out.extend(digests.map(str::to_string));
+    out
 }
 
 fn mount_from_any(client: &Client, digest: &str, repos: &[String]) -> Result<bool, RegistryError> {
