@@ -175,9 +175,18 @@ pub fn build_blobs(ctx: &Ctx, a: &ContainerArgs) -> Result<Built> {
     )?;
     tracing::debug!("stage layers: {:.3}s", t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
-    let sbom = match inputs.sbom {
-        crate::sbom::SbomFormat::None => None,
-        f => crate::sbom::render(&sbom_input(&inputs)?, f).map(|d| (f, d)),
+    // The SBOM the Tree holds (rendering it again would hash every payload binary again).
+    let in_tree = inputs
+        .sbom
+        .image_path()
+        .and_then(|p| match tree.get(p).map(|e| &e.kind) {
+            Some(crate::tree::Kind::File(Content::Bytes(b))) => Some(b.to_vec()),
+            _ => None,
+        });
+    let sbom = match (inputs.sbom, in_tree) {
+        (crate::sbom::SbomFormat::None, _) => None,
+        (f, Some(doc)) => Some((f, doc)),
+        (f, None) => crate::sbom::render(&sbom_input(&inputs)?, f).map(|d| (f, d)),
     };
     tracing::debug!("stage sbom: {:.3}s", t.elapsed().as_secs_f64());
     Ok(Built {

@@ -179,6 +179,9 @@ impl Entry {
 #[derive(Clone, Debug, Default)]
 pub struct Tree {
     entries: BTreeMap<Vec<u8>, Entry>,
+    /// Whether a directory was ever removed. Until then every entry's ancestors are in the
+    /// tree (insert adds them), so a path whose parent is a directory needs no walk up.
+    dir_removed: bool,
 }
 
 /// Human-readable form of an image path (lossy for non-UTF-8 names), with a leading `/`.
@@ -222,8 +225,15 @@ impl Tree {
     pub fn insert(&mut self, path: impl AsRef<[u8]>, entry: Entry) -> Result<(), TreeError> {
         let path = image_path(path);
         check_path(&path)?;
-        // Parents first.
-        let mut idx = 0;
+        // Parents first; the closure alone adds ~44k entries, so the common case (the
+        // parent is there, hence all ancestors) costs one lookup instead of one per level.
+        let parent_there = !self.dir_removed
+            && path.iter().rposition(|&b| b == b'/').is_some_and(|end| {
+                self.entries
+                    .get(&path[..end])
+                    .is_some_and(|e| e.kind == Kind::Dir)
+            });
+        let mut idx = if parent_there { path.len() } else { 0 };
         while let Some(off) = path[idx..].iter().position(|&b| b == b'/') {
             let parent = &path[..idx + off];
             match self.entries.get(parent) {
@@ -260,7 +270,7 @@ impl Tree {
     /// Replaces an entry (or adds it): for generated files that override the skeleton.
     pub fn replace(&mut self, path: impl AsRef<[u8]>, entry: Entry) -> Result<(), TreeError> {
         let p = image_path(path);
-        self.entries.remove(&p);
+        self.remove(&p);
         self.insert(p, entry)
     }
 
@@ -269,7 +279,11 @@ impl Tree {
     }
 
     pub fn remove(&mut self, path: impl AsRef<[u8]>) -> Option<Entry> {
-        self.entries.remove(&image_path(path))
+        let e = self.entries.remove(&image_path(path));
+        if e.as_ref().is_some_and(|e| e.kind == Kind::Dir) {
+            self.dir_removed = true;
+        }
+        e
     }
 
     /// Entries in byte order of their paths (parents before children).
@@ -315,6 +329,23 @@ pub fn host_content(path: &Path) -> std::io::Result<Content> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parents_removed_earlier_are_created_again() {
+        let mut t = Tree::new();
+        let f = || Entry::file(Content::bytes(b"x".to_vec()), 0o644, Group::Base);
+        t.insert("a/b/c", f()).unwrap();
+        assert_eq!(t.remove("a").map(|e| e.kind), Some(Kind::Dir));
+        t.insert("a/b/d", f()).unwrap();
+        let paths: Vec<&[u8]> = t.iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, [&b"a"[..], b"a/b", b"a/b/c", b"a/b/d"]);
+        // A file where a parent should be is still refused on the fast path.
+        t.insert("x", f()).unwrap();
+        assert!(matches!(
+            t.insert("x/y", f()),
+            Err(TreeError::ParentNotDir(..))
+        ));
+    }
 
     #[test]
     fn parents_are_created_and_order_is_parent_first() {
