@@ -953,6 +953,7 @@ fn walk_store_path(sp: &StorePath, store_root: Option<&Path>) -> Result<Vec<Walk
             let content = Content::Host {
                 path: host.clone(),
                 size: meta.len(),
+                stamp: Some(crate::tree::HostStamp::of(&meta)),
             };
             let inode = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
             out.push(Walked {

@@ -159,6 +159,7 @@ pub fn build_blobs(ctx: &Ctx, a: &ContainerArgs) -> Result<Built> {
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let t = std::time::Instant::now();
     let (docs, blobs) = oci::build_blobs(
         &tree,
         &plan,
@@ -172,10 +173,22 @@ pub fn build_blobs(ctx: &Ctx, a: &ContainerArgs) -> Result<Built> {
             progress: true,
         },
     )?;
-    let sbom = match inputs.sbom {
-        crate::sbom::SbomFormat::None => None,
-        f => crate::sbom::render(&sbom_input(&inputs)?, f).map(|d| (f, d)),
+    tracing::debug!("stage layers: {:.3}s", t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
+    // The SBOM the Tree holds (rendering it again would hash every payload binary again).
+    let in_tree = inputs
+        .sbom
+        .image_path()
+        .and_then(|p| match tree.get(p).map(|e| &e.kind) {
+            Some(crate::tree::Kind::File(Content::Bytes(b))) => Some(b.to_vec()),
+            _ => None,
+        });
+    let sbom = match (inputs.sbom, in_tree) {
+        (crate::sbom::SbomFormat::None, _) => None,
+        (f, Some(doc)) => Some((f, doc)),
+        (f, None) => crate::sbom::render(&sbom_input(&inputs)?, f).map(|d| (f, d)),
     };
+    tracing::debug!("stage sbom: {:.3}s", t.elapsed().as_secs_f64());
     Ok(Built {
         sbom,
         docs,
@@ -186,8 +199,13 @@ pub fn build_blobs(ctx: &Ctx, a: &ContainerArgs) -> Result<Built> {
 
 /// Stages 1–4: inputs, Tree, Plan and metadata.
 fn prepare(ctx: &Ctx, a: &ContainerArgs) -> Result<(Inputs, Tree, plan::Plan, ImageMeta)> {
+    let t = std::time::Instant::now();
     let inputs = resolve(ctx, a)?;
+    tracing::debug!("stage resolve: {:.3}s", t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
     let tree = image_tree(ctx, &inputs)?;
+    tracing::debug!("stage tree: {:.3}s", t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
     let plan = plan::plan(
         &tree,
         &store_nodes(&inputs.closure),
@@ -197,6 +215,7 @@ fn prepare(ctx: &Ctx, a: &ContainerArgs) -> Result<(Inputs, Tree, plan::Plan, Im
         },
     )?;
     let meta = image_meta(&inputs);
+    tracing::debug!("stage plan: {:.3}s", t.elapsed().as_secs_f64());
     Ok((inputs, tree, plan, meta))
 }
 
@@ -331,11 +350,15 @@ pub fn image_tree(ctx: &Ctx, i: &Inputs) -> Result<Tree> {
             Entry::file(Content::bytes(init_json(&i.profile)), 0o644, Group::Config),
         )?;
     }
+    let t = std::time::Instant::now();
     if let Some(path) = i.sbom.image_path() {
         let doc = crate::sbom::render(&sbom_input(i)?, i.sbom).expect("a format with a path");
         tree.insert(path, Entry::file(Content::bytes(doc), 0o644, Group::Sbom))?;
     }
+    tracing::debug!("stage tree/sbom: {:.3}s", t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
     crate::closure::check_executables(&tree).context("checking the executables of the image")?;
+    tracing::debug!("stage tree/executables: {:.3}s", t.elapsed().as_secs_f64());
     Ok(tree)
 }
 

@@ -339,6 +339,7 @@ pub fn push_image(
     let start = Instant::now();
     let tty = io::stderr().is_terminal();
     client.ping()?;
+    tracing::debug!("stage ping: {:.3}s", start.elapsed().as_secs_f64());
     let config = PushBlob {
         digest: img.config_digest.clone(),
         size: img.config.len() as u64,
@@ -351,17 +352,46 @@ pub fn push_image(
         .chain(std::iter::once(&config))
         .filter(|b| seen.insert(b.digest.clone()))
         .collect();
-    // `--parallel` blobs at a time (like docker and skopeo): the registry hashes what it
-    // receives, so one stream at a time leaves cores idle. Results keep the blobs' order.
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failed = std::sync::atomic::AtomicBool::new(false);
-    let slots: std::sync::Mutex<Vec<Option<Result<&'static str, RegistryError>>>> =
-        std::sync::Mutex::new((0..todo.len()).map(|_| None).collect());
-    let one = |b: &PushBlob| -> Result<&'static str, RegistryError> {
+    let referrer_blobs: Vec<(String, &[u8])> = match &img.sbom {
+        Some((_, doc)) => vec![
+            (sha256(EMPTY_JSON), EMPTY_JSON),
+            (sha256(doc), doc.as_slice()),
+        ],
+        None => Vec::new(),
+    };
+    // 1. The blobs the tag's current manifest lists are in the repository: the registry took
+    //    that manifest only with all of them there (a re-push after one change finds nearly
+    //    every blob so, in one request instead of a HEAD each).
+    let listed = listed_by_tag(client, &reference.tag);
+    let (known, unknown): (Vec<&PushBlob>, Vec<&PushBlob>) =
+        todo.iter().partition(|b| listed.contains(&b.digest));
+    // 2. HEAD the others, many at a time: a HEAD is a small round trip whose cost is
+    //    latency, not bandwidth. The SBOM referrer's blobs are asked about in the same pass.
+    let head_digests: Vec<&str> = unknown
+        .iter()
+        .map(|b| b.digest.as_str())
+        .chain(referrer_blobs.iter().map(|(d, _)| d.as_str()))
+        .collect();
+    let present = pool(&head_digests, HEAD_PARALLEL.max(a.parallel), |d: &&str| {
+        client.blob_exists(d)
+    })?;
+    let is_present = |d: &str| {
+        head_digests
+            .iter()
+            .zip(&present)
+            .any(|(h, p)| *h == d && *p)
+    };
+    tracing::debug!(
+        "stage heads done ({} listed by the tag, {} asked): {:.3}s",
+        known.len(),
+        head_digests.len(),
+        start.elapsed().as_secs_f64()
+    );
+    // 3. Mount or upload the missing ones, `--parallel` at a time (like docker and skopeo):
+    //    the registry hashes what it receives, so one stream at a time leaves cores idle.
+    let send = |b: &&PushBlob| -> Result<&'static str, RegistryError> {
         let t = Instant::now();
-        let action = if client.blob_exists(&b.digest)? {
-            "exists"
-        } else if mount_from_any(client, &b.digest, &a.mount_from)? {
+        let action = if mount_from_any(client, &b.digest, &a.mount_from)? {
             "mounted"
         } else {
             client.upload(&b.digest, b.size, a.chunk_size, &|off| b.bytes.open_at(off))?;
@@ -377,28 +407,69 @@ pub fn push_image(
         }
         Ok(action)
     };
-    std::thread::scope(|s| {
-        for _ in 0..a.parallel.clamp(1, todo.len().max(1)) {
-            s.spawn(|| loop {
-                use std::sync::atomic::Ordering::Relaxed;
-                if failed.load(Relaxed) {
-                    return;
-                }
-                let i = next.fetch_add(1, Relaxed);
-                let Some(b) = todo.get(i) else { return };
-                let r = one(b);
-                if r.is_err() {
-                    failed.store(true, Relaxed);
-                }
-                slots.lock().expect("results lock")[i] = Some(r);
-            });
+    let mut actions: std::collections::BTreeMap<&str, &'static str> = Default::default();
+    let missing: Vec<&PushBlob> = unknown
+        .iter()
+        .copied()
+        .filter(|b| !is_present(&b.digest))
+        .collect();
+    for (b, act) in missing.iter().zip(pool(&missing, a.parallel, send)?) {
+        actions.insert(&b.digest, act);
+    }
+    tracing::debug!("stage blobs done: {:.3}s", start.elapsed().as_secs_f64());
+    // 4. The manifest, last.
+    let put_manifest = || -> Result<(&'static str, String), RegistryError> {
+        let oci_type = crate::oci::image::MT_MANIFEST;
+        match client.put_manifest(&reference.tag, oci_type, &img.manifest) {
+            Ok(d) => Ok((oci_type, d.unwrap_or_else(|| sha256(&img.manifest)))),
+            // Registries that predate OCI manifests answer 400 MANIFEST_INVALID or 415.
+            Err(RegistryError::Status {
+                status, message, ..
+            }) if status == 415 || (status == 400 && message.contains("MANIFEST_INVALID")) => {
+                let d2 = docker_v2(&img.manifest).ok_or_else(|| {
+                    RegistryError::Input(format!(
+                        "the registry refused the OCI manifest ({message}) and its layers have no Docker media type (zstd); push with gzip"
+                    ))
+                })?;
+                let t = "application/vnd.docker.distribution.manifest.v2+json";
+                let d = client.put_manifest(&reference.tag, t, &d2)?;
+                Ok((t, d.unwrap_or_else(|| sha256(&d2))))
+            }
+            Err(e) => Err(e),
         }
-    });
+    };
+    let (media_type, digest) = match put_manifest() {
+        // A blob the tag's manifest listed is gone after all (deleted through the API):
+        // check those too, send what is missing, and put the manifest again.
+        Err(RegistryError::Status {
+            status: 400,
+            message,
+            ..
+        }) if message.contains("MANIFEST_BLOB_UNKNOWN") && !known.is_empty() => {
+            tracing::warn!("{message}: checking every blob the tag's manifest listed");
+            let gone: Vec<&PushBlob> = known
+                .iter()
+                .copied()
+                .zip(pool(
+                    &known,
+                    HEAD_PARALLEL.max(a.parallel),
+                    |b: &&PushBlob| client.blob_exists(&b.digest),
+                )?)
+                .filter(|(_, there)| !there)
+                .map(|(b, _)| b)
+                .collect();
+            for (b, act) in gone.iter().zip(pool(&gone, a.parallel, send)?) {
+                actions.insert(&b.digest, act);
+            }
+            put_manifest()?
+        }
+        r => r?,
+    };
+    let oci_type = crate::oci::image::MT_MANIFEST;
     let mut results = Vec::new();
     let mut uploaded = 0;
-    for (b, r) in todo.iter().zip(slots.into_inner().expect("results lock")) {
-        let Some(r) = r else { continue };
-        let action = r?;
+    for b in &todo {
+        let action = actions.get(b.digest.as_str()).copied().unwrap_or("exists");
         if action == "uploaded" {
             uploaded += b.size;
         }
@@ -408,40 +479,32 @@ pub fn push_image(
             action,
         });
     }
-    let oci_type = crate::oci::image::MT_MANIFEST;
-    let (media_type, digest) = match client.put_manifest(&reference.tag, oci_type, &img.manifest) {
-        Ok(d) => (oci_type, d.unwrap_or_else(|| sha256(&img.manifest))),
-        // Registries that predate OCI manifests answer 400 MANIFEST_INVALID or 415.
-        Err(RegistryError::Status {
-            status, message, ..
-        }) if status == 415 || (status == 400 && message.contains("MANIFEST_INVALID")) => {
-            let d2 = docker_v2(&img.manifest).ok_or_else(|| {
-                    RegistryError::Input(format!(
-                        "the registry refused the OCI manifest ({message}) and its layers have no Docker media type (zstd); push with gzip"
-                    ))
-                })?;
-            let t = "application/vnd.docker.distribution.manifest.v2+json";
-            let d = client.put_manifest(&reference.tag, t, &d2)?;
-            (t, d.unwrap_or_else(|| sha256(&d2)))
-        }
-        Err(e) => return Err(e),
-    };
     let manifest_bytes = if media_type == oci_type {
         img.manifest.clone()
     } else {
         docker_v2(&img.manifest).unwrap_or_default()
     };
+    tracing::debug!("stage manifest done: {:.3}s", start.elapsed().as_secs_f64());
     let sbom_referrer = match &img.sbom {
-        Some((format, doc)) => Some(push_referrer(
-            client,
-            media_type,
-            &digest,
-            manifest_bytes.len() as u64,
-            *format,
-            doc,
-        )?),
+        Some((format, doc)) => {
+            // The referrer's blobs were HEADed in step 1.
+            for (d, bytes) in &referrer_blobs {
+                if !is_present(d) {
+                    client.put_blob(d, bytes)?;
+                }
+            }
+            Some(push_referrer(
+                client,
+                media_type,
+                &digest,
+                manifest_bytes.len() as u64,
+                *format,
+                doc,
+            )?)
+        }
         None => None,
     };
+    tracing::debug!("stage referrer done: {:.3}s", start.elapsed().as_secs_f64());
     Ok(PushSummary {
         sbom_referrer,
         reference: reference.to_string(),
@@ -451,6 +514,55 @@ pub fn push_image(
         uploaded_bytes: uploaded,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// HEAD requests in flight at once (step 1 of a push): small round trips, so more of them
+/// than uploads (`--parallel`).
+const HEAD_PARALLEL: usize = 16;
+
+/// Runs `f` over `items` on up to `threads` threads; the results keep the items' order.
+/// The first error stops the handing out of further items and is returned.
+fn pool<T: Sync, O: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> Result<O, RegistryError> + Sync,
+) -> Result<Vec<O>, RegistryError> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let slots: std::sync::Mutex<Vec<Option<Result<O, RegistryError>>>> =
+        std::sync::Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, items.len().max(1)) {
+            s.spawn(|| loop {
+                if failed.load(Relaxed) {
+                    return;
+                }
+                let i = next.fetch_add(1, Relaxed);
+                let Some(item) = items.get(i) else { return };
+                let r = f(item);
+                if r.is_err() {
+                    failed.store(true, Relaxed);
+                }
+                slots.lock().expect("results lock")[i] = Some(r);
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(items.len());
+    let mut first_err = None;
+    for r in slots.into_inner().expect("results lock") {
+        match r {
+            Some(Ok(o)) => out.push(o),
+            Some(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            None => {}
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// The empty config of an artifact manifest (`{}`), as the OCI image spec 1.1 defines it.
@@ -473,8 +585,6 @@ fn push_referrer(
         _ => "application/spdx+json",
     };
     let doc_digest = sha256(doc);
-    client.put_small_blob(&sha256(EMPTY_JSON), EMPTY_JSON)?;
-    client.put_small_blob(&doc_digest, doc)?;
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": crate::oci::image::MT_MANIFEST,
@@ -527,6 +637,28 @@ fn push_referrer(
         found_via: "tag",
         tag: Some(tag),
     })
+}
+
+/// The config and layer digests of the manifest the tag names now; empty when there is
+/// none, it is an index, or the registry does not say (then every blob is HEADed).
+fn listed_by_tag(client: &Client, tag: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    if tag.starts_with("sha256:") {
+        return out;
+    }
+    let path = format!("/v2/{}/manifests/{tag}", client.repository);
+    let accept = format!(
+        "{}, application/vnd.docker.distribution.manifest.v2+json",
+        crate::oci::image::MT_MANIFEST
+    );
+    let Ok(Some(m)) = client.get_json(&path, &accept) else {
+        return out;
+    };
+    let digests = std::iter::once(&m["config"])
+        .chain(m["layers"].as_array().into_iter().flatten())
+        .filter_map(|d| d["digest"].as_str());
+    out.extend(digests.map(str::to_string));
+    out
 }
 
 fn mount_from_any(client: &Client, digest: &str, repos: &[String]) -> Result<bool, RegistryError> {
@@ -584,6 +716,7 @@ pub fn run(ctx: &Ctx, a: PushArgs) -> Result<()> {
             return Err(BadInput(format!("{}: {}", path.display(), problems.join("; "))).into());
         }
         let img = from_source(path, &src)?;
+        tracing::debug!("stage read source: done");
         push_image(&client, &reference, &img, &a.registry)?
     } else if a.source.contains('/') && !a.source.starts_with('.') && !a.source.starts_with('/') {
         let ca = crate::container::ContainerArgs::for_build(

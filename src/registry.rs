@@ -461,7 +461,10 @@ impl Client {
             .timeout_connect(Duration::from_secs(15))
             .timeout_read(Duration::from_secs(300))
             .timeout_write(Duration::from_secs(300))
-            .redirects(0);
+            .redirects(0)
+            // Keep a connection per thread of a push (ureq keeps one per host by default,
+            // so the others would connect anew for every request).
+            .max_idle_connections_per_host(32);
         if !o.plain_http {
             b = b.tls_config(tls_config(o.ca_file.as_deref())?);
         }
@@ -682,9 +685,17 @@ impl Client {
                 let realm = p
                     .get("realm")
                     .ok_or_else(|| unauthorized("a Bearer challenge without a realm"))?;
-                let mut q = format!("{realm}?scope={}", enc(scope));
+                // One `scope` parameter per scope (the token spec's form; a space-joined
+                // list reads as one malformed scope), the realm's own query kept.
+                let mut q = realm.clone();
+                let mut sep = if realm.contains('?') { '&' } else { '?' };
                 if let Some(s) = p.get("service") {
-                    q.push_str(&format!("&service={}", enc(s)));
+                    q.push_str(&format!("{sep}service={}", enc(s)));
+                    sep = '&';
+                }
+                for s in scope.split_whitespace() {
+                    q.push_str(&format!("{sep}scope={}", enc(s)));
+                    sep = '&';
                 }
                 let mut req = self.agent.get(&q);
                 if let Some(c) = &self.credentials {
@@ -880,16 +891,12 @@ impl Client {
         }
     }
 
-    /// Uploads small in-memory bytes as a blob unless the repository has it.
-    pub fn put_small_blob(&self, digest: &str, bytes: &[u8]) -> R<bool> {
-        if self.blob_exists(digest)? {
-            return Ok(false);
-        }
+    /// Uploads in-memory bytes as a blob in one PUT (the caller knows it is missing).
+    pub fn put_blob(&self, digest: &str, bytes: &[u8]) -> R<()> {
         let len = bytes.len() as u64;
         self.upload(digest, len, len.max(1), &|off| {
             Ok(Box::new(&bytes[(off as usize).min(bytes.len())..]) as Box<dyn Read>)
-        })?;
-        Ok(true)
+        })
     }
 
     /// GETs a path of this registry's API as JSON; `None` on 404.

@@ -321,7 +321,7 @@ fn store_paths_become_image_entries_with_modes_and_groups() {
     assert_eq!((app.uid, app.gid), (0, 0));
     assert_eq!(app.group, Group::StorePath(a.clone()));
     match &app.kind {
-        Kind::File(Content::Host { path, size }) => {
+        Kind::File(Content::Host { path, size, .. }) => {
             assert_eq!(path, &s.host(&a, "bin/app"));
             assert_eq!(*size, fs::metadata(path).unwrap().len());
         }
@@ -804,7 +804,7 @@ fn a_real_nix_closure_packs_byte_exact_and_its_programs_run() {
     assert!(links >= 1, "no hard links in the fixture closure");
     // Every file entry points at a real, readable store file of the right size.
     for (_, e) in t.iter() {
-        if let Kind::File(Content::Host { path, size }) = &e.kind {
+        if let Kind::File(Content::Host { path, size, .. }) = &e.kind {
             assert_eq!(fs::metadata(path).unwrap().len(), *size);
         }
     }

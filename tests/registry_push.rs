@@ -51,7 +51,7 @@ impl Registry {
             let dir = tempfile::tempdir().unwrap();
             let port = next_port();
             let mut cfg = format!(
-                "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
                 dir.path().join("data").display()
             );
             if let Some((cert, key)) = tls {
@@ -530,6 +530,75 @@ fn plain_registry_push_pull_run_and_push_only_what_changed() {
         s["digest"],
         format!("sha256:{}", sha256_hex(&cmd_raw(&reg)))
     );
+}
+
+#[test]
+#[ignore = "full: needs docker-registry, skopeo, curl"]
+fn a_re_push_asks_only_about_blobs_the_tag_does_not_list_and_resends_one_deleted_since() {
+    let reg = Registry::start(None, None);
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let tar = build_tar(tmp.path(), &cache, &[]);
+    let tar = tar.to_str().unwrap();
+    let target = format!("{}/hls-origin:default", reg.addr());
+    ok(
+        push(&reg, &[tar, &target], &cache, None),
+        "first push",
+        &reg,
+    );
+    let (lm, lc) = local_raw(Path::new(tar));
+
+    // Unchanged: the tag's manifest lists every layer and the config, so only the SBOM
+    // referrer's two blobs are asked about, and nothing goes up.
+    let before = reg.log().len();
+    let s: Value = serde_json::from_str(&ok(
+        push(&reg, &[tar, &target], &cache, None),
+        "re-push",
+        &reg,
+    ))
+    .unwrap();
+    let heads = reg.log()[before..]
+        .lines()
+        .filter(|l| l.contains("response completed") && l.contains("http.request.method=HEAD"))
+        .count();
+    assert_eq!(heads, 2, "HEADs of a re-push:\n{}", &reg.log()[before..]);
+    assert!(reg.uploaded_since(before).is_empty());
+    assert!(s["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b["action"] == "exists"));
+
+    // A layer deleted from the repository since: the registry refuses the manifest
+    // (MANIFEST_BLOB_UNKNOWN); the push then checks what the tag listed and sends that one.
+    let gone = layer_digests(&lm)[0].clone();
+    let o = cmd(
+        "curl",
+        &[
+            "-fsS",
+            "-X",
+            "DELETE",
+            &format!("http://{}/v2/hls-origin/blobs/{gone}", reg.addr()),
+        ],
+    );
+    assert!(o.status.success(), "curl DELETE: {}", common::stderr(&o));
+    let before = reg.log().len();
+    let s: Value = serde_json::from_str(&ok(
+        push(&reg, &[tar, &target], &cache, None),
+        "push after a blob was deleted",
+        &reg,
+    ))
+    .unwrap();
+    assert_eq!(reg.uploaded_since(before), BTreeSet::from([gone.clone()]));
+    for b in s["blobs"].as_array().unwrap() {
+        let want = if b["digest"] == gone.as_str() {
+            "uploaded"
+        } else {
+            "exists"
+        };
+        assert_eq!(b["action"], want, "{b}");
+    }
+    assert_eq!(remote_raw(&reg, "hls-origin:default"), (lm, lc));
 }
 
 /// A blob of the plain registry, fetched with curl.

@@ -54,7 +54,9 @@ pub fn convert(t: &Tree, time: DateTime) -> Result<hadris_fs::Tree, HadrisError>
         let node = match &e.kind {
             Kind::Dir => Node::dir(),
             Kind::File(tree::Content::Bytes(b)) => Node::file(Content::bytes(b.to_vec())),
-            Kind::File(tree::Content::Host { path: host, size }) => {
+            Kind::File(tree::Content::Host {
+                path: host, size, ..
+            }) => {
                 let c = hadris_fs::host::file(host)
                     .map_err(herr(format!("{shown}: reading {}", host.display())))?;
                 if c.len() != *size {

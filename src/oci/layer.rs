@@ -13,7 +13,6 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -174,20 +173,19 @@ pub fn cache_key(
                 v.extend_from_slice(&Sha256::digest(b));
                 v
             }
-            Content::Host { path, size } => {
-                let m = std::fs::metadata(path).map_err(|e| OciError::io(path, e))?;
+            Content::Host { path, size, stamp } => {
+                // The stamp taken when the file was added (the closure walk's lstat), else
+                // a stat now: the same fields either way.
+                let stamp = match stamp {
+                    Some(s) => *s,
+                    None => crate::tree::HostStamp::of(
+                        &std::fs::metadata(path).map_err(|e| OciError::io(path, e))?,
+                    ),
+                };
                 let mut v = b"host:".to_vec();
                 v.extend_from_slice(path.as_os_str().as_encoded_bytes());
-                for x in [
-                    *size,
-                    m.len(),
-                    m.dev(),
-                    m.ino(),
-                    m.mtime() as u64,
-                    m.mtime_nsec() as u64,
-                    m.ctime() as u64,
-                    m.ctime_nsec() as u64,
-                ] {
+                v.extend_from_slice(&size.to_le_bytes());
+                for x in stamp.0 {
                     v.extend_from_slice(&x.to_le_bytes());
                 }
                 v
@@ -271,7 +269,9 @@ fn write_content(
 ) -> Result<(), OciError> {
     match c {
         Content::Bytes(b) => out.write_all(b).map_err(OciError::Write),
-        Content::Host { path: host, size } => {
+        Content::Host {
+            path: host, size, ..
+        } => {
             let mut f = File::open(host).map_err(|e| OciError::io(host, e))?;
             let now = f.metadata().map_err(|e| OciError::io(host, e))?.len();
             if now != *size {
