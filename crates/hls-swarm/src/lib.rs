@@ -5,7 +5,9 @@
 pub mod config;
 pub mod healthcheck;
 pub mod http;
+pub mod live;
 pub mod m3u8;
 pub mod metrics;
 pub mod run;
+pub mod tls;
 pub mod viewer;

@@ -1,8 +1,10 @@
-//! hls-swarm: an HLS load generator that behaves like many live HLS viewers (http:// only).
+//! hls-swarm: an HLS load generator that behaves like many live HLS viewers (http:// or
+//! https://).
 //!
 //! Stages: parse settings (config) → `--print-config` / `healthcheck` / missing-URL exits →
 //! run the swarm on one tokio runtime (run, viewer, http, m3u8, metrics) → summary and exit
-//! status (1 when the error rate passes `--max-error-rate`).
+//! status (1 when the error rate passes `--max-error-rate` or the p99 latency behind live
+//! passes `--max-latency`).
 
 use hls_swarm::config::{self, Cmd, LogLevel};
 use hls_swarm::{healthcheck, http, run};

@@ -23,8 +23,9 @@ pub const KINDS: [(&str, Kind); 3] = [
     ("segment", Kind::Segment),
 ];
 
-/// Error kinds, the labels of `HttpError::kind()` plus playlist parse failures.
-pub const ERROR_KINDS: [&str; 12] = [
+/// Error kinds, the labels of `HttpError::kind()` plus playlist parse failures (last: unknown
+/// labels count there).
+pub const ERROR_KINDS: [&str; 14] = [
     "connect",
     "connect_timeout",
     "first_byte_timeout",
@@ -36,6 +37,8 @@ pub const ERROR_KINDS: [&str; 12] = [
     "http_5xx",
     "http_other",
     "protocol",
+    "tls",
+    "redirect",
     "parse",
 ];
 
@@ -68,6 +71,8 @@ pub struct Metrics {
     variants: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     lat_count: AtomicU64,
     lat_sum_us: AtomicU64,
+    /// What viewers feel: latency behind live, start-up, staleness, TLS (src/live.rs).
+    pub live: crate::live::Live,
 }
 
 impl Metrics {
@@ -89,6 +94,7 @@ impl Metrics {
             variants: Default::default(),
             lat_count: AtomicU64::new(0),
             lat_sum_us: AtomicU64::new(0),
+            live: Default::default(),
         }
     }
 
@@ -298,6 +304,7 @@ impl Metrics {
             self.lat_sum_us.load(Relaxed) as f64 / 1e6
         );
         let _ = writeln!(o, "{name}_count {count}");
+        self.live.render(&mut o);
         o
     }
 }

@@ -9,6 +9,12 @@
 //! Stalls: the viewer keeps a playback clock. The first segment starts playback; each
 //! downloaded segment extends the buffer by its duration. A segment that finishes after the
 //! buffer ran out (it was due and had not arrived) is a stall, and playback restarts from it.
+//!
+//! What the viewer feels (src/live.rs): each downloaded segment gives its latency behind live
+//! (completion minus the end of its program date-time) and its throughput against the
+//! variant's BANDWIDTH; the first one the time to first segment; each media playlist load the
+//! staleness (time since the playlist last changed, in target durations). With
+//! `--follow-redirects` the URL that answered a playlist is the base of the URIs in it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +22,7 @@ use std::time::Duration;
 use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::config::VariantChoice;
-use crate::http::{Client, HttpError, Sink, Timeouts, Url};
+use crate::http::{Client, Connector, HttpError, Sink, Timeouts, Url};
 use crate::m3u8::{self, Media, Playlist, Variant};
 use crate::metrics::{Kind, Metrics};
 
@@ -40,6 +46,8 @@ pub struct Shared {
     pub reconnect_delay_max: Duration,
     pub segment_retries: u32,
     pub metrics: Arc<Metrics>,
+    /// TLS and redirect policy, shared by every viewer's client.
+    pub connector: Connector,
 }
 
 /// A small fast PRNG (SplitMix64) so viewers do not need a crate or a lock for jitter.
@@ -87,17 +95,23 @@ struct State {
     buffered_until: Option<Instant>,
     /// Whether the session got a playlist (resets the backoff).
     healthy: bool,
+    /// When this viewer started (for the time to first segment).
+    started: Instant,
+    /// Whether the first segment arrived (the time to first segment is recorded once).
+    first_segment_done: bool,
 }
 
 pub async fn run(id: u64, shared: Arc<Shared>) {
     let m = shared.metrics.clone();
     let _active = m.viewer_started();
     let mut rng = Rng::new(id + 1);
-    let mut client = Client::new(shared.timeouts);
+    let mut client = Client::new(shared.timeouts, shared.connector.clone());
     let mut state = State {
         next_msn: None,
         buffered_until: None,
         healthy: false,
+        started: Instant::now(),
+        first_segment_done: false,
     };
     let mut backoff = BACKOFF_START;
     loop {
@@ -137,27 +151,32 @@ pub async fn run(id: u64, shared: Arc<Shared>) {
     }
 }
 
+/// Load a playlist; returns it and the URL that answered (another one after a redirect).
 async fn fetch_playlist(
     client: &mut Client,
     m: &Metrics,
     url: &Url,
     kind: Kind,
     buf: &mut Vec<u8>,
-) -> Result<Playlist, Failure> {
+) -> Result<(Playlist, Option<Url>), Failure> {
     buf.clear();
     m.request(kind);
     let res = client.get(url, Sink::Collect(buf, MAX_PLAYLIST)).await;
+    let answered = m.redirects_followed(kind, client.take_redirect());
     match res {
         Ok(n) => {
             m.add_bytes(kind, n);
             let text = String::from_utf8_lossy(buf);
-            m3u8::parse(&text).map_err(|e| {
-                m.error(kind, "parse");
-                Failure::Parse(kind, format!("{url}: {e}"))
-            })
+            match m3u8::parse(&text) {
+                Ok(p) => Ok((p, answered)),
+                Err(e) => {
+                    m.error(kind, "parse");
+                    Err(Failure::Parse(kind, format!("{url}: {e}")))
+                }
+            }
         }
         Err(e) => {
-            m.error(kind, e.kind());
+            m.http_error(kind, &e);
             Err(Failure::Http(kind, e))
         }
     }
@@ -194,27 +213,37 @@ async fn session(
     let m = &*shared.metrics;
     let mut buf = Vec::new();
     let mut load_started = Instant::now();
-    let first = fetch_playlist(client, m, &shared.url, Kind::Master, &mut buf).await?;
-    let (media_url, mut media) = match first {
-        Playlist::Media(media) => (shared.url.clone(), Some(media)),
+    let (first, answered) = fetch_playlist(client, m, &shared.url, Kind::Master, &mut buf).await?;
+    let master_base = answered.unwrap_or_else(|| shared.url.clone());
+    let (media_url, mut media, bandwidth) = match first {
+        Playlist::Media(media) => (shared.url.clone(), Some(media), None),
         Playlist::Master(variants) => {
             let v = choose(&variants, shared.variant, id, rng);
-            let url = shared
-                .url
+            let url = master_base
                 .join(&v.uri)
                 .map_err(|e| Failure::Parse(Kind::Master, e))?;
             tracing::debug!(viewer = id, variant = %url, "variant chosen");
             m.variant_chosen(&url.to_string());
-            (url, None)
+            (url, None, Some(v.bandwidth).filter(|b| *b > 0))
         }
     };
+    // Segment URIs are relative to the URL that answered the playlist (after redirects).
+    let mut base_url = if media.is_some() {
+        master_base.clone()
+    } else {
+        media_url.clone()
+    };
     let mut last_seen: Option<(u64, usize)> = None;
+    let mut last_change = Instant::now();
     loop {
         let media_pl = match media.take() {
             Some(p) => p,
             None => {
                 load_started = Instant::now();
-                match fetch_playlist(client, m, &media_url, Kind::Playlist, &mut buf).await? {
+                let (pl, answered) =
+                    fetch_playlist(client, m, &media_url, Kind::Playlist, &mut buf).await?;
+                base_url = answered.unwrap_or_else(|| media_url.clone());
+                match pl {
                     Playlist::Media(p) => p,
                     Playlist::Master(_) => {
                         m.error(Kind::Playlist, "parse");
@@ -233,7 +262,14 @@ async fn session(
         let seen = (media_pl.media_sequence, media_pl.segments.len());
         let changed = last_seen != Some(seen);
         last_seen = Some(seen);
-        fetch_new_segments(shared, client, state, &media_url, &media_pl).await;
+        let now = Instant::now();
+        if changed {
+            last_change = now;
+        }
+        m.live
+            .stale
+            .record((now - last_change).as_secs_f64() / media_pl.target_duration.max(0.001));
+        fetch_new_segments(shared, client, state, &base_url, &media_pl, bandwidth).await;
         if media_pl.endlist && state.next_msn > media_pl.last_msn() {
             return Ok(End::EndList);
         }
@@ -247,6 +283,7 @@ async fn fetch_new_segments(
     state: &mut State,
     media_url: &Url,
     pl: &Media,
+    bandwidth: Option<u64>,
 ) {
     let m = &*shared.metrics;
     let Some(last) = pl.last_msn() else { return };
@@ -293,16 +330,24 @@ async fn fetch_new_segments(
         loop {
             m.request(Kind::Segment);
             let started = Instant::now();
-            match client
+            let res = client
                 .get(
                     &url,
                     Sink::Count(&m.bytes[Kind::Segment as usize], MAX_SEGMENT),
                 )
-                .await
-            {
-                Ok(_) => {
+                .await;
+            m.redirects_followed(Kind::Segment, client.take_redirect());
+            match res {
+                Ok(bytes) => {
                     let done = Instant::now();
                     m.segment_latency(done - started);
+                    m.segment_done(seg, bytes, done - started, bandwidth);
+                    if !state.first_segment_done {
+                        state.first_segment_done = true;
+                        m.live
+                            .first_segment
+                            .record((done - state.started).as_secs_f64());
+                    }
                     let dur = seg.play_time();
                     state.buffered_until = Some(match state.buffered_until {
                         Some(b) if done > b => {
@@ -315,7 +360,7 @@ async fn fetch_new_segments(
                     break;
                 }
                 Err(e) => {
-                    m.error(Kind::Segment, e.kind());
+                    m.http_error(Kind::Segment, &e);
                     tracing::debug!(segment = %url, "segment failed: {e}");
                     if attempt >= shared.segment_retries {
                         m.segments_skipped
