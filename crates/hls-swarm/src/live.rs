@@ -241,8 +241,11 @@ pub struct LiveSummary {
     pub playlist_stale_targets: Option<Percentiles>,
     /// Download throughput as a multiple of the variant's BANDWIDTH; null without BANDWIDTH.
     pub throughput_vs_bandwidth: Option<LowTail>,
-    /// Segments counted above that could not give a latency (no program date-time).
+    /// Segments downloaded that could not give a latency (no program date-time).
     pub segments_without_program_date_time: u64,
+    /// Segments downloaded with no BANDWIDTH to compare with (terminal wording only).
+    #[serde(skip)]
+    pub segments_without_bandwidth: u64,
     /// TLS handshake failures by reason (only reasons that occurred).
     pub tls_errors: std::collections::BTreeMap<&'static str, u64>,
     pub redirects_followed: u64,
@@ -274,6 +277,7 @@ impl Live {
             playlist_stale_targets: self.stale.percentiles(1.0),
             throughput_vs_bandwidth: low(&self.throughput),
             segments_without_program_date_time: self.segments_without_pdt.load(Relaxed),
+            segments_without_bandwidth: self.segments_without_bandwidth.load(Relaxed),
             tls_errors,
             redirects_followed: self.redirects.load(Relaxed),
             max_latency_s,
@@ -367,7 +371,10 @@ impl LiveSummary {
             "  behind live: {}",
             match &self.live_latency_ms {
                 Some(p) => secs(p),
-                None => format!("{NM} (the playlists carry no EXT-X-PROGRAM-DATE-TIME)"),
+                None if self.segments_without_program_date_time > 0 => {
+                    format!("{NM} (the playlists carry no EXT-X-PROGRAM-DATE-TIME)")
+                }
+                None => format!("{NM} (no segment downloaded)"),
             }
         );
         let _ = writeln!(
@@ -397,7 +404,10 @@ impl LiveSummary {
                     "min {:.2}x, p1 {:.2}x, p10 {:.2}x, p50 {:.2}x the variant's BANDWIDTH",
                     t.min, t.p1, t.p10, t.p50
                 ),
-                None => format!("{NM} (no BANDWIDTH: the URL is a media playlist)"),
+                None if self.segments_without_bandwidth > 0 => {
+                    format!("{NM} (no BANDWIDTH: the URL is a media playlist)")
+                }
+                None => format!("{NM} (no segment downloaded)"),
             }
         );
         if !self.tls_errors.is_empty() || self.redirects_followed > 0 {
@@ -455,7 +465,14 @@ mod tests {
         let json = serde_json::to_value(&s).unwrap();
         assert!(json["live_latency_ms"].is_null());
         assert_eq!(json["first_segment_ms"]["max"], 200.0);
-        assert!(s.render().contains("behind live: not measurable"));
+        assert!(s
+            .render()
+            .contains("behind live: not measurable (no segment downloaded)"));
+        live.segments_without_pdt.fetch_add(1, Relaxed);
+        assert!(live
+            .summary(None)
+            .render()
+            .contains("not measurable (the playlists carry no EXT-X-PROGRAM-DATE-TIME)"));
         assert!(!s.latency_passed(), "a gate that cannot be checked fails");
         assert!(live.summary(None).latency_passed());
         live.latency.record(6.0);
