@@ -342,6 +342,12 @@ fn discover() -> Vec<Target> {
         }
     };
     pick.into_iter()
-        .map(|p| target_in(&p.settings, format!("server pid {}", p.pid), p.cwd.as_deref()))
+        .map(|p| {
+            target_in(
+                &p.settings,
+                format!("server pid {}", p.pid),
+                p.cwd.as_deref(),
+            )
+        })
         .collect()
 }

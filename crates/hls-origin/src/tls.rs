@@ -29,7 +29,9 @@ pub enum TlsSetupError {
     Cert(PathBuf, String),
     #[error("--tls-cert {0}: no certificate in it; give a PEM file with the server certificate (then its chain)")]
     NoCert(PathBuf),
-    #[error("--tls-key {0}: {1}; give the PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate")]
+    #[error(
+        "--tls-key {0}: {1}; give the PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate"
+    )]
     Key(PathBuf, String),
     #[error("--tls-cert {0} and --tls-key {1} do not go together: {2}")]
     Mismatch(PathBuf, PathBuf, rustls::Error),
