@@ -448,12 +448,6 @@ impl Settings {
                 ));
             }
         }
-        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
-            return Err(
-                "--tls-cert and --tls-key go together: give both for HTTPS, or neither for HTTP"
-                    .into(),
-            );
-        }
         if self.segment_duration * self.fps < 1.0 {
             return Err("segment duration × fps must be at least one frame".into());
         }

@@ -91,7 +91,10 @@ fn main() {
         }
     };
     // So are the certificate and key: a bad one is one line, exit 2, before anything listens.
-    let tls = if cli.settings.tls_cert.is_empty() {
+    let tls = if cli.settings.tls_cert.is_empty() != cli.settings.tls_key.is_empty() {
+        eprintln!("hls-origin: --tls-cert and --tls-key go together: give both for HTTPS, or neither for HTTP");
+        std::process::exit(2);
+    } else if cli.settings.tls_cert.is_empty() {
         None
     } else {
         match tls::acceptor(
