@@ -225,8 +225,19 @@ fn the_origin_serves_https_and_its_healthcheck_follows() {
     assert!(over_tls == over_http.body, "segment {seg} differs over TLS");
 
     // Plain HTTP on the TLS port gets no HTTP answer; the origin counts a failed handshake.
-    let r = try_get(port, "/health");
-    assert!(r.map(|r| r.status != 200).unwrap_or(true));
+    {
+        use std::io::{Read, Write};
+        let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        sock.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = sock.read_to_end(&mut answer);
+        assert!(
+            !answer.starts_with(b"HTTP/"),
+            "plain HTTP got an HTTP answer"
+        );
+    }
     let (_, metrics) = curl(&ca, &https("/metrics"));
     let metrics = String::from_utf8(metrics).unwrap();
     let failed = metrics
