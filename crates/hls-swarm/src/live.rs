@@ -356,13 +356,21 @@ impl LiveSummary {
     /// The terminal lines of these figures (each starts with two spaces, ends with \n).
     pub fn render(&self) -> String {
         const NM: &str = "not measurable";
+        // Milliseconds below a second, seconds above.
+        let t = |ms: f64| {
+            if ms < 1000.0 {
+                format!("{ms:.1} ms")
+            } else {
+                format!("{:.2} s", ms / 1e3)
+            }
+        };
         let secs = |p: &Percentiles| {
             format!(
-                "p50 {:.2} s, p90 {:.2} s, p99 {:.2} s, max {:.2} s",
-                p.p50 / 1e3,
-                p.p90 / 1e3,
-                p.p99 / 1e3,
-                p.max / 1e3
+                "p50 {}, p90 {}, p99 {}, max {}",
+                t(p.p50),
+                t(p.p90),
+                t(p.p99),
+                t(p.max)
             )
         };
         let mut o = String::new();
