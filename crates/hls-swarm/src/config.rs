@@ -112,6 +112,13 @@ pub struct Settings {
     /// Also write the final summary as JSON to this file.
     #[arg(long, env = "SUMMARY_JSON", value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
+    /// Also write a self-contained HTML report to this file at the end: settings, verdict and
+    /// charts of the run over time (no network needed to open it).
+    #[arg(long = "report", env = "REPORT_HTML", value_name = "FILE.html")]
+    pub report_html: Option<PathBuf>,
+    /// Also write the run's time series (one point per second) as JSON to this file.
+    #[arg(long, env = "SERIES_JSON", value_name = "FILE")]
+    pub series_json: Option<PathBuf>,
     /// Print the resolved settings as JSON (value and source of each) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -314,6 +321,18 @@ pub fn resolved_json(s: &Settings, m: &ArgMatches) -> Value {
         "summary_json",
         Some("SUMMARY_JSON"),
         json!(s.summary_json.as_ref().map(|p| p.display().to_string())),
+    );
+    put(
+        "report",
+        "report_html",
+        Some("REPORT_HTML"),
+        json!(s.report_html.as_ref().map(|p| p.display().to_string())),
+    );
+    put(
+        "series_json",
+        "series_json",
+        Some("SERIES_JSON"),
+        json!(s.series_json.as_ref().map(|p| p.display().to_string())),
     );
     let mut url = Map::new();
     url.insert("value".into(), json!(s.url()));

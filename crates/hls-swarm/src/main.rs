@@ -7,7 +7,7 @@
 //! passes `--max-latency`).
 
 use hls_swarm::config::{self, Cmd, LogLevel};
-use hls_swarm::{healthcheck, http, run};
+use hls_swarm::{healthcheck, http, outputs, run};
 
 fn main() {
     std::process::exit(real_main());
@@ -40,6 +40,10 @@ fn real_main() -> i32 {
             return 2;
         }
     };
+    if let Err(msg) = outputs::check_paths(&s) {
+        eprintln!("hls-swarm: {msg}");
+        return 2;
+    }
     init_logging(s.log_level);
     raise_fd_limit(s.clients as u64);
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -50,7 +50,19 @@ pub const BUCKETS: [f64; 14] = [
 /// Fine log-scale histogram (about 2 % wide buckets from 10 µs) for percentiles.
 const FINE_BASE: f64 = 1.02;
 const FINE_MIN_US: f64 = 10.0;
-const FINE_N: usize = 800;
+/// Buckets of the fine histogram (also those of the per-second histograms in `series`).
+pub const FINE_N: usize = 800;
+
+/// Fine histogram bucket of a duration.
+pub fn fine_index(d: Duration) -> usize {
+    let us = (d.as_secs_f64() * 1e6).max(FINE_MIN_US);
+    (((us / FINE_MIN_US).ln() / FINE_BASE.ln()) as usize).min(FINE_N - 1)
+}
+
+/// The duration a fine histogram bucket stands for (its geometric middle), in seconds.
+pub fn fine_value(i: usize) -> f64 {
+    FINE_MIN_US * FINE_BASE.powi(i as i32) * FINE_BASE.sqrt() / 1e6
+}
 
 pub struct Metrics {
     pub target_viewers: u64,
@@ -73,6 +85,8 @@ pub struct Metrics {
     lat_sum_us: AtomicU64,
     /// What viewers feel: latency behind live, start-up, staleness, TLS (src/live.rs).
     pub live: crate::live::Live,
+    /// Per-variant counters for the time series (fed by the viewers, read each second).
+    pub per_variant: crate::series::VariantTable,
 }
 
 impl Metrics {
@@ -95,6 +109,7 @@ impl Metrics {
             lat_count: AtomicU64::new(0),
             lat_sum_us: AtomicU64::new(0),
             live: Default::default(),
+            per_variant: Default::default(),
         }
     }
 
@@ -145,11 +160,14 @@ impl Metrics {
                 break;
             }
         }
-        let us = (s * 1e6).max(FINE_MIN_US);
-        let idx = ((us / FINE_MIN_US).ln() / FINE_BASE.ln()) as usize;
-        self.fine[idx.min(FINE_N - 1)].fetch_add(1, Relaxed);
+        self.fine[fine_index(d)].fetch_add(1, Relaxed);
         self.lat_count.fetch_add(1, Relaxed);
         self.lat_sum_us.fetch_add((s * 1e6) as u64, Relaxed);
+    }
+
+    /// Segment downloads per fine histogram bucket so far (the time series diffs these).
+    pub fn fine_counts(&self) -> Vec<u64> {
+        self.fine.iter().map(|a| a.load(Relaxed)).collect()
     }
 
     pub fn total_requests(&self) -> u64 {
@@ -179,9 +197,7 @@ impl Metrics {
         for (i, c) in self.fine.iter().enumerate() {
             seen += c.load(Relaxed);
             if seen >= rank {
-                // Geometric middle of the bucket.
-                let lo = FINE_MIN_US * FINE_BASE.powi(i as i32);
-                return Some(lo * FINE_BASE.sqrt() / 1e6);
+                return Some(fine_value(i));
             }
         }
         None

@@ -13,6 +13,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 use crate::config::Settings;
 use crate::http::{Connector, Timeouts, Url};
 use crate::metrics::{self, Metrics, ERROR_KINDS, KINDS};
+use crate::series;
 use crate::viewer::{self, Rng, Shared};
 
 /// The final figures of a run (also the `--summary-json` document).
@@ -113,6 +114,17 @@ pub async fn run(s: Settings, url: Url) -> anyhow::Result<i32> {
     );
 
     let start = Instant::now();
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    // Latency behind live is not measured yet: its slot in the series stays null.
+    let sampler = series::Sampler::start(
+        metrics.clone(),
+        start,
+        started_unix_ms,
+        vec![series::Extra::live_latency(None)],
+    );
     let handles: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>> = Arc::default();
     let ramp = {
         let handles = handles.clone();
@@ -161,6 +173,7 @@ pub async fn run(s: Settings, url: Url) -> anyhow::Result<i32> {
     };
     let elapsed = start.elapsed();
     let active_at_end = metrics.active.load(Relaxed);
+    let recorded = sampler.finish();
     ramp.abort();
     let hs: Vec<_> = std::mem::take(&mut *handles.lock().expect("handles"));
     for h in &hs {
@@ -187,6 +200,7 @@ pub async fn run(s: Settings, url: Url) -> anyhow::Result<i32> {
         std::fs::write(path, text)
             .map_err(|e| anyhow::anyhow!("cannot write summary JSON {}: {e}", path.display()))?;
     }
+    crate::outputs::write(&s, &summary, recorded)?;
     Ok(if summary.passed { 0 } else { 1 })
 }
 

@@ -99,6 +99,8 @@ struct State {
     started: Instant,
     /// Whether the first segment arrived (the time to first segment is recorded once).
     first_segment_done: bool,
+    /// The variant this session watches, for the time series (None between sessions).
+    watching: Option<crate::series::Watching>,
 }
 
 pub async fn run(id: u64, shared: Arc<Shared>) {
@@ -112,6 +114,7 @@ pub async fn run(id: u64, shared: Arc<Shared>) {
         healthy: false,
         started: Instant::now(),
         first_segment_done: false,
+        watching: None,
     };
     let mut backoff = BACKOFF_START;
     loop {
@@ -127,6 +130,9 @@ pub async fn run(id: u64, shared: Arc<Shared>) {
                     Failure::Parse(k, e) => (*k, e.clone()),
                 };
                 tracing::debug!(viewer = id, ?kind, "playlist failed: {msg}");
+                if let Some(w) = state.watching.take() {
+                    w.error();
+                }
             }
         }
         client.close();
@@ -216,7 +222,10 @@ async fn session(
     let (first, answered) = fetch_playlist(client, m, &shared.url, Kind::Master, &mut buf).await?;
     let master_base = answered.unwrap_or_else(|| shared.url.clone());
     let (media_url, mut media, bandwidth) = match first {
-        Playlist::Media(media) => (shared.url.clone(), Some(media), None),
+        Playlist::Media(media) => {
+            state.watching = Some(m.per_variant.watch(&shared.url.to_string()));
+            (shared.url.clone(), Some(media), None)
+        }
         Playlist::Master(variants) => {
             let v = choose(&variants, shared.variant, id, rng);
             let url = master_base
@@ -224,6 +233,7 @@ async fn session(
                 .map_err(|e| Failure::Parse(Kind::Master, e))?;
             tracing::debug!(viewer = id, variant = %url, "variant chosen");
             m.variant_chosen(&url.to_string());
+            state.watching = Some(m.per_variant.watch(&url.to_string()));
             (url, None, Some(v.bandwidth).filter(|b| *b > 0))
         }
     };
@@ -349,6 +359,10 @@ async fn fetch_new_segments(
                             .record((done - state.started).as_secs_f64());
                     }
                     let dur = seg.play_time();
+                    if let Some(w) = &state.watching {
+                        let stalled = matches!(state.buffered_until, Some(b) if done > b);
+                        w.segment_done(bytes, done - started, stalled);
+                    }
                     state.buffered_until = Some(match state.buffered_until {
                         Some(b) if done > b => {
                             m.stalls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -361,6 +375,9 @@ async fn fetch_new_segments(
                 }
                 Err(e) => {
                     m.http_error(Kind::Segment, &e);
+                    if let Some(w) = &state.watching {
+                        w.error();
+                    }
                     tracing::debug!(segment = %url, "segment failed: {e}");
                     if attempt >= shared.segment_retries {
                         m.segments_skipped

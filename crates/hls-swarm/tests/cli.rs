@@ -183,6 +183,22 @@ fn matrix() -> Vec<Row> {
             ("/tmp/flag.json", json!("/tmp/flag.json")),
         ),
         (
+            "report",
+            "--report",
+            "REPORT_HTML",
+            Value::Null,
+            ("/tmp/env.html", json!("/tmp/env.html")),
+            ("/tmp/flag.html", json!("/tmp/flag.html")),
+        ),
+        (
+            "series_json",
+            "--series-json",
+            "SERIES_JSON",
+            Value::Null,
+            ("/tmp/env-series.json", json!("/tmp/env-series.json")),
+            ("/tmp/flag-series.json", json!("/tmp/flag-series.json")),
+        ),
+        (
             "url",
             "--url",
             "STREAM_URL",

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// Environment variables the swarm reads; removed from every child so the test environment
 /// cannot leak in.
-pub const SWARM_ENV: [&str; 21] = [
+pub const SWARM_ENV: [&str; 23] = [
     "STREAM_URL",
     "CLIENTS",
     "RAMP_RATE",
@@ -35,6 +35,8 @@ pub const SWARM_ENV: [&str; 21] = [
     "CA_FILE",
     "INSECURE",
     "FOLLOW_REDIRECTS",
+    "REPORT_HTML",
+    "SERIES_JSON",
 ];
 
 pub fn swarm_bin() -> PathBuf {

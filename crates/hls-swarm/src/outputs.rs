@@ -1,0 +1,122 @@
+//! The run's files beside the summary: `--series-json` (the time series) and `--report`
+//! (its HTML page). Their paths are checked before the run and written whole at its end.
+
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::run::Summary;
+use crate::series::{self, Series};
+
+/// `--report` and `--series-json` must name files (not directories) in existing directories: say so
+/// before the run rather than after it.
+pub fn check_paths(s: &Settings) -> Result<(), String> {
+    let outputs = [
+        ("--report", s.report_html.as_deref()),
+        ("--series-json", s.series_json.as_deref()),
+    ];
+    for (flag, path) in outputs {
+        let Some(path) = path else { continue };
+        if path.is_dir() {
+            return Err(format!(
+                "{flag} {}: is a directory; give a file name (for example {}/report.html)",
+                path.display(),
+                path.display()
+            ));
+        }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(format!(
+                "{flag} {}: directory {} does not exist; create it or choose another file",
+                path.display(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The settings and verdict the report and the series document carry.
+pub fn run_info(s: &Settings, summary: &Summary) -> series::RunInfo {
+    let mut settings = std::collections::BTreeMap::new();
+    let secs = |d: Duration| format!("{} s", d.as_secs_f64());
+    settings.insert("variant".to_string(), s.variant.as_str().to_string());
+    settings.insert("timeout".to_string(), secs(s.timeout));
+    settings.insert("connect_timeout".to_string(), secs(s.connect_timeout));
+    settings.insert("first_byte_timeout".to_string(), secs(s.first_byte_timeout));
+    settings.insert("min_rate".to_string(), format!("{} bytes/s", s.min_rate));
+    settings.insert("reconnect".to_string(), s.reconnect.to_string());
+    settings.insert(
+        "reconnect_delay_max".to_string(),
+        secs(s.reconnect_delay_max),
+    );
+    settings.insert("segment_retries".to_string(), s.segment_retries.to_string());
+    settings.insert(
+        "duration".to_string(),
+        if s.duration.is_zero() {
+            "until stopped".to_string()
+        } else {
+            secs(s.duration)
+        },
+    );
+    series::RunInfo {
+        url: summary.url.clone(),
+        clients: s.clients as u64,
+        ramp_rate: s.ramp_rate,
+        ramp_jitter_s: s.ramp_jitter.as_secs_f64(),
+        duration_s: summary.duration_s,
+        stopped_by: summary.stopped_by.to_string(),
+        max_error_rate: summary.max_error_rate,
+        error_rate: summary.error_rate,
+        requests: summary.requests.total,
+        errors: summary.errors.total,
+        passed: summary.passed,
+        settings,
+    }
+}
+
+/// Write `--series-json` and `--report` (each whole or not at all) and say so on stderr.
+pub fn write(s: &Settings, summary: &Summary, recorded: Series) -> anyhow::Result<()> {
+    if s.series_json.is_none() && s.report_html.is_none() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let doc = series::SeriesDoc {
+        format: series::FORMAT.to_string(),
+        run: run_info(s, summary),
+        series: recorded,
+    };
+    if let Some(path) = &s.series_json {
+        let text = serde_json::to_string(&doc)? + "\n";
+        write_whole(path, text.as_bytes())
+            .map_err(|e| anyhow::anyhow!("cannot write series JSON {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &s.report_html {
+        let html = crate::report_html::render(&crate::report_html::ReportInput::single(doc));
+        write_whole(path, html.as_bytes())
+            .map_err(|e| anyhow::anyhow!("cannot write report {}: {e}", path.display()))?;
+        // The time covers the series JSON too: all the run's end spends on them.
+        eprintln!(
+            "hls-swarm: report written to {} ({} bytes in {} ms)",
+            path.display(),
+            html.len(),
+            started.elapsed().as_millis()
+        );
+    }
+    Ok(())
+}
+
+/// Write through a temporary file beside `path` and rename it, so a failed write leaves
+/// nothing half-written.
+fn write_whole(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.partial", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    let res = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
