@@ -11,6 +11,6 @@ pub mod metrics;
 pub mod outputs;
 pub mod report_html;
 pub mod run;
-pub mod tls;
 pub mod series;
+pub mod tls;
 pub mod viewer;
