@@ -376,12 +376,20 @@ impl Client {
     /// and `take_redirect` tells how many and where to.
     pub async fn get(&mut self, url: &Url, mut sink: Sink<'_>) -> Result<u64, HttpError> {
         self.redirected = None;
+        if !self.connector.follow_redirects {
+            return self.get_once(url, &mut sink).await;
+        }
+        // Boxed: the redirect loop's state stays out of viewers that do not follow.
+        Box::pin(self.get_following(url, sink)).await
+    }
+
+    async fn get_following(&mut self, url: &Url, mut sink: Sink<'_>) -> Result<u64, HttpError> {
         let mut hops = 0u32;
         let mut current: Option<Url> = None;
         loop {
             let target = current.as_ref().unwrap_or(url);
             match self.get_once(target, &mut sink).await {
-                Err(HttpError::Redirect { location, .. }) if self.connector.follow_redirects => {
+                Err(HttpError::Redirect { location, .. }) => {
                     let next = target
                         .join(&location)
                         .map_err(|_| HttpError::Protocol("bad Location header"))?;
@@ -440,7 +448,10 @@ impl Client {
                 detail: "not a valid DNS name or IP address".into(),
             }
         })?;
-        let tls_stream = tokio::time::timeout_at(deadline, tls.connect(name, stream))
+        // Boxed: the handshake state (a whole rustls connection) would otherwise be part of
+        // every viewer's future, plain ones included.
+        let handshake = Box::pin(tls.connect(name, stream));
+        let tls_stream = tokio::time::timeout_at(deadline, handshake)
             .await
             .map_err(|_| late())?
             .map_err(|e| HttpError::Tls {
@@ -457,7 +468,9 @@ impl Client {
         loop {
             if !reused {
                 self.conn = None;
-                let conn = self.connect(url, &origin).await?;
+                // Boxed: connecting is rare (keep-alive), and its state (address lookup, TCP,
+                // TLS handshake) need not sit in every viewer's future between connects.
+                let conn = Box::pin(self.connect(url, &origin)).await?;
                 self.conn = Some((origin.clone(), conn));
             }
             match self.exchange(url, sink).await {

@@ -220,7 +220,6 @@ async fn session(
     let mut buf = Vec::new();
     let mut load_started = Instant::now();
     let (first, answered) = fetch_playlist(client, m, &shared.url, Kind::Master, &mut buf).await?;
-    let master_base = answered.unwrap_or_else(|| shared.url.clone());
     let (media_url, mut media, bandwidth) = match first {
         Playlist::Media(media) => {
             state.watching = Some(m.per_variant.watch(&shared.url.to_string()));
@@ -228,7 +227,9 @@ async fn session(
         }
         Playlist::Master(variants) => {
             let v = choose(&variants, shared.variant, id, rng);
-            let url = master_base
+            let url = answered
+                .as_ref()
+                .unwrap_or(&shared.url)
                 .join(&v.uri)
                 .map_err(|e| Failure::Parse(Kind::Master, e))?;
             tracing::debug!(viewer = id, variant = %url, "variant chosen");
@@ -237,12 +238,9 @@ async fn session(
             (url, None, Some(v.bandwidth).filter(|b| *b > 0))
         }
     };
-    // Segment URIs are relative to the URL that answered the playlist (after redirects).
-    let mut base_url = if media.is_some() {
-        master_base.clone()
-    } else {
-        media_url.clone()
-    };
+    // Segment URIs are relative to the URL that answered the playlist: another one than
+    // `media_url` only after a redirect.
+    let mut redirected_to = if media.is_some() { answered } else { None };
     let mut last_seen: Option<(u64, usize)> = None;
     let mut last_change = Instant::now();
     loop {
@@ -252,7 +250,7 @@ async fn session(
                 load_started = Instant::now();
                 let (pl, answered) =
                     fetch_playlist(client, m, &media_url, Kind::Playlist, &mut buf).await?;
-                base_url = answered.unwrap_or_else(|| media_url.clone());
+                redirected_to = answered;
                 match pl {
                     Playlist::Media(p) => p,
                     Playlist::Master(_) => {
@@ -279,7 +277,8 @@ async fn session(
         m.live
             .stale
             .record((now - last_change).as_secs_f64() / media_pl.target_duration.max(0.001));
-        fetch_new_segments(shared, client, state, &base_url, &media_pl, bandwidth).await;
+        let base_url = redirected_to.as_ref().unwrap_or(&media_url);
+        fetch_new_segments(shared, client, state, base_url, &media_pl, bandwidth).await;
         if media_pl.endlist && state.next_msn > media_pl.last_msn() {
             return Ok(End::EndList);
         }
