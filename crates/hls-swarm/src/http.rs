@@ -343,13 +343,15 @@ pub struct Client {
     conn: Option<(String, Conn)>,
     head: Vec<u8>,
     timeouts: Timeouts,
-    connector: Connector,
-    /// Redirects followed by the last `get` and where they led (None: not redirected).
-    redirected: Option<(u32, Url)>,
+    /// Shared by every viewer (one pointer per client).
+    connector: std::sync::Arc<Connector>,
+    /// Redirects followed by the last `get` and where they led (None: not redirected; boxed
+    /// so a client that is never redirected carries one pointer).
+    redirected: Option<Box<(u32, Url)>>,
 }
 
 impl Client {
-    pub fn new(timeouts: Timeouts, connector: Connector) -> Client {
+    pub fn new(timeouts: Timeouts, connector: std::sync::Arc<Connector>) -> Client {
         Client {
             conn: None,
             head: Vec::new(),
@@ -361,7 +363,7 @@ impl Client {
 
     /// Redirects the last `get` followed and the URL that answered (None: no redirect).
     pub fn take_redirect(&mut self) -> Option<(u32, Url)> {
-        self.redirected.take()
+        self.redirected.take().map(|b| *b)
     }
 
     /// Drop the connection (the next request opens a new one).
@@ -400,7 +402,7 @@ impl Client {
                     if let Sink::Collect(v, _) = &mut sink {
                         v.clear();
                     }
-                    self.redirected = Some((hops, next.clone()));
+                    self.redirected = Some(Box::new((hops, next.clone())));
                     current = Some(next);
                 }
                 r => return r,

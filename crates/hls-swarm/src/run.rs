@@ -103,7 +103,7 @@ pub async fn run(s: Settings, url: Url) -> anyhow::Result<i32> {
         reconnect_delay_max: s.reconnect_delay_max,
         segment_retries: s.segment_retries,
         metrics: metrics.clone(),
-        connector,
+        connector: Arc::new(connector),
     });
     tracing::info!(
         url = %url,

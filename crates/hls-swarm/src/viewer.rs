@@ -47,7 +47,7 @@ pub struct Shared {
     pub segment_retries: u32,
     pub metrics: Arc<Metrics>,
     /// TLS and redirect policy, shared by every viewer's client.
-    pub connector: Connector,
+    pub connector: Arc<Connector>,
 }
 
 /// A small fast PRNG (SplitMix64) so viewers do not need a crate or a lock for jitter.
@@ -95,10 +95,9 @@ struct State {
     buffered_until: Option<Instant>,
     /// Whether the session got a playlist (resets the backoff).
     healthy: bool,
-    /// When this viewer started (for the time to first segment).
-    started: Instant,
-    /// Whether the first segment arrived (the time to first segment is recorded once).
-    first_segment_done: bool,
+    /// When this viewer started, until its first segment arrived (the time to first segment
+    /// is recorded once).
+    first_segment_pending: Option<Instant>,
     /// The variant this session watches, for the time series (None between sessions).
     watching: Option<crate::series::Watching>,
 }
@@ -112,8 +111,7 @@ pub async fn run(id: u64, shared: Arc<Shared>) {
         next_msn: None,
         buffered_until: None,
         healthy: false,
-        started: Instant::now(),
-        first_segment_done: false,
+        first_segment_pending: Some(Instant::now()),
         watching: None,
     };
     let mut backoff = BACKOFF_START;
@@ -240,7 +238,11 @@ async fn session(
     };
     // Segment URIs are relative to the URL that answered the playlist: another one than
     // `media_url` only after a redirect.
-    let mut redirected_to = if media.is_some() { answered } else { None };
+    let mut redirected_to = if media.is_some() {
+        answered.map(Box::new)
+    } else {
+        None
+    };
     let mut last_seen: Option<(u64, usize)> = None;
     let mut last_change = Instant::now();
     loop {
@@ -250,7 +252,7 @@ async fn session(
                 load_started = Instant::now();
                 let (pl, answered) =
                     fetch_playlist(client, m, &media_url, Kind::Playlist, &mut buf).await?;
-                redirected_to = answered;
+                redirected_to = answered.map(Box::new);
                 match pl {
                     Playlist::Media(p) => p,
                     Playlist::Master(_) => {
@@ -277,7 +279,7 @@ async fn session(
         m.live
             .stale
             .record((now - last_change).as_secs_f64() / media_pl.target_duration.max(0.001));
-        let base_url = redirected_to.as_ref().unwrap_or(&media_url);
+        let base_url = redirected_to.as_deref().unwrap_or(&media_url);
         fetch_new_segments(shared, client, state, base_url, &media_pl, bandwidth).await;
         if media_pl.endlist && state.next_msn > media_pl.last_msn() {
             return Ok(End::EndList);
@@ -351,11 +353,8 @@ async fn fetch_new_segments(
                     let done = Instant::now();
                     m.segment_latency(done - started);
                     m.segment_done(seg, bytes, done - started, bandwidth);
-                    if !state.first_segment_done {
-                        state.first_segment_done = true;
-                        m.live
-                            .first_segment
-                            .record((done - state.started).as_secs_f64());
+                    if let Some(started) = state.first_segment_pending.take() {
+                        m.live.first_segment.record((done - started).as_secs_f64());
                     }
                     let dur = seg.play_time();
                     if let Some(w) = &state.watching {
