@@ -122,6 +122,17 @@ fn origin_exit(args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
+/// The value of one sample line of a /metrics page.
+fn metrics_value(page: &[u8], series: &str) -> Option<u64> {
+    String::from_utf8_lossy(page).lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 #[test]
 #[ignore = "full: needs openssl and curl"]
 fn the_origin_serves_https_and_its_healthcheck_follows() {
@@ -176,6 +187,7 @@ fn the_origin_serves_https_and_its_healthcheck_follows() {
         .args(["--port", &port.to_string(), "--log-level", "info"])
         // Relative paths: the healthcheck resolves them in the server's working directory.
         .args(["--tls-cert", "server.pem", "--tls-key", "server.key"])
+        .args(["--header-timeout", "1"])
         .args(settings)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -238,13 +250,38 @@ fn the_origin_serves_https_and_its_healthcheck_follows() {
             "plain HTTP got an HTTP answer"
         );
     }
+    // A peer that connects and never starts the handshake is closed by --header-timeout.
+    {
+        use std::io::Read;
+        let mut silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        silent
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let t = Instant::now();
+        let mut b = [0u8; 64];
+        let n = silent.read(&mut b).unwrap_or(0);
+        assert_eq!(n, 0, "the server sent something to a silent peer");
+        assert!(
+            t.elapsed() < Duration::from_secs(9),
+            "not closed by --header-timeout"
+        );
+    }
     let (_, metrics) = curl(&ca, &https("/metrics"));
-    let metrics = String::from_utf8(metrics).unwrap();
-    let failed = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("hls_origin_tls_handshake_errors_total "))
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    assert!(failed.is_some_and(|n| n >= 1), "{metrics}");
+    assert!(
+        metrics_value(
+            &metrics,
+            "hls_origin_connections_closed_total{reason=\"header_timeout\"}"
+        )
+        .is_some_and(|n| n >= 1),
+        "{}",
+        String::from_utf8_lossy(&metrics)
+    );
+    let failed = metrics_value(&metrics, "hls_origin_tls_handshake_errors_total");
+    assert!(
+        failed.is_some_and(|n| n >= 1),
+        "{}",
+        String::from_utf8_lossy(&metrics)
+    );
 
     // The healthcheck finds the TLS server (its sibling, on the reserved port) and speaks TLS.
     drop(plain);
