@@ -52,6 +52,9 @@ pub enum Command {
     Inspect(crate::inspect::InspectArgs),
     /// Build and run: load and run a container, boot the ISO, or run origin + swarm.
     Up(crate::up::UpArgs),
+    /// Write the files that run origin and swarm as replicated services on Docker Swarm or
+    /// Kubernetes (plus a Prometheus config), generated from the profiles.
+    Deploy(crate::deploy::DeployArgs),
     /// Print a shell completion script (profile names included).
     Completions {
         #[arg(value_enum)]
@@ -118,6 +121,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sbom(a) => crate::sbom_cmd::run(&ctx, a),
         Command::Inspect(a) => crate::inspect::run(&ctx, a),
         Command::Up(a) => crate::up::run(&ctx, a),
+        Command::Deploy(a) => crate::deploy::run(&ctx, a),
         Command::Completions { shell } => completions(&ctx, shell),
     }
 }

@@ -7,6 +7,7 @@ pub mod check;
 pub mod cli;
 pub mod closure;
 pub mod container;
+pub mod deploy;
 pub mod elf;
 pub mod error;
 pub mod inspect;

@@ -5,7 +5,11 @@
 //! - `iso`: boot the origin ISO in QEMU with the profile's ports forwarded (foreground);
 //! - `run`: build origin and swarm images, start the origin on a private docker network,
 //!   wait for healthy, run the swarm against it for `--duration`, print the swarm's
-//!   summary, and remove every container, network and temp file it made — also on Ctrl-C.
+//!   summary, and remove every container, network and temp file it made — also on Ctrl-C;
+//!   with `--engine swarm --replicas N`, the same as a Docker Swarm stack (the files of
+//!   `imgbuild deploy swarm`, src/deploy/): origin and N swarm replicas, the verdict from
+//!   `hls-swarm report`, the stack removed afterwards; a node not in a swarm becomes a
+//!   one-node swarm only with `--init-swarm`, and leaves it again at the end.
 //!
 //! Words may come in any order (`up run`, `up swarm stress run`, `up default iso`): each is
 //! a kind, an action or a profile name. With no words, on a terminal a menu asks; not on a
@@ -45,6 +49,26 @@ pub struct UpArgs {
     /// For `iso`: boot with UEFI firmware (OVMF) instead of BIOS.
     #[arg(long)]
     pub uefi: bool,
+    /// For `run`: where origin and swarm run: plain docker containers, or a Docker Swarm
+    /// stack (origin and `--replicas` swarm replicas, one merged verdict).
+    #[arg(long, value_enum, default_value = "docker")]
+    pub engine: Engine,
+    /// For `run --engine swarm`: swarm replicas, each with the swarm profile's viewers.
+    #[arg(long, value_name = "N", default_value = "1")]
+    pub replicas: u32,
+    /// For `run --engine swarm`: make this node a one-node swarm when it is in none (it leaves
+    /// the swarm again afterwards).
+    #[arg(long)]
+    pub init_swarm: bool,
+}
+
+/// Where `up … run` runs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// Containers on a private docker network.
+    Docker,
+    /// A Docker Swarm stack (`docker stack deploy`).
+    Swarm,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,6 +223,10 @@ fn require_qemu() -> Result<()> {
 struct Cleanup {
     containers: Vec<String>,
     networks: Vec<String>,
+    /// Docker Swarm stacks, removed before the containers.
+    stacks: Vec<String>,
+    /// Leave the swarm at the end (`up` made this node a one-node swarm).
+    leave_swarm: bool,
     dir: Option<PathBuf>,
 }
 
@@ -209,6 +237,8 @@ impl Cleanup {
         Ok(Cleanup {
             containers: vec![],
             networks: vec![],
+            stacks: vec![],
+            leave_swarm: false,
             dir: Some(dir),
         })
     }
@@ -221,6 +251,39 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         for c in self.containers.drain(..).rev() {
             let _ = exec_output(Command::new("docker").args(["rm", "-f", &c]));
+        }
+        for st in self.stacks.drain(..) {
+            let _ = exec_output(Command::new("docker").args(["stack", "rm", &st]));
+            // The stack's task containers and network go asynchronously; wait for them, then
+            // remove any task container still there.
+            let net = format!("{st}_{}", crate::deploy::swarm::NETWORK);
+            let label = format!("label=com.docker.stack.namespace={st}");
+            let empty = |args: &[&str]| {
+                Command::new("docker")
+                    .args(args)
+                    .output()
+                    .map_or(true, |o| o.stdout.iter().all(u8::is_ascii_whitespace))
+            };
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(60) {
+                if empty(&["network", "ls", "-q", "--filter", &format!("name={net}")])
+                    && empty(&["ps", "-aq", "--filter", &label])
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            if let Ok(o) = Command::new("docker")
+                .args(["ps", "-aq", "--filter", &label])
+                .output()
+            {
+                for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("docker").args(["rm", "-f", id]).output();
+                }
+            }
+        }
+        if self.leave_swarm {
+            let _ = exec_output(Command::new("docker").args(["swarm", "leave", "--force"]));
         }
         for n in self.networks.drain(..) {
             let _ = exec_output(Command::new("docker").args(["network", "rm", &n]));
@@ -334,7 +397,20 @@ pub fn run(ctx: &Ctx, a: UpArgs) -> Result<()> {
                     a.duration
                 ))
             })?;
-            up_run(ctx, &origin, &swarm, secs)
+            match a.engine {
+                Engine::Docker if a.replicas != 1 => Err(BadInput(format!(
+                    "up: --replicas {} needs --engine swarm (plain docker runs one swarm container)",
+                    a.replicas
+                ))
+                .into()),
+                Engine::Docker => up_run(ctx, &origin, &swarm, secs),
+                Engine::Swarm if a.replicas == 0 => {
+                    Err(BadInput("up: --replicas must be at least 1".into()).into())
+                }
+                Engine::Swarm => {
+                    up_run_swarm(ctx, &origin, &swarm, secs, a.replicas, a.init_swarm)
+                }
+            }
         }
     }
 }
@@ -541,6 +617,121 @@ fn up_run(ctx: &Ctx, origin: &Profile, swarm: &Profile, secs: u64) -> Result<()>
             Ok(())
         }
         Some(s) => bail!("the swarm reported failure ({s}); its summary is above"),
+    }
+}
+
+/// This node's swarm state (`inactive`, `active`, …) and whether it is a manager.
+fn swarm_state() -> Result<(String, bool)> {
+    let o = Command::new("docker")
+        .args([
+            "info",
+            "--format",
+            "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+        ])
+        .output()
+        .context("running docker info")?;
+    let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let (state, manager) = s.split_once(' ').unwrap_or((&s, "false"));
+    Ok((state.to_string(), manager == "true"))
+}
+
+/// `run --engine swarm`: the origin and `replicas` swarm replicas as a Docker Swarm stack made
+/// from `imgbuild deploy swarm`'s files; the verdict from `hls-swarm report` run on the
+/// stack's network; the stack (and a swarm made here) removed afterwards, also on Ctrl-C.
+fn up_run_swarm(
+    ctx: &Ctx,
+    origin: &Profile,
+    swarm: &Profile,
+    secs: u64,
+    replicas: u32,
+    init_swarm: bool,
+) -> Result<()> {
+    require_docker()?;
+    let (state, manager) = swarm_state()?;
+    let mut cleanup = Cleanup::new()?;
+    match state.as_str() {
+        "active" if manager => {}
+        "active" => bail!(
+            "this Docker node is a swarm worker: run `imgbuild up … --engine swarm` on a manager node"
+        ),
+        "inactive" if init_swarm => {
+            exec(Command::new("docker").args(["swarm", "init", "--advertise-addr", "127.0.0.1"]))?;
+            cleanup.leave_swarm = true;
+        }
+        "inactive" => {
+            return Err(BadInput(
+                "up: this Docker node is not in a swarm; add --init-swarm to make it a one-node swarm for this run (it leaves it again afterwards), or run docker swarm init yourself".into(),
+            )
+            .into())
+        }
+        other => bail!("this Docker node's swarm state is {other:?}; expected active or inactive"),
+    }
+    build_and_load(ctx, origin, cleanup.dir())?;
+    build_and_load(ctx, swarm, cleanup.dir())?;
+    // The same files `imgbuild deploy swarm` writes.
+    let args = crate::deploy::DeployArgs {
+        engine: crate::deploy::Engine::Swarm,
+        profiles: vec![origin.id(), swarm.id()],
+        replicas,
+        viewers_per_replica: None,
+        ramp_rate: None,
+        origin_replicas: 1,
+        duration: format!("{secs}s"),
+        // Each replica waits 20 s after its start: time for the origin to pass its first
+        // healthcheck (10 s interval), before which Docker Swarm's DNS does not list it.
+        start_at: Some("+20".into()),
+        registry: None,
+        output: None,
+        force: false,
+    };
+    let plan = crate::deploy::Plan::new(ctx, &args)?;
+    let files = crate::deploy::render(&plan);
+    crate::deploy::write_files(&cleanup.dir().join("deploy"), &files, false)?;
+    let stack = format!("imgbuild-up-{}", std::process::id());
+    cleanup.stacks.push(stack.clone());
+    exec(
+        Command::new("docker")
+            .args(["stack", "deploy", "--resolve-image", "never", "-c"])
+            .arg(cleanup.dir().join("deploy/stack.yaml"))
+            .arg(&stack),
+    )?;
+    if interrupted() {
+        bail!("interrupted; removed the stack");
+    }
+    let report = format!("{stack}-report");
+    cleanup.containers.push(report.clone());
+    let mut cmd = Command::new("docker");
+    cmd.args([
+        "run",
+        "--rm",
+        "--name",
+        &report,
+        "--network",
+        &format!("{stack}_{}", crate::deploy::swarm::NETWORK),
+        &plan.swarm_image(),
+        "report",
+        "--dns",
+        &format!("tasks.{}", crate::deploy::SWARM_SERVICE),
+        "--expect",
+        &replicas.to_string(),
+        "--wait",
+        &format!("{}s", secs + 120),
+    ]);
+    announce(&cmd);
+    let mut child = cmd.stdin(Stdio::null()).spawn().context("running docker")?;
+    let status = wait_child(&mut child)?;
+    drop(cleanup);
+    match status {
+        None => bail!("interrupted; removed the stack"),
+        Some(s) if s.success() => {
+            eprintln!(
+                "imgbuild up: {} x{replicas} against {} on Docker Swarm passed",
+                swarm.id(),
+                origin.id()
+            );
+            Ok(())
+        }
+        Some(s) => bail!("the swarm replicas reported failure ({s}); the merged summary is above"),
     }
 }
 

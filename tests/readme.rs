@@ -191,6 +191,11 @@ fn every_readme_command_runs() {
             .display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    let swarm_before = Command::new("docker")
+        .args(["info", "--format", "{{.Swarm.LocalNodeState}}"])
+        .output()
+        .map(|o| stdout(&o))
+        .unwrap_or_default();
     let blocks = sh_blocks();
     assert!(blocks.len() >= 6, "README has {} sh blocks", blocks.len());
     let mut failures = Vec::new();
@@ -229,12 +234,20 @@ fn every_readme_command_runs() {
         if !before.contains(&name) && (s.ends_with(".tar") || s.ends_with(".iso")) {
             let _ = std::fs::remove_file(e.path());
         }
-        if !before.contains(&name) && s.ends_with(".microvm") {
+        if !before.contains(&name) && (s.ends_with(".microvm") || s.starts_with("deploy-")) {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
     let _ = Command::new("docker")
         .args(["rm", "-f", "hls-origin", "imgbuild-up-origin-default"])
         .output();
+    // The "More load than one machine" block, when it failed half-way: its stack, and the
+    // one-node swarm it made (only when the node was not in a swarm before).
+    let _ = Command::new("docker").args(["stack", "rm", "hls"]).output();
+    if swarm_before.trim() == "inactive" {
+        let _ = Command::new("docker")
+            .args(["swarm", "leave", "--force"])
+            .output();
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

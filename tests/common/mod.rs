@@ -267,3 +267,35 @@ impl Drop for Console {
         );
     }
 }
+
+/// `docker stop NAME` with 30 s of grace, then asserts that the container ended by itself
+/// on the SIGTERM: its exit code is not 137, which is docker's SIGKILL once the grace runs
+/// out. Not timed: on a loaded machine `docker stop` alone can take seconds.
+#[allow(dead_code)] // not every test binary stops containers
+pub fn stop_and_assert_sigterm_ends(name: &str) {
+    let o = Command::new("docker")
+        .args(["stop", "-t", "30", name])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "docker stop {name}: {}", stderr(&o));
+    let o = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.State.ExitCode}}",
+            name,
+        ])
+        .output()
+        .unwrap();
+    let state = stdout(&o);
+    let logs = Command::new("docker")
+        .args(["logs", name])
+        .output()
+        .unwrap();
+    assert!(
+        state.trim().starts_with("false ") && state.trim() != "false 137",
+        "{name}: state after docker stop is {state:?} (137: killed, SIGTERM did not end it); logs:\n{}{}",
+        stdout(&logs),
+        stderr(&logs)
+    );
+}

@@ -37,6 +37,10 @@ pub enum Cmd {
         #[arg(long, default_value = "3", value_parser = parse_seconds)]
         timeout: Duration,
     },
+    /// Merge the `/summary` of every replica of a distributed swarm into one verdict: the
+    /// summary of a single run, one line per replica, exit 0 only when the merged error rate
+    /// is within the limit.
+    Report(crate::report::ReportArgs),
 }
 
 /// Every setting of a swarm run.
@@ -109,6 +113,16 @@ pub struct Settings {
     /// request) as players do; without it a redirect is a `redirect` error.
     #[arg(long, env = "FOLLOW_REDIRECTS", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub follow_redirects: bool,
+    /// After --duration ends: print the summary, then keep serving /metrics and /summary
+    /// until SIGINT/SIGTERM, and exit with the run's verdict (for replicas whose summary
+    /// `hls-swarm report` collects): true/false.
+    #[arg(long, env = "LINGER", default_value = "false", value_parser = parse_bool,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub linger: bool,
+    /// Start the ramp at this instant, so replicas ramp as one swarm: an RFC 3339 UTC time
+    /// (2026-12-02T07:00:00Z) or +SECONDS after start-up; empty = at once.
+    #[arg(long, env = "START_AT", value_name = "TIME|+SECONDS", value_parser = crate::schedule::parse_start_at)]
+    pub start_at: Option<crate::schedule::StartAt>,
     /// Also write the final summary as JSON to this file.
     #[arg(long, env = "SUMMARY_JSON", value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
@@ -333,6 +347,13 @@ pub fn resolved_json(s: &Settings, m: &ArgMatches) -> Value {
         "series_json",
         Some("SERIES_JSON"),
         json!(s.series_json.as_ref().map(|p| p.display().to_string())),
+    );
+    put("linger", "linger", Some("LINGER"), json!(s.linger));
+    put(
+        "start_at",
+        "start_at",
+        Some("START_AT"),
+        json!(s.start_at.map(|a| a.to_text())),
     );
     let mut url = Map::new();
     url.insert("value".into(), json!(s.url()));

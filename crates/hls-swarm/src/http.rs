@@ -348,6 +348,8 @@ pub struct Client {
     /// Redirects followed by the last `get` and where they led (None: not redirected; boxed
     /// so a client that is never redirected carries one pointer).
     redirected: Option<Box<(u32, Url)>>,
+    /// Which of a host name's addresses to try first (src/resolve.rs).
+    spread: u64,
 }
 
 impl Client {
@@ -358,12 +360,20 @@ impl Client {
             timeouts,
             connector,
             redirected: None,
+            spread: 0,
         }
     }
 
     /// Redirects the last `get` followed and the URL that answered (None: no redirect).
     pub fn take_redirect(&mut self) -> Option<(u32, Url)> {
         self.redirected.take().map(|b| *b)
+    }
+
+    /// Spread clients over every address of a host name: a client with key `k` connects
+    /// first to address `k mod n` of the sorted list (see src/resolve.rs).
+    pub fn spread_by(mut self, key: u64) -> Client {
+        self.spread = key;
+        self
     }
 
     /// Drop the connection (the next request opens a new one).
@@ -431,7 +441,7 @@ impl Client {
     async fn connect(&self, url: &Url, origin: &str) -> Result<Conn, HttpError> {
         let deadline = Instant::now() + self.timeouts.connect;
         let late = || HttpError::ConnectTimeout(origin.to_string(), self.timeouts.connect);
-        let connect = TcpStream::connect((url.host.as_str(), url.port));
+        let connect = crate::resolve::connect(&url.host, url.port, self.spread);
         let stream = tokio::time::timeout_at(deadline, connect)
             .await
             .map_err(|_| late())?

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::http::{HttpError, Url};
 use crate::m3u8::Segment;
@@ -100,6 +100,44 @@ impl LogHistogram {
         })
     }
 
+    /// The histogram as a document (non-empty buckets), for `/summary` and `report`.
+    pub fn doc(&self) -> HistogramDoc {
+        HistogramDoc {
+            min: self.min,
+            n: self.counts.len(),
+            buckets: self
+                .counts
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| {
+                    let c = c.load(Relaxed);
+                    (c > 0).then_some([i as u64, c])
+                })
+                .collect(),
+            sum: self.sum(),
+            max: self.max(),
+        }
+    }
+
+    /// Add another replica's histogram of the same shape; false (nothing added) when the
+    /// shapes differ (another hls-swarm version).
+    pub fn add_doc(&self, d: &HistogramDoc) -> bool {
+        if d.min != self.min || d.n != self.counts.len() {
+            return false;
+        }
+        for [i, c] in &d.buckets {
+            if let Some(b) = self.counts.get(*i as usize) {
+                b.fetch_add(*c, Relaxed);
+                self.count.fetch_add(*c, Relaxed);
+            }
+        }
+        self.sum_micro.fetch_add((d.sum * 1e6) as u64, Relaxed);
+        if let Some(m) = d.max {
+            self.max_bits.fetch_max(m.max(0.0).to_bits(), Relaxed);
+        }
+        true
+    }
+
     /// Prometheus summary lines: quantiles 0.5/0.9/0.99, _sum, _count, and a _max gauge.
     fn render(&self, o: &mut String, name: &str, help: &str) {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} summary");
@@ -175,8 +213,33 @@ impl Metrics {
     }
 }
 
+/// A [`LogHistogram`] as JSON: its shape (`min`, `n` buckets of 2 %) and its non-empty
+/// buckets as `[index, count]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HistogramDoc {
+    pub min: f64,
+    pub n: usize,
+    pub buckets: Vec<[u64; 2]>,
+    pub sum: f64,
+    pub max: Option<f64>,
+}
+
+/// The viewer-experience histograms and counters of one swarm, in its `/summary` document,
+/// so `report` merges percentiles from buckets as for the download times.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LiveDoc {
+    pub live_latency_s: HistogramDoc,
+    pub first_segment_s: HistogramDoc,
+    pub playlist_stale_targets: HistogramDoc,
+    pub throughput_vs_bandwidth: HistogramDoc,
+    pub segments_without_program_date_time: u64,
+    pub segments_without_bandwidth: u64,
+    pub tls_errors: std::collections::BTreeMap<String, u64>,
+    pub redirects_followed: u64,
+}
+
 /// `{"p50":…,"p90":…,"p99":…,"max":…}`.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Percentiles {
     pub p50: f64,
     pub p90: f64,
@@ -185,7 +248,7 @@ pub struct Percentiles {
 }
 
 /// The low tail of a throughput ratio (low is bad): `{"min":…,"p1":…,"p10":…,"p50":…}`.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct LowTail {
     pub min: f64,
     pub p1: f64,
@@ -230,8 +293,10 @@ impl Default for Live {
     }
 }
 
-/// The viewer-experience part of the summary (flattened into the summary JSON).
-#[derive(Debug, Serialize)]
+/// The viewer-experience part of the summary (flattened into the summary JSON; absent fields,
+/// from a swarm before these figures, read as not measured).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LiveSummary {
     /// Latency behind live, ms; null when no segment had a program date-time.
     pub live_latency_ms: Option<Percentiles>,
@@ -247,19 +312,66 @@ pub struct LiveSummary {
     #[serde(skip)]
     pub segments_without_bandwidth: u64,
     /// TLS handshake failures by reason (only reasons that occurred).
-    pub tls_errors: std::collections::BTreeMap<&'static str, u64>,
+    pub tls_errors: std::collections::BTreeMap<String, u64>,
     pub redirects_followed: u64,
     /// `--max-latency` in seconds (null: no latency gate).
     pub max_latency_s: Option<f64>,
 }
 
 impl Live {
+    /// These figures as a document (for `/summary`).
+    pub fn doc(&self) -> LiveDoc {
+        let mut tls_errors = std::collections::BTreeMap::new();
+        for (r, c) in TLS_REASONS.iter().zip(&self.tls_errors) {
+            let n = c.load(Relaxed);
+            if n > 0 {
+                tls_errors.insert(r.label().to_string(), n);
+            }
+        }
+        LiveDoc {
+            live_latency_s: self.latency.doc(),
+            first_segment_s: self.first_segment.doc(),
+            playlist_stale_targets: self.stale.doc(),
+            throughput_vs_bandwidth: self.throughput.doc(),
+            segments_without_program_date_time: self.segments_without_pdt.load(Relaxed),
+            segments_without_bandwidth: self.segments_without_bandwidth.load(Relaxed),
+            tls_errors,
+            redirects_followed: self.redirects.load(Relaxed),
+        }
+    }
+
+    /// Replicas' figures merged as if one swarm had recorded them all (buckets added, so the
+    /// percentiles are those of the whole swarm). None when a document has another shape.
+    pub fn merged<'a>(docs: impl IntoIterator<Item = &'a LiveDoc>) -> Option<Live> {
+        let live = Live::default();
+        for d in docs {
+            let same = live.latency.add_doc(&d.live_latency_s)
+                && live.first_segment.add_doc(&d.first_segment_s)
+                && live.stale.add_doc(&d.playlist_stale_targets)
+                && live.throughput.add_doc(&d.throughput_vs_bandwidth);
+            if !same {
+                return None;
+            }
+            live.segments_without_pdt
+                .fetch_add(d.segments_without_program_date_time, Relaxed);
+            live.segments_without_bandwidth
+                .fetch_add(d.segments_without_bandwidth, Relaxed);
+            live.redirects.fetch_add(d.redirects_followed, Relaxed);
+            for (k, n) in &d.tls_errors {
+                if let Some(r) = TLS_REASONS.iter().find(|r| r.label() == k) {
+                    live.tls_errors[r.index()].fetch_add(*n, Relaxed);
+                }
+            }
+        }
+        Some(live)
+    }
+
     pub fn summary(&self, max_latency_s: Option<f64>) -> LiveSummary {
         let mut tls_errors = std::collections::BTreeMap::new();
         for (r, c) in TLS_REASONS.iter().zip(&self.tls_errors) {
             let n = c.load(Relaxed);
             if n > 0 {
-                tls_errors.insert(r.label(), n);
+                tls_errors.insert(r.label().to_string(), n);
             }
         }
         let low = |h: &LogHistogram| {
@@ -442,6 +554,7 @@ impl LiveSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::TlsReason;
 
     #[test]
     fn percentiles_follow_the_recorded_values_and_never_pass_the_max() {
@@ -485,6 +598,17 @@ mod tests {
         assert!(live.summary(None).latency_passed());
         live.latency.record(6.0);
         let s = live.summary(Some(5.0));
+        // Two replicas' documents merge into the figures of one swarm.
+        let other = Live::default();
+        other.latency.record(1.0);
+        other.tls_errors[TlsReason::UnknownIssuer.index()].fetch_add(2, Relaxed);
+        let (a, b) = (live.doc(), other.doc());
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<LiveDoc>(&json).unwrap(), a);
+        let merged = Live::merged([&a, &b]).unwrap().summary(None);
+        let lat = merged.live_latency_ms.unwrap();
+        assert_eq!((lat.max, merged.tls_errors["unknown_issuer"]), (6000.0, 2));
+        assert!((lat.p50 - 1000.0).abs() < 15.0, "{lat:?}");
         assert!(s
             .latency_failure()
             .unwrap()

@@ -4,10 +4,10 @@
 //! Stages: parse settings (config) → `--print-config` / `healthcheck` / missing-URL exits →
 //! run the swarm on one tokio runtime (run, viewer, http, m3u8, metrics) → summary and exit
 //! status (1 when the error rate passes `--max-error-rate` or the p99 latency behind live
-//! passes `--max-latency`).
+//! passes `--max-latency`). `report` merges replicas' summaries (src/report.rs).
 
 use hls_swarm::config::{self, Cmd, LogLevel};
-use hls_swarm::{healthcheck, http, outputs, run};
+use hls_swarm::{healthcheck, http, outputs, report, run};
 
 fn main() {
     std::process::exit(real_main());
@@ -18,8 +18,13 @@ fn real_main() -> i32 {
         Ok(v) => v,
         Err(e) => e.exit(),
     };
-    if let Some(Cmd::Healthcheck { timeout }) = cli.command {
-        return healthcheck::run(&cli.settings, timeout);
+    match &cli.command {
+        Some(Cmd::Healthcheck { timeout }) => return healthcheck::run(&cli.settings, *timeout),
+        Some(Cmd::Report(args)) => {
+            init_logging(cli.settings.log_level);
+            return report::run(args);
+        }
+        None => {}
     }
     let s = cli.settings;
     if s.print_config {

@@ -47,9 +47,11 @@ pub const BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0,
 ];
 
-/// Fine log-scale histogram (about 2 % wide buckets from 10 µs) for percentiles.
-const FINE_BASE: f64 = 1.02;
-const FINE_MIN_US: f64 = 10.0;
+/// Fine log-scale histogram (about 2 % wide buckets from 10 µs) for percentiles. Bucket `i`
+/// holds durations from `FINE_MIN_US * FINE_BASE^i` µs; `/summary` ships the non-empty ones so
+/// `hls-swarm report` can merge replicas' percentiles exactly (src/summary.rs).
+pub const FINE_BASE: f64 = 1.02;
+pub const FINE_MIN_US: f64 = 10.0;
 /// Buckets of the fine histogram (also those of the per-second histograms in `series`).
 pub const FINE_N: usize = 800;
 
@@ -63,6 +65,10 @@ pub fn fine_index(d: Duration) -> usize {
 pub fn fine_value(i: usize) -> f64 {
     FINE_MIN_US * FINE_BASE.powi(i as i32) * FINE_BASE.sqrt() / 1e6
 }
+
+/// Answers a GET of an extra path of the metrics endpoint (for example `/summary`): the
+/// content type and the body.
+pub type Route = Box<dyn Fn() -> (&'static str, String) + Send + Sync>;
 
 pub struct Metrics {
     pub target_viewers: u64,
@@ -87,6 +93,8 @@ pub struct Metrics {
     pub live: crate::live::Live,
     /// Per-variant counters for the time series (fed by the viewers, read each second).
     pub per_variant: crate::series::VariantTable,
+    /// Extra paths served next to `/metrics` and `/health` (see [`Metrics::add_route`]).
+    routes: std::sync::RwLock<Vec<(&'static str, Route)>>,
 }
 
 impl Metrics {
@@ -110,6 +118,7 @@ impl Metrics {
             lat_sum_us: AtomicU64::new(0),
             live: Default::default(),
             per_variant: Default::default(),
+            routes: Default::default(),
         }
     }
 
@@ -184,6 +193,34 @@ impl Metrics {
 
     pub fn latency_count(&self) -> u64 {
         self.lat_count.load(Relaxed)
+    }
+
+    /// Sum of the recorded segment download times, in microseconds.
+    pub fn latency_sum_us(&self) -> u64 {
+        self.lat_sum_us.load(Relaxed)
+    }
+
+    /// The non-empty buckets of the fine latency histogram as `(index, count)`.
+    pub fn fine_buckets(&self) -> Vec<(usize, u64)> {
+        self.fine
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, c.load(Relaxed)))
+            .filter(|(_, c)| *c > 0)
+            .collect()
+    }
+
+    /// Serve `path` (exact match, GET or HEAD) on the metrics endpoint with what `route`
+    /// returns at each request. A later route for the same path wins.
+    pub fn add_route(&self, path: &'static str, route: Route) {
+        let mut r = self.routes.write().expect("routes");
+        r.retain(|(p, _)| *p != path);
+        r.push((path, route));
+    }
+
+    fn answer_route(&self, path: &str) -> Option<(&'static str, String)> {
+        let r = self.routes.read().expect("routes");
+        r.iter().find(|(p, _)| *p == path).map(|(_, f)| f())
     }
 
     /// Approximate quantile (q in 0..1) of segment download time, in seconds.
@@ -368,6 +405,10 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             let mut parts = line.split_whitespace();
             let method = parts.next().unwrap_or("");
             let path = parts.next().unwrap_or("").split('?').next().unwrap_or("");
+            let mut routed = match method {
+                "GET" | "HEAD" => metrics.answer_route(path),
+                _ => None,
+            };
             let (status, ctype, body) = match (method, path) {
                 ("GET" | "HEAD", "/metrics") => (
                     "200 OK",
@@ -375,6 +416,10 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
                     metrics.render(),
                 ),
                 ("GET" | "HEAD", "/health") => ("200 OK", "text/plain", "OK\n".to_string()),
+                ("GET" | "HEAD", _) if routed.is_some() => {
+                    let (ctype, body) = routed.take().expect("route");
+                    ("200 OK", ctype, body)
+                }
                 ("GET" | "HEAD", _) => ("404 Not Found", "text/plain", "not found\n".into()),
                 _ => (
                     "405 Method Not Allowed",

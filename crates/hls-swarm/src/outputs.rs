@@ -10,30 +10,30 @@ use crate::series::{self, Series};
 /// `--report` and `--series-json` must name files (not directories) in existing directories: say so
 /// before the run rather than after it.
 pub fn check_paths(s: &Settings) -> Result<(), String> {
-    let outputs = [
-        ("--report", s.report_html.as_deref()),
-        ("--series-json", s.series_json.as_deref()),
-    ];
-    for (flag, path) in outputs {
-        let Some(path) = path else { continue };
-        if path.is_dir() {
-            return Err(format!(
-                "{flag} {}: is a directory; give a file name (for example {}/report.html)",
-                path.display(),
-                path.display()
-            ));
-        }
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => std::path::Path::new("."),
-        };
-        if !dir.is_dir() {
-            return Err(format!(
-                "{flag} {}: directory {} does not exist; create it or choose another file",
-                path.display(),
-                dir.display()
-            ));
-        }
+    check_output_path("--report", s.report_html.as_deref())?;
+    check_output_path("--series-json", s.series_json.as_deref())
+}
+
+/// One output file's path, given with `flag`: a file name in an existing directory.
+pub fn check_output_path(flag: &str, path: Option<&std::path::Path>) -> Result<(), String> {
+    let Some(path) = path else { return Ok(()) };
+    if path.is_dir() {
+        return Err(format!(
+            "{flag} {}: is a directory; give a file name (for example {}/report.html)",
+            path.display(),
+            path.display()
+        ));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "{flag} {}: directory {} does not exist; create it or choose another file",
+            path.display(),
+            dir.display()
+        ));
     }
     Ok(())
 }
@@ -110,7 +110,7 @@ pub fn write(s: &Settings, summary: &Summary, recorded: Series) -> anyhow::Resul
 
 /// Write through a temporary file beside `path` and rename it, so a failed write leaves
 /// nothing half-written.
-fn write_whole(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_whole(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}.partial", std::process::id()));
     let tmp = std::path::PathBuf::from(tmp);

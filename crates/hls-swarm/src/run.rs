@@ -1,12 +1,14 @@
-//! A swarm run: ramp viewers up, serve metrics, show progress, stop on --duration or
-//! SIGINT/SIGTERM (also as PID 1), then print the summary and decide the exit status.
+//! A swarm run: wait for `--start-at`, ramp viewers up, serve metrics (and `/summary`,
+//! src/summary.rs), show progress, stop on --duration or SIGINT/SIGTERM (also as PID 1), then
+//! print the summary and decide the exit status; with `--linger`, keep serving `/metrics` and
+//! the final `/summary` until SIGINT/SIGTERM before exiting with that status.
 
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until, Instant};
 
@@ -17,11 +19,11 @@ use crate::series;
 use crate::viewer::{self, Rng, Shared};
 
 /// The final figures of a run (also the `--summary-json` document).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub url: String,
     pub duration_s: f64,
-    pub stopped_by: &'static str,
+    pub stopped_by: String,
     pub viewers: Viewers,
     pub requests: ByKind,
     pub bytes: ByKind,
@@ -42,7 +44,7 @@ pub struct Summary {
     pub live: crate::live::LiveSummary,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Viewers {
     pub target: u64,
     pub started: u64,
@@ -50,7 +52,7 @@ pub struct Viewers {
     pub active_at_end: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ByKind {
     pub total: u64,
     pub master: u64,
@@ -58,16 +60,16 @@ pub struct ByKind {
     pub segment: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Errors {
     pub total: u64,
     /// Error kind → count, over all request kinds.
-    pub by_kind: std::collections::BTreeMap<&'static str, u64>,
+    pub by_kind: std::collections::BTreeMap<String, u64>,
     /// Request kind → count.
-    pub by_request: std::collections::BTreeMap<&'static str, u64>,
+    pub by_request: std::collections::BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Latency {
     pub count: u64,
     pub p50: Option<f64>,
@@ -90,6 +92,8 @@ pub async fn run(s: Settings, url: Url) -> anyhow::Result<i32> {
     } else {
         None
     };
+    let live = crate::summary::Live::new(&s, &url, &metrics);
+    live.install(&metrics);
     let shared = Arc::new(Shared {
         url: url.clone(),
         variant: s.variant,
@@ -113,6 +117,29 @@ pub async fn run(s: Settings, url: Url) -> anyhow::Result<i32> {
         "starting swarm"
     );
 
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    if let Some(at) = s.start_at {
+        let wait = at.wait_from(std::time::SystemTime::now());
+        if wait.is_zero() && matches!(at, crate::schedule::StartAt::At(_)) {
+            tracing::warn!(
+                start_at = %at.to_text(),
+                "--start-at has passed; starting now (this replica is late)"
+            );
+        } else if !wait.is_zero() {
+            tracing::info!(start_at = %at.to_text(), wait_s = wait.as_secs_f64(), "waiting for --start-at");
+        }
+        tokio::select! {
+            _ = sleep(wait) => {}
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("hls-swarm: stopped by SIGINT before --start-at");
+                return Ok(1);
+            }
+            _ = sigterm.recv() => {
+                eprintln!("hls-swarm: stopped by SIGTERM before --start-at");
+                return Ok(1);
+            }
+        }
+    }
     let start = Instant::now();
     let started_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -125,6 +152,8 @@ pub async fn run(s: Settings, url: Url) -> anyhow::Result<i32> {
         started_unix_ms,
         vec![series::Extra::live_latency(None)],
     );
+    live.started(start);
+    live.series_from(sampler.source());
     let handles: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>> = Arc::default();
     let ramp = {
         let handles = handles.clone();
@@ -150,7 +179,6 @@ pub async fn run(s: Settings, url: Url) -> anyhow::Result<i32> {
     let progress = std::io::stderr().is_terminal();
     let deadline = (!s.duration.is_zero()).then(|| start + s.duration);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut last_log = Instant::now();
     let stopped_by = loop {
         tokio::select! {
@@ -186,14 +214,12 @@ pub async fn run(s: Settings, url: Url) -> anyhow::Result<i32> {
         }
     })
     .await;
-    if let Some(t) = metrics_task {
-        t.abort();
-    }
     if progress {
         eprint!("\r\x1b[K");
     }
     let mut summary = summarize(&s, &url, &metrics, elapsed, stopped_by);
     summary.viewers.active_at_end = active_at_end;
+    live.finish(&summary, &metrics, &recorded);
     eprint!("{}", render_summary(&summary));
     if let Some(path) = &s.summary_json {
         let text = serde_json::to_string_pretty(&summary)? + "\n";
@@ -201,7 +227,26 @@ pub async fn run(s: Settings, url: Url) -> anyhow::Result<i32> {
             .map_err(|e| anyhow::anyhow!("cannot write summary JSON {}: {e}", path.display()))?;
     }
     crate::outputs::write(&s, &summary, recorded)?;
-    Ok(if summary.passed { 0 } else { 1 })
+    let code = if summary.passed { 0 } else { 1 };
+    // Lingering only makes sense after the duration ended: a signal already asked to stop.
+    if s.linger && stopped_by == "duration" {
+        if metrics_task.is_none() {
+            tracing::warn!("--linger with --metrics-port 0: nothing to serve; exiting");
+        } else {
+            tracing::info!(
+                exit_status = code,
+                "lingering: serving /metrics and /summary until SIGINT/SIGTERM"
+            );
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = sigterm.recv() => {}
+            }
+        }
+    }
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    Ok(code)
 }
 
 /// TLS (one shared rustls config) and the redirect policy. TLS is set up whenever it may be
@@ -271,7 +316,7 @@ pub fn summarize(
     url: &Url,
     m: &Metrics,
     elapsed: Duration,
-    stopped_by: &'static str,
+    stopped_by: &str,
 ) -> Summary {
     let by_kind = |arr: &[std::sync::atomic::AtomicU64; 3]| ByKind {
         total: arr.iter().map(|a| a.load(Relaxed)).sum(),
@@ -286,30 +331,22 @@ pub fn summarize(
     };
     for (name, k) in KINDS {
         let n: u64 = m.errors[k as usize].iter().map(|a| a.load(Relaxed)).sum();
-        errs.by_request.insert(name, n);
+        errs.by_request.insert(name.to_string(), n);
         for (i, ek) in ERROR_KINDS.iter().enumerate() {
             let c = m.errors[k as usize][i].load(Relaxed);
             if c > 0 {
-                *errs.by_kind.entry(ek).or_default() += c;
+                *errs.by_kind.entry(ek.to_string()).or_default() += c;
             }
         }
     }
     let requests = m.total_requests();
-    let error_rate = if requests == 0 {
-        if errs.total == 0 {
-            0.0
-        } else {
-            1.0
-        }
-    } else {
-        errs.total as f64 / requests as f64
-    };
+    let error_rate = error_rate(errs.total, requests);
     let ms = |q: f64| m.quantile(q).map(|s| (s * 1e6).round() / 1e3);
     let live = m.live.summary(s.max_latency.map(|d| d.as_secs_f64()));
     Summary {
         url: url.to_string(),
         duration_s: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
-        stopped_by,
+        stopped_by: stopped_by.to_string(),
         viewers: Viewers {
             target: m.target_viewers,
             started: m.started.load(Relaxed),
@@ -334,6 +371,19 @@ pub fn summarize(
         segments_skipped: m.segments_skipped.load(Relaxed),
         variants: m.variants(),
         live,
+    }
+}
+
+/// Errors per request; 1 when there were errors but no request completed its count.
+pub fn error_rate(errors: u64, requests: u64) -> f64 {
+    if requests == 0 {
+        if errors == 0 {
+            0.0
+        } else {
+            1.0
+        }
+    } else {
+        errors as f64 / requests as f64
     }
 }
 

@@ -698,6 +698,9 @@ impl Recorder {
     }
 }
 
+/// Reads the series recorded so far (None once the recording finished).
+pub type SeriesSource = Box<dyn Fn(&Metrics) -> Option<Series> + Send + Sync>;
+
 /// Records the series in the background, one reading a second from the run's start.
 pub struct Sampler {
     recorder: Arc<Mutex<Option<Recorder>>>,
@@ -735,6 +738,16 @@ impl Sampler {
             metrics,
             start,
         }
+    }
+
+    /// A handle that reads the series recorded so far, for `/summary` (which holds the
+    /// metrics only weakly, so the handle takes them as an argument).
+    pub fn source(&self) -> SeriesSource {
+        let recorder = self.recorder.clone();
+        Box::new(move |m: &Metrics| {
+            let r = recorder.lock().expect("recorder");
+            r.as_ref().map(|r| r.snapshot(m))
+        })
     }
 
     /// The series recorded so far; the recording goes on.

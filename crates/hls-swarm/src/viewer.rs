@@ -106,7 +106,7 @@ pub async fn run(id: u64, shared: Arc<Shared>) {
     let m = shared.metrics.clone();
     let _active = m.viewer_started();
     let mut rng = Rng::new(id + 1);
-    let mut client = Client::new(shared.timeouts, shared.connector.clone());
+    let mut client = Client::new(shared.timeouts, shared.connector.clone()).spread_by(id);
     let mut state = State {
         next_msn: None,
         buffered_until: None,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// Environment variables the swarm reads; removed from every child so the test environment
 /// cannot leak in.
-pub const SWARM_ENV: [&str; 23] = [
+pub const SWARM_ENV: [&str; 25] = [
     "STREAM_URL",
     "CLIENTS",
     "RAMP_RATE",
@@ -37,6 +37,8 @@ pub const SWARM_ENV: [&str; 23] = [
     "FOLLOW_REDIRECTS",
     "REPORT_HTML",
     "SERIES_JSON",
+    "LINGER",
+    "START_AT",
 ];
 
 pub fn swarm_bin() -> PathBuf {
