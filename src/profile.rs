@@ -202,6 +202,11 @@ pub struct OriginSettings {
     pub send_timeout: f64,
     /// Most open client connections; 0 = from the open-file limit.
     pub max_connections: u64,
+    /// PEM certificate (then chain) to serve HTTPS on `port` (`TLS_CERT`, a path where the
+    /// server runs, e.g. a mounted file); empty: plain HTTP. Goes with `tls_key`.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert` (`TLS_KEY`); empty: plain HTTP.
+    pub tls_key: String,
 }
 
 impl Default for OriginSettings {
@@ -231,6 +236,8 @@ impl Default for OriginSettings {
             keepalive_timeout: 75.0,
             send_timeout: 60.0,
             max_connections: 0,
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -403,6 +410,8 @@ impl Profile {
                 put("KEEPALIVE_TIMEOUT", fmt_num(o.keepalive_timeout));
                 put("SEND_TIMEOUT", fmt_num(o.send_timeout));
                 put("MAX_CONNECTIONS", o.max_connections.to_string());
+                put("TLS_CERT", o.tls_cert.clone());
+                put("TLS_KEY", o.tls_key.clone());
             }
             Settings::Swarm(s) => {
                 if !s.stream_url.is_empty() {
@@ -966,6 +975,12 @@ fn validate(p: &Profile) -> Result<(), String> {
                         "origin.{key} {secs}: seconds, above 0 and at most a day (86400)"
                     ));
                 }
+            }
+            if o.tls_cert.is_empty() != o.tls_key.is_empty() {
+                return Err(
+                    "origin.tls_cert and origin.tls_key go together: set both for HTTPS, or both to \"\" for HTTP"
+                        .into(),
+                );
             }
             if o.list_size == 0 || o.fps == 0 || o.port == 0 {
                 return Err("origin.list_size, origin.fps and origin.port must be above 0".into());

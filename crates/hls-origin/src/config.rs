@@ -37,6 +37,9 @@ no progress for --send-timeout seconds. Beyond --max-connections open connection
 gets 503 and is closed. /metrics counts each (hls_origin_connections_closed_total{reason},
 hls_origin_connections_refused_total).
 
+HTTPS: --tls-cert FILE --tls-key FILE (PEM) serve HTTPS instead of HTTP on --port; the
+healthcheck then speaks TLS too, trusting exactly the server's own certificate (docs/tls.md).
+
 Segments: 404 once older than list-size + delete-threshold, or not yet produced.
 Cache-Control: segments max-age=60 immutable; media playlists max-age = half a segment (whole
 seconds, at least 1), stale-while-revalidate = a segment rounded up; master max-age=5.
@@ -141,6 +144,13 @@ pub struct Settings {
     /// open-file limit (raised to its hard limit at start) minus a reserve.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: u64,
+    /// PEM certificate (then its chain) to serve HTTPS instead of HTTP on --port; needs
+    /// --tls-key. Empty: plain HTTP.
+    #[arg(long, env = "TLS_CERT", default_value = "", value_name = "FILE")]
+    pub tls_cert: String,
+    /// PEM private key of --tls-cert. Empty: plain HTTP.
+    #[arg(long, env = "TLS_KEY", default_value = "", value_name = "FILE")]
+    pub tls_key: String,
 }
 
 /// Longest accepted connection timeout (a day): longer is a typo, not a policy.
@@ -405,6 +415,8 @@ impl Settings {
             "max_connections",
             json!(self.max_connections),
         );
+        put("tls-cert", "tls_cert", json!(self.tls_cert));
+        put("tls-key", "tls_key", json!(self.tls_key));
         Value::Object(m)
     }
 

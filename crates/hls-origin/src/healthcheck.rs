@@ -10,11 +10,23 @@
 //! siblings), else PID 1, else the only one. Explicit `--port`/`--bind` on the healthcheck's own
 //! command line win over discovery; with no server found it uses its own flags/env/defaults.
 //! Nothing is written to disk, so it works in a read-only container.
+//!
+//! A server with `--tls-cert` is probed over TLS, trusting exactly that server's own
+//! certificate (the first one of its `--tls-cert` file, resolved against the server's working
+//! directory): the probe connects to a loopback address the certificate need not name, and it
+//! must not pass for another server on the port.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory};
@@ -24,6 +36,19 @@ use crate::config::{parse_from, Cli, Command, Settings};
 struct Target {
     addr: SocketAddr,
     origin: String,
+    /// The server's certificate file (it serves HTTPS).
+    tls_cert: Option<PathBuf>,
+}
+
+impl Target {
+    fn url(&self) -> String {
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}/health", self.addr)
+    }
 }
 
 pub fn run(own: &Settings, matches: &ArgMatches, timeout: f64) -> i32 {
@@ -42,15 +67,12 @@ pub fn run(own: &Settings, matches: &ArgMatches, timeout: f64) -> i32 {
     };
     let mut reasons = Vec::new();
     for t in &targets {
-        match probe(t.addr, deadline) {
+        match probe(t, deadline) {
             Ok(()) => {
-                println!(
-                    "healthy: http://{}/health answered 200 ({})",
-                    t.addr, t.origin
-                );
+                println!("healthy: {} answered 200 ({})", t.url(), t.origin);
                 return 0;
             }
-            Err(e) => reasons.push(format!("http://{}/health: {e} ({})", t.addr, t.origin)),
+            Err(e) => reasons.push(format!("{}: {e} ({})", t.url(), t.origin)),
         }
     }
     println!("unhealthy: {}", reasons.join("; "));
@@ -58,34 +80,50 @@ pub fn run(own: &Settings, matches: &ArgMatches, timeout: f64) -> i32 {
 }
 
 fn target(s: &Settings, origin: String) -> Target {
+    target_in(s, origin, None)
+}
+
+/// `cwd`: the server's working directory, against which a relative --tls-cert is resolved.
+fn target_in(s: &Settings, origin: String, cwd: Option<&Path>) -> Target {
     let ip = match s.bind {
         IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip => ip,
     };
+    let tls_cert = (!s.tls_cert.is_empty()).then(|| match cwd {
+        Some(dir) => dir.join(&s.tls_cert),
+        None => PathBuf::from(&s.tls_cert),
+    });
     Target {
         addr: SocketAddr::new(ip, s.port),
         origin,
+        tls_cert,
     }
 }
 
-fn probe(addr: SocketAddr, deadline: Instant) -> Result<(), String> {
+fn probe(t: &Target, deadline: Instant) -> Result<(), String> {
+    let addr = t.addr;
     let left = || {
         deadline
             .checked_duration_since(Instant::now())
             .filter(|d| !d.is_zero())
             .ok_or("timed out".to_string())
     };
-    let mut sock = TcpStream::connect_timeout(&addr, left()?).map_err(|e| e.to_string())?;
-    sock.set_write_timeout(Some(left()?))
+    let tcp = TcpStream::connect_timeout(&addr, left()?).map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(left()?))
         .map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(left()?))
+        .map_err(|e| e.to_string())?;
+    let mut sock: Box<dyn ReadWrite> = match &t.tls_cert {
+        None => Box::new(tcp),
+        Some(cert) => Box::new(tls_client(cert, addr.ip(), tcp)?),
+    };
     sock.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16384 {
-        sock.set_read_timeout(Some(left()?))
-            .map_err(|e| e.to_string())?;
+        left()?;
         let n = sock.read(&mut chunk).map_err(|e| {
             if matches!(
                 e.kind(),
@@ -112,10 +150,95 @@ fn probe(addr: SocketAddr, deadline: Instant) -> Result<(), String> {
     }
 }
 
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// A TLS client over `tcp` that trusts exactly the first certificate of `cert_file`.
+fn tls_client(
+    cert_file: &Path,
+    ip: IpAddr,
+    tcp: TcpStream,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
+    let pinned = crate::tls::load_certs(cert_file)
+        .map_err(|e| e.to_string())?
+        .swap_remove(0);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned { pinned, provider }))
+        .with_no_client_auth();
+    let conn = rustls::ClientConnection::new(Arc::new(config), ServerName::from(ip))
+        .map_err(|e| e.to_string())?;
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
+/// Accepts the server's own certificate and nothing else.
+#[derive(Debug)]
+struct Pinned {
+    pinned: CertificateDer<'static>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.pinned.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "the server presented another certificate than its --tls-cert".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 struct Proc {
     pid: u32,
     ppid: u32,
     settings: Settings,
+    cwd: Option<PathBuf>,
 }
 
 fn ppid_of(pid: &str) -> Option<u32> {
@@ -197,6 +320,7 @@ fn servers() -> Vec<Proc> {
             pid,
             ppid,
             settings: cli.settings,
+            cwd: std::fs::read_link(format!("/proc/{pid}/cwd")).ok(),
         });
     }
     out
@@ -218,6 +342,12 @@ fn discover() -> Vec<Target> {
         }
     };
     pick.into_iter()
-        .map(|p| target(&p.settings, format!("server pid {}", p.pid)))
+        .map(|p| {
+            target_in(
+                &p.settings,
+                format!("server pid {}", p.pid),
+                p.cwd.as_deref(),
+            )
+        })
         .collect()
 }

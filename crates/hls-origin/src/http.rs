@@ -1,6 +1,10 @@
 //! A small HTTP/1.1 server written for this one job: keep-alive, pipelining-safe request
 //! parsing (httparse), GET/HEAD/OPTIONS, single byte ranges on segments, and responses written
 //! as one `writev` of a header buffer plus a shared `Bytes` body (no per-request body copy).
+//!
+//! With `--tls-cert`/`--tls-key` the same connection code runs over a rustls stream (it is
+//! generic over [`Transport`]; the plain `TcpStream` instance is the one it always was, with
+//! `sendfile(2)`); TLS handshakes must finish within `--header-timeout`.
 
 use std::cell::RefCell;
 use std::io::IoSlice;
@@ -20,6 +24,8 @@ use crate::metrics::{CloseReason, Kind, Metrics};
 use crate::stream::{Resource, Stream};
 
 pub struct App {
+    /// Some: serve HTTPS (`--tls-cert`/`--tls-key`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub stream: Stream,
     pub metrics: Metrics,
     pub access_log: Option<mpsc::Sender<String>>,
@@ -78,6 +84,7 @@ impl App {
         let metrics = Metrics::default();
         metrics.max_connections.store(max_connections, Relaxed);
         App {
+            tls: None,
             stream,
             metrics,
             access_log,
@@ -121,7 +128,22 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, worker: usize, live: Li
                 let live = live.clone();
                 live[worker].fetch_add(1, Relaxed);
                 tokio::spawn(async move {
-                    match connection(sock, peer, &app).await {
+                    let served = match &app.tls {
+                        None => connection(sock, peer, &app).await,
+                        Some(acceptor) => {
+                            let hs = tokio::time::timeout(app.limits.header, acceptor.accept(sock));
+                            match hs.await {
+                                Ok(Ok(tls)) => connection(tls, peer, &app).await,
+                                Ok(Err(e)) => {
+                                    app.metrics.tls_handshake_errors.fetch_add(1, Relaxed);
+                                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                                    Ok(None)
+                                }
+                                Err(_) => Ok(Some(CloseReason::Header)),
+                            }
+                        }
+                    };
+                    match served {
                         Ok(Some(reason)) => {
                             app.metrics.closed_by(reason);
                             tracing::trace!(%peer, reason = reason.name(), "connection closed");
@@ -194,10 +216,53 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+/// What a connection runs over: plain TCP (segments by `sendfile(2)`) or TLS.
+pub trait Transport: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {
+    /// Whether written bytes can wait in a user-space buffer (TLS records) until a flush.
+    const BUFFERED: bool;
+    /// Write `head` then `len` bytes of `file` from `off`.
+    fn send_file<'a>(
+        &'a mut self,
+        head: &'a [u8],
+        file: &'a std::fs::File,
+        off: u64,
+        len: usize,
+        send_timeout: Duration,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'a;
+}
+
+impl Transport for TcpStream {
+    const BUFFERED: bool = false;
+    fn send_file<'a>(
+        &'a mut self,
+        head: &'a [u8],
+        file: &'a std::fs::File,
+        off: u64,
+        len: usize,
+        send_timeout: Duration,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'a {
+        send_file(self, head, file, off, len, send_timeout)
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+    const BUFFERED: bool = true;
+    fn send_file<'a>(
+        &'a mut self,
+        head: &'a [u8],
+        file: &'a std::fs::File,
+        off: u64,
+        len: usize,
+        send_timeout: Duration,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'a {
+        crate::tls::send_file(self, head, file, off, len, send_timeout)
+    }
+}
+
 /// Serve one connection until the peer closes it, it asks to close, or a limit closes it
 /// (`Ok(Some(reason))`; a send timeout is an `Err` of kind `TimedOut`).
-async fn connection(
-    mut sock: TcpStream,
+async fn connection<S: Transport>(
+    mut sock: S,
     peer: SocketAddr,
     app: &App,
 ) -> std::io::Result<Option<CloseReason>> {
@@ -532,8 +597,8 @@ fn http_date(out: &mut Vec<u8>) {
     });
 }
 
-async fn write_response(
-    sock: &mut TcpStream,
+async fn write_response<S: Transport>(
+    sock: &mut S,
     head: &mut Vec<u8>,
     r: &Response,
     close: bool,
@@ -569,22 +634,35 @@ async fn write_response(
         (_, true) => &[],
         (Body::Mem(b), false) => b,
         (Body::File { file, off, len }, false) => {
-            return send_file(sock, head, file, *off, *len, send_timeout).await
+            sock.send_file(head, file, *off, *len, send_timeout).await?;
+            return flush(sock, send_timeout).await;
         }
     };
     if body.len() <= 8192 {
         head.extend_from_slice(body);
         let (mut h, mut b) = (&head[..], &[][..]);
-        return write_progressing(sock, &mut h, &mut b, send_timeout).await;
+        write_progressing(sock, &mut h, &mut b, send_timeout).await?;
+        return flush(sock, send_timeout).await;
     }
     let (mut h, mut b) = (&head[..], body);
-    write_progressing(sock, &mut h, &mut b, send_timeout).await
+    write_progressing(sock, &mut h, &mut b, send_timeout).await?;
+    flush(sock, send_timeout).await
+}
+
+/// Push out what a buffering transport (TLS) still holds; nothing to do for plain TCP.
+async fn flush<S: Transport>(sock: &mut S, send_timeout: Duration) -> std::io::Result<()> {
+    if !S::BUFFERED {
+        return Ok(());
+    }
+    tokio::time::timeout(send_timeout, sock.flush())
+        .await
+        .map_err(|_| send_timed_out(send_timeout))?
 }
 
 /// Write `h` then `b` with `writev`, giving up with `TimedOut` when one write makes no
 /// progress for `send_timeout` (nginx's `send_timeout`: between two successive writes).
-async fn write_progressing(
-    sock: &mut TcpStream,
+async fn write_progressing<S: tokio::io::AsyncWrite + Unpin>(
+    sock: &mut S,
     h: &mut &[u8],
     b: &mut &[u8],
     send_timeout: Duration,

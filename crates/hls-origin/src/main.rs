@@ -43,6 +43,7 @@ mod http;
 mod metrics;
 mod source;
 mod stream;
+mod tls;
 mod tone;
 mod ts;
 
@@ -89,6 +90,24 @@ fn main() {
             }
         }
     };
+    // So are the certificate and key: a bad one is one line, exit 2, before anything listens.
+    let tls = if cli.settings.tls_cert.is_empty() != cli.settings.tls_key.is_empty() {
+        eprintln!("hls-origin: --tls-cert and --tls-key go together: give both for HTTPS, or neither for HTTP");
+        std::process::exit(2);
+    } else if cli.settings.tls_cert.is_empty() {
+        None
+    } else {
+        match tls::acceptor(
+            std::path::Path::new(&cli.settings.tls_cert),
+            std::path::Path::new(&cli.settings.tls_key),
+        ) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("hls-origin: {e}");
+                std::process::exit(2);
+            }
+        }
+    };
     let level = match cli.settings.log_level {
         LogLevel::Error => tracing::Level::ERROR,
         LogLevel::Warn => tracing::Level::WARN,
@@ -101,7 +120,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    if let Err(e) = run(cli, source) {
+    if let Err(e) = run(cli, source, tls) {
         tracing::error!("{e:#}");
         std::process::exit(1);
     }
@@ -111,7 +130,11 @@ fn main() {
 /// listening socket (the kernel wakes an idle one, as with nginx workers); no work stealing
 /// between threads on the request path. The main thread runs the clock, signals and the
 /// access-log writer.
-fn run(cli: Cli, source: Option<source::SourceLoop>) -> anyhow::Result<()> {
+fn run(
+    cli: Cli,
+    source: Option<source::SourceLoop>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> anyhow::Result<()> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -147,7 +170,10 @@ fn run(cli: Cli, source: Option<source::SourceLoop>) -> anyhow::Result<()> {
         (None, None)
     };
     let stream = stream::Stream::new(s.clone(), source);
-    let app = Arc::new(http::App::new(stream, log_tx, max_connections));
+    let mut app = http::App::new(stream, log_tx, max_connections);
+    app.tls = tls;
+    let scheme = if app.tls.is_some() { "https" } else { "http" };
+    let app = Arc::new(app);
     for v in &app.stream.variants {
         tracing::info!(
             variant = %v.info.name,
@@ -201,7 +227,7 @@ fn run(cli: Cli, source: Option<source::SourceLoop>) -> anyhow::Result<()> {
     drop(closed_tx);
     // The workers hold the only descriptors of the socket from here on.
     drop(listener);
-    tracing::info!(%addr, threads, master = %format!("/{}", s.master_name), segment_duration = s.segment_duration, list_size = s.list_size, max_connections, fd_limit, header_timeout = s.header_timeout, keepalive_timeout = s.keepalive_timeout, send_timeout = s.send_timeout, "hls-origin listening");
+    tracing::info!(%addr, scheme, threads, master = %format!("/{}", s.master_name), segment_duration = s.segment_duration, list_size = s.list_size, max_connections, fd_limit, header_timeout = s.header_timeout, keepalive_timeout = s.keepalive_timeout, send_timeout = s.send_timeout, "hls-origin listening");
 
     control.block_on(async move {
         let ticker = {

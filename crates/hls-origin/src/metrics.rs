@@ -94,6 +94,8 @@ pub struct Metrics {
     pub refused: AtomicU64,
     /// accept(2) failures (EMFILE and friends).
     pub accept_errors: AtomicU64,
+    /// TLS handshakes that failed (with --tls-cert; a timeout counts as header_timeout).
+    pub tls_handshake_errors: AtomicU64,
     /// Client connections open now.
     pub open: AtomicU64,
     /// The --max-connections in force.
@@ -109,6 +111,7 @@ impl Default for Metrics {
             closed: Default::default(),
             refused: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
+            tls_handshake_errors: AtomicU64::new(0),
             open: AtomicU64::new(0),
             max_connections: AtomicU64::new(0),
         }
@@ -220,6 +223,7 @@ impl Metrics {
         }
         let _ = writeln!(o, "# HELP hls_origin_connections_refused_total Connections refused (503) because --max-connections were open.\n# TYPE hls_origin_connections_refused_total counter\nhls_origin_connections_refused_total {}", self.refused.load(Relaxed));
         let _ = writeln!(o, "# HELP hls_origin_accept_errors_total Failed accept(2) calls (for example EMFILE).\n# TYPE hls_origin_accept_errors_total counter\nhls_origin_accept_errors_total {}", self.accept_errors.load(Relaxed));
+        let _ = writeln!(o, "# HELP hls_origin_tls_handshake_errors_total TLS handshakes that failed (--tls-cert; wrong CA, plain http on the TLS port, ...).\n# TYPE hls_origin_tls_handshake_errors_total counter\nhls_origin_tls_handshake_errors_total {}", self.tls_handshake_errors.load(Relaxed));
         let _ = writeln!(o, "# HELP hls_origin_connections_open Client connections open now.\n# TYPE hls_origin_connections_open gauge\nhls_origin_connections_open {}", self.open.load(Relaxed));
         let _ = writeln!(o, "# HELP hls_origin_connections_max The connection limit in force (--max-connections).\n# TYPE hls_origin_connections_max gauge\nhls_origin_connections_max {}", self.max_connections.load(Relaxed));
         let _ = writeln!(o, "# HELP hls_origin_access_log_dropped_total Access-log lines dropped because the writer was behind.\n# TYPE hls_origin_access_log_dropped_total counter\nhls_origin_access_log_dropped_total {}", self.access_log_dropped.load(Relaxed));

@@ -181,6 +181,24 @@ fn rows() -> Vec<Row> {
             "100",
             json!(100),
         ),
+        r(
+            "tls-cert",
+            "TLS_CERT",
+            json!(""),
+            "/run/env/cert.pem",
+            json!("/run/env/cert.pem"),
+            "/run/flag/cert.pem",
+            json!("/run/flag/cert.pem"),
+        ),
+        r(
+            "tls-key",
+            "TLS_KEY",
+            json!(""),
+            "/run/env/key.pem",
+            json!("/run/env/key.pem"),
+            "/run/flag/key.pem",
+            json!("/run/flag/key.pem"),
+        ),
     ]
 }
 

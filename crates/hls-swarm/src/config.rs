@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 #[command(
     name = "hls-swarm",
     version,
-    about = "HLS load generator: many simulated live viewers against one HLS origin (http:// only)",
+    about = "HLS load generator: many simulated live viewers against one HLS origin (http:// or https://)",
     args_override_self = true
 )]
 pub struct Cli {
@@ -46,7 +46,7 @@ pub enum Cmd {
 /// Every setting of a swarm run.
 #[derive(Args, Debug, Clone)]
 pub struct Settings {
-    /// Master (or media) playlist URL, http:// only.
+    /// Master (or media) playlist URL, http:// or https://.
     #[arg(value_name = "URL")]
     pub url_arg: Option<String>,
     /// Master (or media) playlist URL, the same as the positional argument (which wins when
@@ -99,6 +99,20 @@ pub struct Settings {
     /// Highest acceptable error rate (errors / requests) for exit status 0: 0.01 or 1%.
     #[arg(long, env = "MAX_ERROR_RATE", default_value = "1%", value_parser = parse_rate_fraction)]
     pub max_error_rate: f64,
+    /// Highest acceptable p99 latency behind live (seconds, or with a unit) for exit status 0;
+    /// a run whose latency cannot be measured (no EXT-X-PROGRAM-DATE-TIME) then fails too.
+    #[arg(long, env = "MAX_LATENCY", value_name = "SECONDS", value_parser = parse_positive_seconds)]
+    pub max_latency: Option<Duration>,
+    /// PEM file of CA certificates trusted for https:// in addition to the system's roots.
+    #[arg(long, env = "CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Do not verify https:// certificates at all (said loudly at start; for tests only).
+    #[arg(long, env = "INSECURE", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure: bool,
+    /// Follow HTTP redirects (301, 302, 303, 307, 308; same- and cross-origin, at most 5 per
+    /// request) as players do; without it a redirect is a `redirect` error.
+    #[arg(long, env = "FOLLOW_REDIRECTS", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub follow_redirects: bool,
     /// After --duration ends: print the summary, then keep serving /metrics and /summary
     /// until SIGINT/SIGTERM, and exit with the run's verdict (for replicas whose summary
     /// `hls-swarm report` collects): true/false.
@@ -298,6 +312,25 @@ pub fn resolved_json(s: &Settings, m: &ArgMatches) -> Value {
         json!(s.max_error_rate),
     );
     put(
+        "max_latency",
+        "max_latency",
+        Some("MAX_LATENCY"),
+        json!(s.max_latency.map(|d| d.as_secs_f64())),
+    );
+    put(
+        "ca_file",
+        "ca_file",
+        Some("CA_FILE"),
+        json!(s.ca_file.as_ref().map(|p| p.display().to_string())),
+    );
+    put("insecure", "insecure", Some("INSECURE"), json!(s.insecure));
+    put(
+        "follow_redirects",
+        "follow_redirects",
+        Some("FOLLOW_REDIRECTS"),
+        json!(s.follow_redirects),
+    );
+    put(
         "summary_json",
         "summary_json",
         Some("SUMMARY_JSON"),
@@ -331,7 +364,7 @@ pub fn resolved_json(s: &Settings, m: &ArgMatches) -> Value {
     // Units of the numbers above, so a reader does not have to guess.
     out.insert(
         "units".into(),
-        json!({"ramp_jitter": "ms", "timeout": "s", "connect_timeout": "s", "first_byte_timeout": "s", "min_rate": "bytes/s", "reconnect_delay_max": "s", "duration": "s", "ramp_rate": "viewers/s", "max_error_rate": "fraction"}),
+        json!({"ramp_jitter": "ms", "timeout": "s", "connect_timeout": "s", "first_byte_timeout": "s", "min_rate": "bytes/s", "reconnect_delay_max": "s", "duration": "s", "ramp_rate": "viewers/s", "max_error_rate": "fraction", "max_latency": "s"}),
     );
     Value::Object(out)
 }

@@ -1,20 +1,28 @@
-//! A minimal keep-alive HTTP/1.1 GET client, one per viewer (http:// only, no TLS, no
-//! redirects).
+//! A minimal keep-alive HTTP/1.1 GET client, one per viewer, over http:// or https:// (rustls,
+//! see src/tls.rs and docs/tls.md). Redirects are errors unless the client follows them
+//! (`--follow-redirects`).
 //!
-//! Why hand-written: a viewer must cost little memory. A connection here is a `TcpStream` plus
-//! a small header buffer; bodies are read through one scratch buffer per worker thread (with
-//! `try_read`, so it is never held across an `.await`) and either counted (segments) or
-//! appended to a caller's `Vec` (playlists).
+//! Why hand-written: a viewer must cost little memory. A connection here is a `TcpStream` (or
+//! a boxed rustls stream over one) plus a small header buffer; plain bodies are read through
+//! one scratch buffer per worker thread (with `try_read`, so it is never held across an
+//! `.await`), TLS bodies straight out of rustls' own plaintext buffer, and either counted
+//! (segments) or appended to a caller's `Vec` (playlists).
 
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::Poll;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::tls::TlsReason;
 
 /// Size of the per-thread scratch buffer bodies are read into.
 const SCRATCH: usize = 256 * 1024;
@@ -29,9 +37,14 @@ thread_local! {
     static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
 }
 
-/// An http:// URL split into what a request needs.
+/// Most redirects followed for one request (a player's limit is of this order).
+pub const MAX_REDIRECTS: u32 = 5;
+
+/// An http:// or https:// URL split into what a request needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
+    /// https:// (TLS) rather than http://.
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     /// Path plus query, starting with `/`.
@@ -41,15 +54,14 @@ pub struct Url {
 impl Url {
     pub fn parse(s: &str) -> Result<Url, String> {
         let s = s.trim();
-        let rest = if let Some(r) = strip_prefix_ci(s, "http://") {
-            r
-        } else if strip_prefix_ci(s, "https://").is_some() {
-            return Err(format!(
-                "{s}: https is not supported (hls-swarm speaks http:// only)"
-            ));
+        let (tls, rest) = if let Some(r) = strip_prefix_ci(s, "http://") {
+            (false, r)
+        } else if let Some(r) = strip_prefix_ci(s, "https://") {
+            (true, r)
         } else {
-            return Err(format!("{s}: not an http:// URL"));
+            return Err(format!("{s}: not an http:// or https:// URL"));
         };
+        let default_port = if tls { 443 } else { 80 };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
             Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
@@ -64,7 +76,7 @@ impl Url {
             let end = v6.find(']').ok_or_else(|| format!("{s}: bad IPv6 host"))?;
             let host = &v6[..end];
             let port = match &v6[end + 1..] {
-                "" => 80,
+                "" => default_port,
                 p => p
                     .strip_prefix(':')
                     .and_then(|p| p.parse().ok())
@@ -77,13 +89,18 @@ impl Url {
                     h.to_string(),
                     p.parse().map_err(|_| format!("{s}: bad port `{p}`"))?,
                 ),
-                None => (authority.to_string(), 80),
+                None => (authority.to_string(), default_port),
             }
         };
         if host.is_empty() {
             return Err(format!("{s}: no host"));
         }
-        Ok(Url { host, port, path })
+        Ok(Url {
+            tls,
+            host,
+            port,
+            path,
+        })
     }
 
     /// Resolve a playlist reference (absolute, scheme-relative, absolute-path or relative).
@@ -93,7 +110,7 @@ impl Url {
             return Url::parse(r);
         }
         if let Some(rest) = r.strip_prefix("//") {
-            return Url::parse(&format!("http://{rest}"));
+            return Url::parse(&format!("{}://{rest}", self.scheme()));
         }
         let path = if r.starts_with('/') {
             r.to_string()
@@ -110,6 +127,7 @@ impl Url {
             }
         };
         Ok(Url {
+            tls: self.tls,
             host: self.host.clone(),
             port: self.port,
             path: normalize_dots(&path),
@@ -123,11 +141,28 @@ impl Url {
             format!("{}:{}", self.host, self.port)
         }
     }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Scheme, host and port: what a connection can be reused for.
+    fn origin(&self) -> String {
+        format!("{}://{}", self.scheme(), self.authority())
+    }
+
+    fn default_port(&self) -> bool {
+        self.port == if self.tls { 443 } else { 80 }
+    }
 }
 
 impl fmt::Display for Url {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.authority(), self.path)
+        write!(f, "{}{}", self.origin(), self.path)
     }
 }
 
@@ -206,6 +241,18 @@ pub enum HttpError {
     Io(#[from] io::Error),
     #[error("HTTP status {0}")]
     Status(u16),
+    #[error("TLS handshake with {host}: {reason}: {detail}", reason = .reason.label())]
+    Tls {
+        host: String,
+        reason: TlsReason,
+        detail: String,
+    },
+    #[error("redirect {status} to {location} (give --follow-redirects to follow redirects)")]
+    Redirect { status: u16, location: String },
+    #[error("more than {MAX_REDIRECTS} redirects, the last to {0}")]
+    TooManyRedirects(String),
+    #[error("https:// URL but TLS is not set up")]
+    NoTls,
     #[error("malformed response: {0}")]
     Protocol(&'static str),
 }
@@ -224,6 +271,8 @@ impl HttpError {
             HttpError::Status(s) if (500..600).contains(s) => "http_5xx",
             HttpError::Status(_) => "http_other",
             HttpError::Protocol(_) => "protocol",
+            HttpError::Tls { .. } | HttpError::NoTls => "tls",
+            HttpError::Redirect { .. } | HttpError::TooManyRedirects(_) => "redirect",
         }
     }
 }
@@ -260,23 +309,64 @@ pub struct Timeouts {
     pub min_rate: u64,
 }
 
+/// An open connection: plain TCP, or TLS over TCP (boxed: the rustls state is a few KiB and
+/// plain viewers should not carry room for it).
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    async fn write_request(&mut self, req: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.write_all(req).await,
+            Conn::Tls(s) => {
+                s.write_all(req).await?;
+                s.flush().await
+            }
+        }
+    }
+}
+
+/// How a client reaches servers: TLS, and whether it follows redirects.
+#[derive(Clone, Default)]
+pub struct Connector {
+    /// The shared rustls configuration (None: https:// URLs fail with a `tls` error).
+    pub tls: Option<TlsConnector>,
+    /// Follow 301/302/303/307/308 to their Location (same- and cross-origin), up to
+    /// `MAX_REDIRECTS` per request.
+    pub follow_redirects: bool,
+}
+
 /// One viewer's client: at most one open keep-alive connection.
 pub struct Client {
-    conn: Option<(String, TcpStream)>,
+    conn: Option<(String, Conn)>,
     head: Vec<u8>,
     timeouts: Timeouts,
+    /// Shared by every viewer (one pointer per client).
+    connector: std::sync::Arc<Connector>,
+    /// Redirects followed by the last `get` and where they led (None: not redirected; boxed
+    /// so a client that is never redirected carries one pointer).
+    redirected: Option<Box<(u32, Url)>>,
     /// Which of a host name's addresses to try first (src/resolve.rs).
     spread: u64,
 }
 
 impl Client {
-    pub fn new(timeouts: Timeouts) -> Client {
+    pub fn new(timeouts: Timeouts, connector: std::sync::Arc<Connector>) -> Client {
         Client {
             conn: None,
             head: Vec::new(),
             timeouts,
+            connector,
+            redirected: None,
             spread: 0,
         }
+    }
+
+    /// Redirects the last `get` followed and the URL that answered (None: no redirect).
+    pub fn take_redirect(&mut self) -> Option<(u32, Url)> {
+        self.redirected.take().map(|b| *b)
     }
 
     /// Spread clients over every address of a host name: a client with key `k` connects
@@ -294,12 +384,48 @@ impl Client {
 
     /// GET `url`; on a 2xx answer returns the body size. Any other status is an error (its
     /// body is still read so the connection can be reused).
+    /// With `follow_redirects`, a redirect is followed (each hop within its own `--timeout`)
+    /// and `take_redirect` tells how many and where to.
     pub async fn get(&mut self, url: &Url, mut sink: Sink<'_>) -> Result<u64, HttpError> {
+        self.redirected = None;
+        if !self.connector.follow_redirects {
+            return self.get_once(url, &mut sink).await;
+        }
+        // Boxed: the redirect loop's state stays out of viewers that do not follow.
+        Box::pin(self.get_following(url, sink)).await
+    }
+
+    async fn get_following(&mut self, url: &Url, mut sink: Sink<'_>) -> Result<u64, HttpError> {
+        let mut hops = 0u32;
+        let mut current: Option<Url> = None;
+        loop {
+            let target = current.as_ref().unwrap_or(url);
+            match self.get_once(target, &mut sink).await {
+                Err(HttpError::Redirect { location, .. }) => {
+                    let next = target
+                        .join(&location)
+                        .map_err(|_| HttpError::Protocol("bad Location header"))?;
+                    hops += 1;
+                    if hops > MAX_REDIRECTS {
+                        return Err(HttpError::TooManyRedirects(next.to_string()));
+                    }
+                    if let Sink::Collect(v, _) = &mut sink {
+                        v.clear();
+                    }
+                    self.redirected = Some(Box::new((hops, next.clone())));
+                    current = Some(next);
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn get_once(&mut self, url: &Url, sink: &mut Sink<'_>) -> Result<u64, HttpError> {
         let timeout = self.timeouts.total;
-        match tokio::time::timeout(timeout, self.get_inner(url, &mut sink)).await {
+        match tokio::time::timeout(timeout, self.get_inner(url, sink)).await {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(e)) => {
-                if !matches!(e, HttpError::Status(_)) {
+                if !matches!(e, HttpError::Status(_) | HttpError::Redirect { .. }) {
                     self.close();
                 }
                 Err(e)
@@ -311,20 +437,53 @@ impl Client {
         }
     }
 
+    /// TCP connect, then the TLS handshake for https://, both within --connect-timeout.
+    async fn connect(&self, url: &Url, origin: &str) -> Result<Conn, HttpError> {
+        let deadline = Instant::now() + self.timeouts.connect;
+        let late = || HttpError::ConnectTimeout(origin.to_string(), self.timeouts.connect);
+        let connect = crate::resolve::connect(&url.host, url.port, self.spread);
+        let stream = tokio::time::timeout_at(deadline, connect)
+            .await
+            .map_err(|_| late())?
+            .map_err(|e| HttpError::Connect(origin.to_string(), e))?;
+        let _ = stream.set_nodelay(true);
+        if !url.tls {
+            return Ok(Conn::Plain(stream));
+        }
+        let Some(tls) = &self.connector.tls else {
+            return Err(HttpError::NoTls);
+        };
+        let name = rustls::pki_types::ServerName::try_from(url.host.clone()).map_err(|_| {
+            HttpError::Tls {
+                host: url.host.clone(),
+                reason: TlsReason::NameMismatch,
+                detail: "not a valid DNS name or IP address".into(),
+            }
+        })?;
+        // Boxed: the handshake state (a whole rustls connection) would otherwise be part of
+        // every viewer's future, plain ones included.
+        let handshake = Box::pin(tls.connect(name, stream));
+        let tls_stream = tokio::time::timeout_at(deadline, handshake)
+            .await
+            .map_err(|_| late())?
+            .map_err(|e| HttpError::Tls {
+                host: url.host.clone(),
+                reason: TlsReason::of(&e),
+                detail: e.to_string(),
+            })?;
+        Ok(Conn::Tls(Box::new(tls_stream)))
+    }
+
     async fn get_inner(&mut self, url: &Url, sink: &mut Sink<'_>) -> Result<u64, HttpError> {
-        let authority = url.authority();
-        let mut reused = matches!(&self.conn, Some((a, _)) if *a == authority);
+        let origin = url.origin();
+        let mut reused = matches!(&self.conn, Some((a, _)) if *a == origin);
         loop {
             if !reused {
-                let connect = crate::resolve::connect(&url.host, url.port, self.spread);
-                let stream = tokio::time::timeout(self.timeouts.connect, connect)
-                    .await
-                    .map_err(|_| {
-                        HttpError::ConnectTimeout(authority.clone(), self.timeouts.connect)
-                    })?
-                    .map_err(|e| HttpError::Connect(authority.clone(), e))?;
-                let _ = stream.set_nodelay(true);
-                self.conn = Some((authority.clone(), stream));
+                self.conn = None;
+                // Boxed: connecting is rare (keep-alive), and its state (address lookup, TCP,
+                // TLS handshake) need not sit in every viewer's future between connects.
+                let conn = Box::pin(self.connect(url, &origin)).await?;
+                self.conn = Some((origin.clone(), conn));
             }
             match self.exchange(url, sink).await {
                 // A kept-alive connection the server closed meanwhile: retry once on a new
@@ -350,8 +509,12 @@ impl Client {
 
     async fn exchange(&mut self, url: &Url, sink: &mut Sink<'_>) -> Result<u64, Exchange> {
         let (_, stream) = self.conn.as_mut().expect("connected");
-        let host = if url.port == 80 {
-            url.host.clone()
+        let host = if url.default_port() {
+            if url.host.contains(':') {
+                format!("[{}]", url.host)
+            } else {
+                url.host.clone()
+            }
         } else {
             url.authority()
         };
@@ -361,7 +524,7 @@ impl Client {
             host,
             env!("CARGO_PKG_VERSION")
         );
-        if let Err(e) = stream.write_all(req.as_bytes()).await {
+        if let Err(e) = stream.write_request(req.as_bytes()).await {
             return Err(
                 if matches!(
                     e.kind(),
@@ -399,7 +562,9 @@ impl Client {
                     if self.head.is_empty()
                         && matches!(
                             e.kind(),
-                            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                            io::ErrorKind::ConnectionReset
+                                | io::ErrorKind::BrokenPipe
+                                | io::ErrorKind::UnexpectedEof
                         ) =>
                 {
                     return Err(Exchange::ClosedBeforeResponse)
@@ -437,7 +602,7 @@ impl Client {
                 Sink::Collect(..) => {}
             }
         };
-        let too_large = |conn: &mut Option<(String, TcpStream)>| {
+        let too_large = |conn: &mut Option<(String, Conn)>| {
             *conn = None;
             Err(Exchange::Failed(HttpError::TooLarge(limit)))
         };
@@ -485,6 +650,11 @@ impl Client {
         }
         if ok {
             Ok(total.load(Relaxed))
+        } else if let (true, Some(location)) = (is_redirect(head.status), head.location) {
+            Err(Exchange::Failed(HttpError::Redirect {
+                status: head.status,
+                location,
+            }))
         } else {
             Err(Exchange::Failed(HttpError::Status(head.status)))
         }
@@ -547,7 +717,7 @@ impl Pace {
     /// One `read_some`, bounded by the first-byte deadline or the end of the rate window.
     async fn read(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut Conn,
         max: usize,
         mut f: impl FnMut(&[u8]),
     ) -> Result<usize, Paced> {
@@ -584,12 +754,31 @@ impl Pace {
     }
 }
 
-/// Read up to `max` bytes once through the thread's scratch buffer; `f` sees the bytes.
-async fn read_some(
-    stream: &mut TcpStream,
-    max: usize,
-    mut f: impl FnMut(&[u8]),
-) -> io::Result<usize> {
+/// Read up to `max` bytes once; `f` sees the bytes. Plain: through the thread's scratch
+/// buffer. TLS: straight from rustls' plaintext buffer (no copy, no buffer of our own); a peer
+/// that closes without close_notify is an end of stream like a plain close.
+async fn read_some(stream: &mut Conn, max: usize, mut f: impl FnMut(&[u8])) -> io::Result<usize> {
+    let stream = match stream {
+        Conn::Plain(s) => s,
+        Conn::Tls(s) => {
+            let mut s = Pin::new(&mut **s);
+            return std::future::poll_fn(|cx| {
+                let n = match s.as_mut().poll_fill_buf(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(data)) => {
+                        let n = data.len().min(max);
+                        f(&data[..n]);
+                        n
+                    }
+                };
+                s.as_mut().consume(n);
+                Poll::Ready(Ok(n))
+            })
+            .await;
+        }
+    };
     loop {
         stream.readable().await?;
         let r = SCRATCH_BUF.with(|s| {
@@ -688,6 +877,12 @@ struct Head {
     content_length: Option<u64>,
     chunked: bool,
     close: bool,
+    location: Option<String>,
+}
+
+/// The statuses a player follows to their Location.
+fn is_redirect(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
 }
 
 fn parse_head(raw: &[u8]) -> Result<Head, HttpError> {
@@ -708,6 +903,7 @@ fn parse_head(raw: &[u8]) -> Result<Head, HttpError> {
         content_length: None,
         chunked: false,
         close: version == "HTTP/1.0",
+        location: None,
     };
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
@@ -720,6 +916,8 @@ fn parse_head(raw: &[u8]) -> Result<Head, HttpError> {
                     .parse()
                     .map_err(|_| HttpError::Protocol("bad Content-Length"))?,
             );
+        } else if name.eq_ignore_ascii_case("location") {
+            head.location = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             head.chunked = value.to_ascii_lowercase().contains("chunked");
         } else if name.eq_ignore_ascii_case("connection") {
@@ -892,7 +1090,18 @@ mod tests {
         assert_eq!(v.join("/root.ts").unwrap().path, "/root.ts");
         assert_eq!(v.join("http://o:81/x").unwrap().port, 81);
         assert_eq!(Url::parse("http://h").unwrap().path, "/");
-        assert!(Url::parse("https://h/").is_err());
+        let t = Url::parse("https://h/a/s.m3u8").unwrap();
+        assert_eq!((t.tls, t.port), (true, 443));
+        assert_eq!(
+            t.join("//cdn/x.ts").unwrap().to_string(),
+            "https://cdn:443/x.ts"
+        );
+        assert_eq!(
+            t.join("s1.ts").unwrap().to_string(),
+            "https://h:443/a/s1.ts"
+        );
+        assert!(!t.join("http://o/x").unwrap().tls);
+        assert!(Url::parse("ftp://h/").is_err());
         // A multi-byte character across the length of "http://" is a relative reference.
         assert_eq!(
             v.join("seg0\u{fffd}1.ts").unwrap().path,

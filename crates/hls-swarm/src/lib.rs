@@ -5,6 +5,7 @@
 pub mod config;
 pub mod healthcheck;
 pub mod http;
+pub mod live;
 pub mod m3u8;
 pub mod metrics;
 pub mod outputs;
@@ -15,4 +16,5 @@ pub mod run;
 pub mod schedule;
 pub mod series;
 pub mod summary;
+pub mod tls;
 pub mod viewer;

@@ -1,9 +1,10 @@
-//! hls-swarm: an HLS load generator that behaves like many live HLS viewers (http:// only).
+//! hls-swarm: an HLS load generator that behaves like many live HLS viewers (http:// or
+//! https://).
 //!
 //! Stages: parse settings (config) → `--print-config` / `healthcheck` / missing-URL exits →
 //! run the swarm on one tokio runtime (run, viewer, http, m3u8, metrics) → summary and exit
-//! status (1 when the error rate passes `--max-error-rate`). `report` merges replicas'
-//! summaries (src/report.rs).
+//! status (1 when the error rate passes `--max-error-rate` or the p99 latency behind live
+//! passes `--max-latency`). `report` merges replicas' summaries (src/report.rs).
 
 use hls_swarm::config::{self, Cmd, LogLevel};
 use hls_swarm::{healthcheck, http, outputs, report, run};

@@ -23,8 +23,9 @@ pub const KINDS: [(&str, Kind); 3] = [
     ("segment", Kind::Segment),
 ];
 
-/// Error kinds, the labels of `HttpError::kind()` plus playlist parse failures.
-pub const ERROR_KINDS: [&str; 12] = [
+/// Error kinds, the labels of `HttpError::kind()` plus playlist parse failures (last: unknown
+/// labels count there).
+pub const ERROR_KINDS: [&str; 14] = [
     "connect",
     "connect_timeout",
     "first_byte_timeout",
@@ -36,6 +37,8 @@ pub const ERROR_KINDS: [&str; 12] = [
     "http_5xx",
     "http_other",
     "protocol",
+    "tls",
+    "redirect",
     "parse",
 ];
 
@@ -86,6 +89,8 @@ pub struct Metrics {
     variants: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     lat_count: AtomicU64,
     lat_sum_us: AtomicU64,
+    /// What viewers feel: latency behind live, start-up, staleness, TLS (src/live.rs).
+    pub live: crate::live::Live,
     /// Per-variant counters for the time series (fed by the viewers, read each second).
     pub per_variant: crate::series::VariantTable,
     /// Extra paths served next to `/metrics` and `/health` (see [`Metrics::add_route`]).
@@ -111,6 +116,7 @@ impl Metrics {
             variants: Default::default(),
             lat_count: AtomicU64::new(0),
             lat_sum_us: AtomicU64::new(0),
+            live: Default::default(),
             per_variant: Default::default(),
             routes: Default::default(),
         }
@@ -351,6 +357,7 @@ impl Metrics {
             self.lat_sum_us.load(Relaxed) as f64 / 1e6
         );
         let _ = writeln!(o, "{name}_count {count}");
+        self.live.render(&mut o);
         o
     }
 }

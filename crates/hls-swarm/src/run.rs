@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::config::Settings;
-use crate::http::{Timeouts, Url};
+use crate::http::{Connector, Timeouts, Url};
 use crate::metrics::{self, Metrics, ERROR_KINDS, KINDS};
 use crate::series;
 use crate::viewer::{self, Rng, Shared};
@@ -38,6 +38,10 @@ pub struct Summary {
     pub segments_skipped: u64,
     /// Variant playlist URL → viewer sessions that chose it (empty for a media playlist URL).
     pub variants: std::collections::BTreeMap<String, u64>,
+    /// What viewers felt: latency behind live, time to first segment, staleness, throughput,
+    /// TLS failure reasons (src/live.rs).
+    #[serde(flatten)]
+    pub live: crate::live::LiveSummary,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +79,7 @@ pub struct Latency {
 
 /// Run the swarm; returns the process exit code.
 pub async fn run(s: Settings, url: Url) -> anyhow::Result<i32> {
+    let connector = connector(&s, &url)?;
     let metrics = Arc::new(Metrics::new(s.clients as u64));
     let metrics_task = if s.metrics_port != 0 {
         let listener = metrics::bind(s.metrics_port).await.map_err(|e| {
@@ -102,6 +107,7 @@ pub async fn run(s: Settings, url: Url) -> anyhow::Result<i32> {
         reconnect_delay_max: s.reconnect_delay_max,
         segment_retries: s.segment_retries,
         metrics: metrics.clone(),
+        connector: Arc::new(connector),
     });
     tracing::info!(
         url = %url,
@@ -243,6 +249,33 @@ pub async fn run(s: Settings, url: Url) -> anyhow::Result<i32> {
     Ok(code)
 }
 
+/// TLS (one shared rustls config) and the redirect policy. TLS is set up whenever it may be
+/// needed: an https:// URL, or redirects that may lead to one.
+fn connector(s: &Settings, url: &Url) -> anyhow::Result<Connector> {
+    let mut c = Connector {
+        tls: None,
+        follow_redirects: s.follow_redirects,
+    };
+    if !(url.tls || s.follow_redirects || s.ca_file.is_some() || s.insecure) {
+        return Ok(c);
+    }
+    let settings = crate::tls::TlsSettings {
+        ca_file: s.ca_file.clone(),
+        insecure: s.insecure,
+    };
+    let (config, system_roots) = crate::tls::client_config(&settings)?;
+    if s.insecure {
+        // Once, and whatever the log level.
+        eprintln!(
+            "hls-swarm: WARNING: --insecure: https:// certificates are NOT verified; any server can pose as the origin (use --ca-file for a private CA instead)"
+        );
+    } else if system_roots == 0 && s.ca_file.is_none() && url.tls {
+        tracing::warn!("no system CA certificates found and no --ca-file: every https:// server will fail as unknown_issuer");
+    }
+    c.tls = Some(tokio_rustls::TlsConnector::from(config));
+    Ok(c)
+}
+
 fn progress_line(m: &Metrics, elapsed: Duration) -> String {
     let ms = |q| {
         m.quantile(q)
@@ -309,6 +342,7 @@ pub fn summarize(
     let requests = m.total_requests();
     let error_rate = error_rate(errs.total, requests);
     let ms = |q: f64| m.quantile(q).map(|s| (s * 1e6).round() / 1e3);
+    let live = m.live.summary(s.max_latency.map(|d| d.as_secs_f64()));
     Summary {
         url: url.to_string(),
         duration_s: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
@@ -324,7 +358,7 @@ pub fn summarize(
         errors: errs,
         error_rate,
         max_error_rate: s.max_error_rate,
-        passed: error_rate <= s.max_error_rate,
+        passed: error_rate <= s.max_error_rate && live.latency_passed(),
         segment_latency_ms: Latency {
             count: m.latency_count(),
             p50: ms(0.5),
@@ -336,6 +370,7 @@ pub fn summarize(
         segment_retries: m.segment_retries.load(Relaxed),
         segments_skipped: m.segments_skipped.load(Relaxed),
         variants: m.variants(),
+        live,
     }
 }
 
@@ -368,6 +403,7 @@ pub fn render_summary(s: &Summary) -> String {
          \x20 errors:    {et} ({rate:.3}% of requests, limit {lim:.3}%){kinds}\n\
          \x20 segments:  p50 {p50}, p90 {p90}, p99 {p99} over {n} downloads\n\
          \x20 stalls:    {stalls}; reconnects {rc}; segment retries {sr}; skipped {sk}\n\
+         {live}\
          \x20 result:    {res}\n",
         url = s.url,
         d = s.duration_s,
@@ -398,10 +434,16 @@ pub fn render_summary(s: &Summary) -> String {
         rc = s.reconnects,
         sr = s.segment_retries,
         sk = s.segments_skipped,
+        live = s.live.render(),
         res = if s.passed {
-            "PASS (error rate within --max-error-rate)"
+            match s.live.max_latency_s {
+                Some(_) => "PASS (error rate within --max-error-rate, latency within --max-latency)".to_string(),
+                None => "PASS (error rate within --max-error-rate)".to_string(),
+            }
+        } else if s.error_rate > s.max_error_rate {
+            "FAIL (error rate above --max-error-rate)".to_string()
         } else {
-            "FAIL (error rate above --max-error-rate)"
+            format!("FAIL ({})", s.live.latency_failure().unwrap_or_default())
         },
     )
 }

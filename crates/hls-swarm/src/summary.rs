@@ -14,6 +14,9 @@
 //!   (`base`, `min_us`, non-empty `buckets` as `[index, count]`, `count`, `sum_us`), from which
 //!   `report` merges percentiles exactly as one process would compute them, never by
 //!   averaging replicas' percentiles;
+//! - `live` (optional; absent from older swarms): the histograms of latency behind live, time
+//!   to first segment, playlist staleness and throughput against BANDWIDTH, and the TLS and
+//!   redirect counts (src/live.rs `LiveDoc`), merged by `report` the same way;
 //! - `series` (optional; absent from older swarms): the replica's `--series-json` document
 //!   (src/series.rs), the run so far while it runs, from which `report --report` draws one
 //!   line per replica.
@@ -40,6 +43,8 @@ pub struct SummaryDoc {
     pub started_at: Option<String>,
     pub summary: Summary,
     pub segment_latency_histogram: LatencyHistogram,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<crate::live::LiveDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub series: Option<SeriesDoc>,
 }
@@ -196,6 +201,7 @@ impl Live {
                 .map(|(_, wall)| crate::schedule::format_rfc3339(*wall)),
             summary,
             segment_latency_histogram: LatencyHistogram::from_metrics(metrics),
+            live: Some(metrics.live.doc()),
             series: None,
         }
     }
@@ -311,6 +317,21 @@ pub fn merge(replicas: &[Replica], max_error_rate: Option<f64>) -> Result<Summar
     }
     let limit = max_error_rate.unwrap_or(if limit.is_finite() { limit } else { 0.0 });
     let error_rate = run::error_rate(errors.total, requests.total);
+    // What viewers felt, from the merged buckets; the strictest latency gate of the replicas.
+    // A replica without these figures (an older swarm) leaves them not measured.
+    let max_latency_s = replicas
+        .iter()
+        .filter_map(|r| r.doc.summary.live.max_latency_s)
+        .reduce(f64::min);
+    let docs: Option<Vec<&crate::live::LiveDoc>> =
+        replicas.iter().map(|r| r.doc.live.as_ref()).collect();
+    let live = match docs.and_then(crate::live::Live::merged) {
+        Some(l) => l.summary(max_latency_s),
+        None => crate::live::LiveSummary {
+            max_latency_s,
+            ..Default::default()
+        },
+    };
     Ok(Summary {
         url: urls.join(", "),
         duration_s,
@@ -321,13 +342,14 @@ pub fn merge(replicas: &[Replica], max_error_rate: Option<f64>) -> Result<Summar
         errors,
         error_rate,
         max_error_rate: limit,
-        passed: error_rate <= limit,
+        passed: error_rate <= limit && live.latency_passed(),
         segment_latency_ms: hist.latency_ms(),
         stalls,
         reconnects,
         segment_retries: retries,
         segments_skipped: skipped,
         variants,
+        live,
     })
 }
 

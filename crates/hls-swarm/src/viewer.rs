@@ -9,6 +9,12 @@
 //! Stalls: the viewer keeps a playback clock. The first segment starts playback; each
 //! downloaded segment extends the buffer by its duration. A segment that finishes after the
 //! buffer ran out (it was due and had not arrived) is a stall, and playback restarts from it.
+//!
+//! What the viewer feels (src/live.rs): each downloaded segment gives its latency behind live
+//! (completion minus the end of its program date-time) and its throughput against the
+//! variant's BANDWIDTH; the first one the time to first segment; each media playlist load the
+//! staleness (time since the playlist last changed, in target durations). With
+//! `--follow-redirects` the URL that answered a playlist is the base of the URIs in it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +22,7 @@ use std::time::Duration;
 use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::config::VariantChoice;
-use crate::http::{Client, HttpError, Sink, Timeouts, Url};
+use crate::http::{Client, Connector, HttpError, Sink, Timeouts, Url};
 use crate::m3u8::{self, Media, Playlist, Variant};
 use crate::metrics::{Kind, Metrics};
 
@@ -40,6 +46,8 @@ pub struct Shared {
     pub reconnect_delay_max: Duration,
     pub segment_retries: u32,
     pub metrics: Arc<Metrics>,
+    /// TLS and redirect policy, shared by every viewer's client.
+    pub connector: Arc<Connector>,
 }
 
 /// A small fast PRNG (SplitMix64) so viewers do not need a crate or a lock for jitter.
@@ -87,6 +95,9 @@ struct State {
     buffered_until: Option<Instant>,
     /// Whether the session got a playlist (resets the backoff).
     healthy: bool,
+    /// When this viewer started, until its first segment arrived (the time to first segment
+    /// is recorded once).
+    first_segment_pending: Option<Instant>,
     /// The variant this session watches, for the time series (None between sessions).
     watching: Option<crate::series::Watching>,
 }
@@ -95,11 +106,12 @@ pub async fn run(id: u64, shared: Arc<Shared>) {
     let m = shared.metrics.clone();
     let _active = m.viewer_started();
     let mut rng = Rng::new(id + 1);
-    let mut client = Client::new(shared.timeouts).spread_by(id);
+    let mut client = Client::new(shared.timeouts, shared.connector.clone()).spread_by(id);
     let mut state = State {
         next_msn: None,
         buffered_until: None,
         healthy: false,
+        first_segment_pending: Some(Instant::now()),
         watching: None,
     };
     let mut backoff = BACKOFF_START;
@@ -143,27 +155,32 @@ pub async fn run(id: u64, shared: Arc<Shared>) {
     }
 }
 
+/// Load a playlist; returns it and the URL that answered (another one after a redirect).
 async fn fetch_playlist(
     client: &mut Client,
     m: &Metrics,
     url: &Url,
     kind: Kind,
     buf: &mut Vec<u8>,
-) -> Result<Playlist, Failure> {
+) -> Result<(Playlist, Option<Url>), Failure> {
     buf.clear();
     m.request(kind);
     let res = client.get(url, Sink::Collect(buf, MAX_PLAYLIST)).await;
+    let answered = m.redirects_followed(kind, client.take_redirect());
     match res {
         Ok(n) => {
             m.add_bytes(kind, n);
             let text = String::from_utf8_lossy(buf);
-            m3u8::parse(&text).map_err(|e| {
-                m.error(kind, "parse");
-                Failure::Parse(kind, format!("{url}: {e}"))
-            })
+            match m3u8::parse(&text) {
+                Ok(p) => Ok((p, answered)),
+                Err(e) => {
+                    m.error(kind, "parse");
+                    Err(Failure::Parse(kind, format!("{url}: {e}")))
+                }
+            }
         }
         Err(e) => {
-            m.error(kind, e.kind());
+            m.http_error(kind, &e);
             Err(Failure::Http(kind, e))
         }
     }
@@ -200,31 +217,43 @@ async fn session(
     let m = &*shared.metrics;
     let mut buf = Vec::new();
     let mut load_started = Instant::now();
-    let first = fetch_playlist(client, m, &shared.url, Kind::Master, &mut buf).await?;
-    let (media_url, mut media) = match first {
+    let (first, answered) = fetch_playlist(client, m, &shared.url, Kind::Master, &mut buf).await?;
+    let (media_url, mut media, bandwidth) = match first {
         Playlist::Media(media) => {
             state.watching = Some(m.per_variant.watch(&shared.url.to_string()));
-            (shared.url.clone(), Some(media))
+            (shared.url.clone(), Some(media), None)
         }
         Playlist::Master(variants) => {
             let v = choose(&variants, shared.variant, id, rng);
-            let url = shared
-                .url
+            let url = answered
+                .as_ref()
+                .unwrap_or(&shared.url)
                 .join(&v.uri)
                 .map_err(|e| Failure::Parse(Kind::Master, e))?;
             tracing::debug!(viewer = id, variant = %url, "variant chosen");
             m.variant_chosen(&url.to_string());
             state.watching = Some(m.per_variant.watch(&url.to_string()));
-            (url, None)
+            (url, None, Some(v.bandwidth).filter(|b| *b > 0))
         }
     };
+    // Segment URIs are relative to the URL that answered the playlist: another one than
+    // `media_url` only after a redirect.
+    let mut redirected_to = if media.is_some() {
+        answered.map(Box::new)
+    } else {
+        None
+    };
     let mut last_seen: Option<(u64, usize)> = None;
+    let mut last_change = Instant::now();
     loop {
         let media_pl = match media.take() {
             Some(p) => p,
             None => {
                 load_started = Instant::now();
-                match fetch_playlist(client, m, &media_url, Kind::Playlist, &mut buf).await? {
+                let (pl, answered) =
+                    fetch_playlist(client, m, &media_url, Kind::Playlist, &mut buf).await?;
+                redirected_to = answered.map(Box::new);
+                match pl {
                     Playlist::Media(p) => p,
                     Playlist::Master(_) => {
                         m.error(Kind::Playlist, "parse");
@@ -243,7 +272,15 @@ async fn session(
         let seen = (media_pl.media_sequence, media_pl.segments.len());
         let changed = last_seen != Some(seen);
         last_seen = Some(seen);
-        fetch_new_segments(shared, client, state, &media_url, &media_pl).await;
+        let now = Instant::now();
+        if changed {
+            last_change = now;
+        }
+        m.live
+            .stale
+            .record((now - last_change).as_secs_f64() / media_pl.target_duration.max(0.001));
+        let base_url = redirected_to.as_deref().unwrap_or(&media_url);
+        fetch_new_segments(shared, client, state, base_url, &media_pl, bandwidth).await;
         if media_pl.endlist && state.next_msn > media_pl.last_msn() {
             return Ok(End::EndList);
         }
@@ -257,6 +294,7 @@ async fn fetch_new_segments(
     state: &mut State,
     media_url: &Url,
     pl: &Media,
+    bandwidth: Option<u64>,
 ) {
     let m = &*shared.metrics;
     let Some(last) = pl.last_msn() else { return };
@@ -303,20 +341,25 @@ async fn fetch_new_segments(
         loop {
             m.request(Kind::Segment);
             let started = Instant::now();
-            match client
+            let res = client
                 .get(
                     &url,
                     Sink::Count(&m.bytes[Kind::Segment as usize], MAX_SEGMENT),
                 )
-                .await
-            {
-                Ok(n) => {
+                .await;
+            m.redirects_followed(Kind::Segment, client.take_redirect());
+            match res {
+                Ok(bytes) => {
                     let done = Instant::now();
                     m.segment_latency(done - started);
+                    m.segment_done(seg, bytes, done - started, bandwidth);
+                    if let Some(started) = state.first_segment_pending.take() {
+                        m.live.first_segment.record((done - started).as_secs_f64());
+                    }
                     let dur = seg.play_time();
                     if let Some(w) = &state.watching {
                         let stalled = matches!(state.buffered_until, Some(b) if done > b);
-                        w.segment_done(n, done - started, stalled);
+                        w.segment_done(bytes, done - started, stalled);
                     }
                     state.buffered_until = Some(match state.buffered_until {
                         Some(b) if done > b => {
@@ -329,7 +372,7 @@ async fn fetch_new_segments(
                     break;
                 }
                 Err(e) => {
-                    m.error(Kind::Segment, e.kind());
+                    m.http_error(Kind::Segment, &e);
                     if let Some(w) = &state.watching {
                         w.error();
                     }

@@ -348,7 +348,8 @@ fn bad_values_are_usage_errors() {
         vec!["http://h/", "--connect-timeout", "0"],
         vec!["http://h/", "--first-byte-timeout", "soon"],
         vec!["http://h/", "--min-rate", "fast"],
-        vec!["https://h/master.m3u8"],
+        vec!["ftp://h/master.m3u8"],
+        vec!["https://h/", "--max-latency", "0"],
     ] {
         let out = swarm().args(&args).output().unwrap();
         assert_eq!(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_hls-origin");
 
 /// Env vars of the settings contract, removed from every child so the caller's shell cannot leak in.
-pub const SETTING_ENVS: [&str; 17] = [
+pub const SETTING_ENVS: [&str; 19] = [
     "PORT",
     "BIND",
     "SEGMENT_DURATION",
@@ -27,6 +27,8 @@ pub const SETTING_ENVS: [&str; 17] = [
     "KEEPALIVE_TIMEOUT",
     "SEND_TIMEOUT",
     "MAX_CONNECTIONS",
+    "TLS_CERT",
+    "TLS_KEY",
 ];
 
 pub fn command() -> Command {

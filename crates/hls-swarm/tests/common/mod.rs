@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// Environment variables the swarm reads; removed from every child so the test environment
 /// cannot leak in.
-pub const SWARM_ENV: [&str; 21] = [
+pub const SWARM_ENV: [&str; 25] = [
     "STREAM_URL",
     "CLIENTS",
     "RAMP_RATE",
@@ -31,6 +31,10 @@ pub const SWARM_ENV: [&str; 21] = [
     "DURATION",
     "MAX_ERROR_RATE",
     "SUMMARY_JSON",
+    "MAX_LATENCY",
+    "CA_FILE",
+    "INSECURE",
+    "FOLLOW_REDIRECTS",
     "REPORT_HTML",
     "SERIES_JSON",
     "LINGER",
