@@ -30,6 +30,13 @@ pub struct MicrovmArgs {
 /// RTC, and then takes 4–11 s.
 pub const MACHINE: &str = "q35";
 
+/// The modules the MicroVM's machine needs, dependencies added at build time: its only
+/// device is the virtio-net NIC on PCI (`imgbuild boot DIR` gives no CD, disk or SCSI).
+/// The command line names them (`imgbuild.modules=`, read by imgbuild-init), so the
+/// initramfs stays the ISO's byte for byte while the boot skips the ISO's other drivers
+/// (ten modules, about 0.3 s under TCG).
+pub const MACHINE_MODULES: &[&str] = &["virtio_pci", "virtio_net"];
+
 /// `DIR/microvm.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MicrovmMeta {
@@ -76,6 +83,19 @@ pub fn run(ctx: &Ctx, a: MicrovmArgs) -> Result<()> {
     Ok(())
 }
 
+/// The profile's command line plus `imgbuild.modules=` with [`MACHINE_MODULES`] and what
+/// they depend on, in load order.
+fn machine_cmdline(profile_cmdline: &str, modules_dir: &Path) -> Result<String> {
+    let mods = iso::modules::resolve(modules_dir, MACHINE_MODULES).map_err(iso::IsoError::from)?;
+    let names: Vec<&str> = mods.iter().map(|m| m.name.as_str()).collect();
+    let modules = format!("imgbuild.modules={}", names.join(","));
+    Ok(if profile_cmdline.is_empty() {
+        modules
+    } else {
+        format!("{profile_cmdline} {modules}")
+    })
+}
+
 /// Builds the MicroVM directory and returns its path.
 pub fn build(ctx: &Ctx, a: &MicrovmArgs) -> Result<PathBuf> {
     let payload = iso::boot_payload(ctx, &a.input)?;
@@ -107,7 +127,10 @@ pub fn build(ctx: &Ctx, a: &MicrovmArgs) -> Result<PathBuf> {
             .map_or_else(|| "512M".into(), |i| i.memory.clone()),
         machine: MACHINE.into(),
         kernel: payload.assets.kver.clone(),
-        cmdline: bootcfg::full(bootcfg::CONSOLES_DEFAULT, &payload.cmdline),
+        cmdline: bootcfg::full(
+            bootcfg::CONSOLES_DEFAULT,
+            &machine_cmdline(&payload.cmdline, &payload.assets.modules)?,
+        ),
         network: p
             .iso
             .as_ref()
