@@ -130,6 +130,26 @@ fn bad_microvm_input_is_one_line_and_leaves_nothing() {
     let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
     assert_eq!(left.len(), 1, "{left:?}");
 
+    // An output in a directory that does not exist: said before anything is built, for the
+    // MicroVM and the ISO alike.
+    let nowhere = d.path().join("nowhere");
+    for (what, o) in [
+        ("microvm", microvm(&nowhere.join("x.microvm"), &[])),
+        (
+            "iso",
+            common::run(&["iso", "-o", nowhere.join("x.iso").to_str().unwrap()]),
+        ),
+    ] {
+        let err = common::stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
+        assert!(
+            err.contains("nowhere does not exist; create it"),
+            "{what}: {err}"
+        );
+    }
+    assert!(!nowhere.exists());
+
     // Booting a directory that is not a MicroVM, or a MicroVM with ISO-only options.
     let o = common::run(&["boot", busy.to_str().unwrap()]);
     let err = common::stderr(&o);
