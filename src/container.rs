@@ -544,20 +544,14 @@ pub fn run(ctx: &Ctx, a: ContainerArgs) -> Result<()> {
         })),
     };
     let out_dir = match &output {
-        Output::File(f) => f
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".")),
+        Output::File(f) => {
+            if let Some(e) = oci::files::missing_output_dir(f) {
+                return Err(BadInput(e).into());
+            }
+            oci::files::output_dir(f)
+        }
         Output::Stdout => std::env::temp_dir(),
     };
-    if !out_dir.is_dir() {
-        return Err(BadInput(format!(
-            "output directory {} does not exist",
-            out_dir.display()
-        ))
-        .into());
-    }
     let store = match (a.no_cache, a.cache_dir.clone().or_else(default_cache_dir)) {
         (false, Some(d)) => Store::Cache(d),
         _ => Store::Scratch(out_dir),

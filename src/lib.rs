@@ -17,6 +17,7 @@ pub mod microvm;
 pub mod oci;
 pub mod payload;
 pub mod plan;
+pub mod pool;
 pub mod profile;
 pub mod push;
 pub mod qemu;

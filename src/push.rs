@@ -372,7 +372,7 @@ pub fn push_image(
         .map(|b| b.digest.as_str())
         .chain(referrer_blobs.iter().map(|(d, _)| d.as_str()))
         .collect();
-    let present = pool(&head_digests, HEAD_PARALLEL.max(a.parallel), |d: &&str| {
+    let present = crate::pool::map(&head_digests, HEAD_PARALLEL.max(a.parallel), |d: &&str| {
         client.blob_exists(d)
     })?;
     let is_present = |d: &str| {
@@ -413,7 +413,10 @@ pub fn push_image(
         .copied()
         .filter(|b| !is_present(&b.digest))
         .collect();
-    for (b, act) in missing.iter().zip(pool(&missing, a.parallel, send)?) {
+    for (b, act) in missing
+        .iter()
+        .zip(crate::pool::map(&missing, a.parallel, send)?)
+    {
         actions.insert(&b.digest, act);
     }
     tracing::debug!("stage blobs done: {:.3}s", start.elapsed().as_secs_f64());
@@ -450,7 +453,7 @@ pub fn push_image(
             let gone: Vec<&PushBlob> = known
                 .iter()
                 .copied()
-                .zip(pool(
+                .zip(crate::pool::map(
                     &known,
                     HEAD_PARALLEL.max(a.parallel),
                     |b: &&PushBlob| client.blob_exists(&b.digest),
@@ -458,7 +461,7 @@ pub fn push_image(
                 .filter(|(_, there)| !there)
                 .map(|(b, _)| b)
                 .collect();
-            for (b, act) in gone.iter().zip(pool(&gone, a.parallel, send)?) {
+            for (b, act) in gone.iter().zip(crate::pool::map(&gone, a.parallel, send)?) {
                 actions.insert(&b.digest, act);
             }
             put_manifest()?
@@ -519,51 +522,6 @@ pub fn push_image(
 /// HEAD requests in flight at once (step 1 of a push): small round trips, so more of them
 /// than uploads (`--parallel`).
 const HEAD_PARALLEL: usize = 16;
-
-/// Runs `f` over `items` on up to `threads` threads; the results keep the items' order.
-/// The first error stops the handing out of further items and is returned.
-fn pool<T: Sync, O: Send>(
-    items: &[T],
-    threads: usize,
-    f: impl Fn(&T) -> Result<O, RegistryError> + Sync,
-) -> Result<Vec<O>, RegistryError> {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let slots: std::sync::Mutex<Vec<Option<Result<O, RegistryError>>>> =
-        std::sync::Mutex::new((0..items.len()).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for _ in 0..threads.clamp(1, items.len().max(1)) {
-            s.spawn(|| loop {
-                if failed.load(Relaxed) {
-                    return;
-                }
-                let i = next.fetch_add(1, Relaxed);
-                let Some(item) = items.get(i) else { return };
-                let r = f(item);
-                if r.is_err() {
-                    failed.store(true, Relaxed);
-                }
-                slots.lock().expect("results lock")[i] = Some(r);
-            });
-        }
-    });
-    let mut out = Vec::with_capacity(items.len());
-    let mut first_err = None;
-    for r in slots.into_inner().expect("results lock") {
-        match r {
-            Some(Ok(o)) => out.push(o),
-            Some(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            None => {}
-        }
-    }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
-}
 
 /// The empty config of an artifact manifest (`{}`), as the OCI image spec 1.1 defines it.
 const EMPTY_JSON: &[u8] = b"{}";

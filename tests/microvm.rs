@@ -65,6 +65,19 @@ fn the_microvm_directory_is_reproducible_and_carries_the_isos_initramfs() {
         meta["cmdline"].as_str().unwrap().contains("console=ttyS0"),
         "{meta}"
     );
+    // Only the modules of its machine (virtio-net on PCI, with their dependencies).
+    let cmdline = meta["cmdline"].as_str().unwrap();
+    let modules = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("imgbuild.modules="))
+        .unwrap_or_else(|| panic!("no imgbuild.modules= in {cmdline}"));
+    let modules: Vec<&str> = modules.split(',').collect();
+    for m in ["virtio_pci", "virtio_net", "virtio_ring", "net_failover"] {
+        assert!(modules.contains(&m), "{m} missing: {modules:?}");
+    }
+    for m in ["isofs", "sr_mod", "ata_piix", "scsi_mod"] {
+        assert!(!modules.contains(&m), "{m} is an ISO driver: {modules:?}");
+    }
     assert_eq!(
         std::fs::read(a.join("vmlinuz")).unwrap(),
         std::fs::read(common::boot_assets().join("vmlinuz")).unwrap()
@@ -116,6 +129,26 @@ fn bad_microvm_input_is_one_line_and_leaves_nothing() {
     // Nothing half-written beside it.
     let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
     assert_eq!(left.len(), 1, "{left:?}");
+
+    // An output in a directory that does not exist: said before anything is built, for the
+    // MicroVM and the ISO alike.
+    let nowhere = d.path().join("nowhere");
+    for (what, o) in [
+        ("microvm", microvm(&nowhere.join("x.microvm"), &[])),
+        (
+            "iso",
+            common::run(&["iso", "-o", nowhere.join("x.iso").to_str().unwrap()]),
+        ),
+    ] {
+        let err = common::stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
+        assert!(
+            err.contains("nowhere does not exist; create it"),
+            "{what}: {err}"
+        );
+    }
+    assert!(!nowhere.exists());
 
     // Booting a directory that is not a MicroVM, or a MicroVM with ISO-only options.
     let o = common::run(&["boot", busy.to_str().unwrap()]);
@@ -186,6 +219,11 @@ fn the_microvm_boots_its_kernel_directly_and_answers_health() {
         "{text}"
     );
     assert!(!text.contains("ISOLINUX"), "{text}");
+    // It loaded its machine's modules and skipped the ISO's CD, disk and SCSI drivers, which
+    // the very same initramfs carries.
+    assert!(text.contains("module virtio_net loaded"), "{text}");
+    assert!(!text.contains("module isofs"), "{text}");
+    assert!(!text.contains("module scsi_mod"), "{text}");
 
     // The profile's [kernel] sysctls are in force: imgbuild-init reads each back from
     // /proc/sys after writing it and prints what the kernel holds.

@@ -255,6 +255,9 @@ pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
         .output
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{}-{}.iso", p.image.name, p.name)));
+    if let Some(e) = crate::oci::files::missing_output_dir(&output) {
+        return Err(BadInput(e).into());
+    }
     // 5. Boot configuration and ESP.
     let title = format!("{}-{}", p.image.name, p.name);
     let kernel_len = std::fs::metadata(&assets.kernel)
@@ -329,10 +332,7 @@ pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
     // 7. Write to a temp name beside the output, rename at the end.
     let t = Instant::now();
     let htree = hadris::convert(&iso_tree, time).map_err(IsoError::from)?;
-    let dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = crate::oci::files::output_dir(&output);
     let name = output
         .file_name()
         .ok_or_else(|| BadInput(format!("-o {}: not a file name", output.display())))?

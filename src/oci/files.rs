@@ -208,6 +208,26 @@ pub fn cleanup_release(slot: usize) {
     }
 }
 
+/// The directory an output path is written in (`.` for a bare file name).
+pub fn output_dir(output: &Path) -> PathBuf {
+    output
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// The one-line error for an output path whose directory does not exist (checked before any
+/// work, so nothing is built for an output that cannot be written).
+pub fn missing_output_dir(output: &Path) -> Option<String> {
+    let dir = output_dir(output);
+    (!dir.is_dir()).then(|| {
+        format!(
+            "output directory {} does not exist; create it or give -o a path in an existing directory",
+            dir.display()
+        )
+    })
+}
+
 /// A directory written under a temp name and renamed into place when complete; removed on
 /// drop unless persisted. Registered for signal-time cleanup (top level only).
 pub struct PendingDir {
@@ -218,15 +238,12 @@ pub struct PendingDir {
 
 impl PendingDir {
     pub fn new_for(dest: &Path) -> io::Result<PendingDir> {
-        let parent = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let parent = output_dir(dest);
         let hint = dest
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "oci".into());
-        let path = unique_name(parent, &hint);
+        let path = unique_name(&parent, &hint);
         std::fs::create_dir(&path)?;
         let slot = usize::MAX; // a directory cannot be unlinked in one call; see Drop.
         Ok(PendingDir {

@@ -15,8 +15,8 @@ pub mod tar;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use compress::Compression;
@@ -179,41 +179,9 @@ fn write_layers(
             .cmp(&plan.layers[a].size)
             .then(a.cmp(&b))
     });
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let results: Mutex<Vec<Option<Result<Blob, OciError>>>> =
-        Mutex::new((0..n).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for _ in 0..threads.clamp(1, n.max(1)) {
-            s.spawn(|| loop {
-                if failed.load(Ordering::Relaxed) {
-                    return;
-                }
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&li) = order.get(i) else { return };
-                let r = layer::write_layer(tree, &plan.layers[li], o);
-                if r.is_err() {
-                    failed.store(true, Ordering::Relaxed);
-                }
-                results.lock().expect("results lock")[li] = Some(r);
-            });
-        }
-    });
-    let mut out = Vec::with_capacity(n);
-    let mut first_err = None;
-    for r in results.into_inner().expect("results lock") {
-        match r {
-            Some(Ok(b)) => out.push(b),
-            Some(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            None => {}
-        }
-    }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
+    crate::pool::run_in_order(&order, threads, |li| {
+        layer::write_layer(tree, &plan.layers[li], o)
+    })
 }
 
 /// Shows layers done, bytes and rate on stderr while `stop` is false.

@@ -201,7 +201,7 @@ fn header(o: &mut String, input: &ReportInput, t0: u64) {
         "requests",
         format!("{} ({} errors)", run.requests, run.errors),
     );
-    row(o, "received", human_bytes(bytes));
+    row(o, "received", crate::run::human_bytes(bytes));
     row(o, "stalls", stalls.to_string());
     if input.replicas.len() > 1 {
         let names: Vec<&str> = input.replicas.iter().map(|r| r.name.as_str()).collect();
@@ -828,21 +828,6 @@ fn pct(f: f64) -> String {
 
 fn secs(s: f64) -> String {
     format!("{} s", trim(s))
-}
-
-fn human_bytes(b: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < units.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` of a time in ms since 1970 (no time zone data needed).

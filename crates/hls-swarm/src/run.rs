@@ -296,7 +296,8 @@ fn progress_line(m: &Metrics, elapsed: Duration) -> String {
     )
 }
 
-fn human_bytes(b: u64) -> String {
+/// A byte count for people: `512 B`, `1.5 KiB`, `2.0 GiB`.
+pub(crate) fn human_bytes(b: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;
     let mut u = 0;

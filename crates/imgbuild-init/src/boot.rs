@@ -51,12 +51,15 @@ fn boot(config_path: &Path) -> Result<(), String> {
         say!("kernel command line: {w}");
     }
 
-    if !cfg.modules.is_empty() {
-        let n = modules::load_all(&cfg.modules);
-        say!(
-            "{n} of {} module(s) loaded",
-            modules::plan(&cfg.modules).len()
-        );
+    // `imgbuild.modules=` (the MicroVM's command line) narrows the list to what its machine
+    // needs; the ISO loads them all.
+    let wanted = match &cmd.modules {
+        Some(names) => modules::only(&cfg.modules, names),
+        None => cfg.modules.clone(),
+    };
+    if !wanted.is_empty() {
+        let n = modules::load_all(&wanted);
+        say!("{n} of {} module(s) loaded", modules::plan(&wanted).len());
     }
     // After the modules: some sysctls exist only once their module is loaded.
     crate::tuning::apply(&cfg.kernel);

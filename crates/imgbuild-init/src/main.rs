@@ -54,6 +54,8 @@
 //! - `hls.KEY=VALUE`: service environment variable KEY (any other KEY; case kept)
 //! - `imgbuild.test=kill-service-after=SECS[,poweroff-after=SECS]`: SIGKILL the service
 //!   once, SECS after it first started (so a test sees a restart)
+//! - `imgbuild.modules=NAME[,NAME…]`: load only these of the config's modules (the
+//!   MicroVM names its machine's; the ISO loads them all);
 //! - `imgbuild.poweroff=SECS`: power off SECS after the service was first started;
 //!   `imgbuild.poweroff` alone: power off when the service exits instead of restarting
 //!

@@ -84,6 +84,19 @@ fn load_one(m: &Module) -> Outcome {
 
 /// Load every module in order, printing one line each; failures do not stop the rest.
 /// Returns how many are loaded (newly or already).
+/// The entries of `list` whose module name is one of `names` (canonical, `_` for `-`), in
+/// `list`'s order (which is the load order).
+pub fn only(list: &[String], names: &[String]) -> Vec<String> {
+    list.iter()
+        .filter(|entry| {
+            plan(std::slice::from_ref(*entry))
+                .first()
+                .is_some_and(|m| names.contains(&m.name))
+        })
+        .cloned()
+        .collect()
+}
+
 pub fn load_all(list: &[String]) -> usize {
     let mut ok = 0;
     for m in plan(list) {
@@ -107,6 +120,19 @@ pub fn load_all(list: &[String]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_keeps_the_named_modules_in_load_order() {
+        let list = vec![
+            "lib/modules/k/kernel/drivers/virtio/virtio_ring.ko".to_string(),
+            "lib/modules/k/kernel/drivers/scsi/scsi_mod.ko".to_string(),
+            "lib/modules/k/kernel/drivers/virtio/virtio-pci.ko".to_string(),
+            "lib/modules/k/kernel/fs/isofs/isofs.ko".to_string(),
+        ];
+        let names = vec!["virtio_pci".to_string(), "virtio_ring".to_string()];
+        assert_eq!(only(&list, &names), vec![list[0].clone(), list[2].clone()]);
+        assert!(only(&list, &[]).is_empty());
+    }
 
     #[test]
     fn names_paths_and_duplicates() {
