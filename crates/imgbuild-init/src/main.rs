@@ -187,7 +187,7 @@ fn main() {
             println!("imgbuild-init {}", env!("CARGO_PKG_VERSION"));
             0
         }
-        Mode::Check => match config::Config::load(&args.config) {
+        Mode::Check => match <config::Config as config::Load>::load(&args.config) {
             Ok(c) => {
                 println!(
                     "{}: service {} ({}), {} module(s), network {:?}",
