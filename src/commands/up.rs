@@ -14,7 +14,9 @@
 //! Words may come in any order (`up run`, `up swarm stress run`, `up default iso`): each is
 //! a kind, an action or a profile name. With no words, on a terminal a menu asks; not on a
 //! terminal the defaults (origin default container) are used and said in one line. Every
-//! external command is announced with an `Executing:` line before it runs.
+//! external command is announced with an `Executing:` line before it runs (a command polled
+//! in a loop once, before the loop). The builds and `boot` are the commands' own functions
+//! (src/commands/), called directly.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -24,7 +26,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::cli::{Cli, Ctx};
+use super::boot::BootArgs;
+use super::container::ContainerArgs;
+use super::iso::{BootInputs, IsoArgs};
+use super::microvm::MicrovmArgs;
+use super::Ctx;
 use crate::error::BadInput;
 use crate::profile::{self, Kind, Profile};
 use crate::root::Root;
@@ -184,22 +190,12 @@ fn announce(cmd: &Command) {
     eprintln!("Executing: {line}");
 }
 
-/// Runs an imgbuild subcommand in-process, through the same CLI parser (so `up` builds
-/// exactly what `imgbuild container`/`iso`/`boot` would).
-fn imgbuild(ctx: &Ctx, args: &[&str]) -> Result<()> {
-    let mut argv: Vec<String> = vec!["imgbuild".into()];
-    if let Some(d) = ctx.root.dir() {
-        argv.push("--root".into());
-        argv.push(d.display().to_string());
-    }
-    argv.extend(args.iter().map(|s| s.to_string()));
-    let cli = <Cli as clap::Parser>::try_parse_from(&argv)?;
-    crate::cli::run(cli)
-}
-
 /// The docker engine answers, or an actionable error.
 fn require_docker() -> Result<()> {
-    match Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output() {
+    let mut info = Command::new("docker");
+    info.args(["info", "--format", "{{.ServerVersion}}"]);
+    announce(&info);
+    match info.output() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!("docker is not installed: install Docker Engine (Debian: apt-get install docker.io) and start it")
         }
@@ -213,8 +209,14 @@ fn require_docker() -> Result<()> {
 }
 
 fn require_qemu() -> Result<()> {
+    let version = |q: &Path| {
+        let mut c = Command::new(q);
+        c.arg("--version");
+        announce(&c);
+        c.output().is_ok()
+    };
     match crate::qemu::accel::qemu_program(None) {
-        Some(q) if Command::new(&q).arg("--version").output().is_ok() => Ok(()),
+        Some(q) if version(&q) => Ok(()),
         _ => bail!("qemu-system-x86_64 is not installed: apt-get install qemu-system-x86 (and ovmf for --uefi), or name it with IMGBUILD_QEMU"),
     }
 }
@@ -258,27 +260,27 @@ impl Drop for Cleanup {
             // remove any task container still there.
             let net = format!("{st}_{}", crate::deploy::swarm::NETWORK);
             let label = format!("label=com.docker.stack.namespace={st}");
-            let empty = |args: &[&str]| {
-                Command::new("docker")
-                    .args(args)
-                    .output()
+            let mut networks = Command::new("docker");
+            networks.args(["network", "ls", "-q", "--filter", &format!("name={net}")]);
+            let mut tasks = Command::new("docker");
+            tasks.args(["ps", "-aq", "--filter", &label]);
+            // Polled below: announced once each.
+            announce(&networks);
+            announce(&tasks);
+            let empty = |c: &mut Command| {
+                c.output()
                     .map_or(true, |o| o.stdout.iter().all(u8::is_ascii_whitespace))
             };
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(60) {
-                if empty(&["network", "ls", "-q", "--filter", &format!("name={net}")])
-                    && empty(&["ps", "-aq", "--filter", &label])
-                {
+                if empty(&mut networks) && empty(&mut tasks) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
-            if let Ok(o) = Command::new("docker")
-                .args(["ps", "-aq", "--filter", &label])
-                .output()
-            {
+            if let Ok(o) = exec_output(&mut tasks) {
                 for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                    let _ = Command::new("docker").args(["rm", "-f", id]).output();
+                    let _ = exec_output(Command::new("docker").args(["rm", "-f", id]));
                 }
             }
         }
@@ -427,10 +429,9 @@ fn parse_secs(s: &str) -> Option<u64> {
 fn build_and_load(ctx: &Ctx, p: &Profile, tmp: &Path) -> Result<()> {
     let tar = tmp.join(format!("hls-{}-{}.tar", p.kind, p.name));
     eprintln!("imgbuild up: building {} ({})", p.image_ref(), p.id());
-    imgbuild(
-        ctx,
-        &["container", &p.id(), "-o", &tar.display().to_string()],
-    )?;
+    let mut args = ContainerArgs::new(&p.id());
+    args.output = Some(tar.display().to_string());
+    super::container::run(ctx, args)?;
     if interrupted() {
         bail!("interrupted");
     }
@@ -443,26 +444,26 @@ fn build_and_load(ctx: &Ctx, p: &Profile, tmp: &Path) -> Result<()> {
 /// deadline passes or the user interrupts.
 fn wait_healthy(name: &str, deadline: Duration) -> Result<()> {
     let start = Instant::now();
-    announce(Command::new("docker").args(["inspect", "-f", "{{.State.Health.Status}}", name]));
+    let mut poll = Command::new("docker");
+    poll.args([
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.State.Health.Status}}",
+        name,
+    ]);
+    // Polled below: announced once.
+    announce(&poll);
     loop {
         if interrupted() {
             bail!("interrupted while waiting for {name} to become healthy");
         }
-        let o = Command::new("docker")
-            .args([
-                "inspect",
-                "-f",
-                "{{.State.Status}} {{.State.Health.Status}}",
-                name,
-            ])
-            .output()?;
+        let o = poll.output().context("running docker inspect")?;
         let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
         match s.split_once(' ') {
             Some((_, "healthy")) => return Ok(()),
             Some(("exited" | "dead", _)) => {
-                let logs = Command::new("docker")
-                    .args(["logs", "--tail", "20", name])
-                    .output()?;
+                let logs =
+                    exec_output(Command::new("docker").args(["logs", "--tail", "20", name]))?;
                 bail!(
                     "container {name} exited before it became healthy; its last output:\n{}{}",
                     String::from_utf8_lossy(&logs.stdout),
@@ -526,14 +527,17 @@ fn up_iso(ctx: &Ctx, p: &Profile, uefi: bool) -> Result<()> {
     }
     require_qemu()?;
     let cleanup = Cleanup::new()?;
-    let iso = cleanup.dir().join(format!("hls-origin-{}.iso", p.name));
-    let iso_s = iso.display().to_string();
-    imgbuild(ctx, &["iso", &p.id(), "-o", &iso_s])?;
-    let mut args = vec!["boot", iso_s.as_str()];
-    if uefi {
-        args.push("--uefi");
-    }
-    imgbuild(ctx, &args)
+    let iso = super::iso::build(
+        ctx,
+        &IsoArgs {
+            input: BootInputs::new(&p.id()),
+            output: Some(cleanup.dir().join(format!("hls-origin-{}.iso", p.name))),
+            stage: None,
+        },
+    )?;
+    let mut boot = BootArgs::new(iso)?;
+    boot.uefi = uefi;
+    super::boot::run(ctx, boot)
 }
 
 fn up_microvm(ctx: &Ctx, p: &Profile) -> Result<()> {
@@ -546,10 +550,14 @@ fn up_microvm(ctx: &Ctx, p: &Profile) -> Result<()> {
     }
     require_qemu()?;
     let cleanup = Cleanup::new()?;
-    let dir = cleanup.dir().join(format!("hls-origin-{}.microvm", p.name));
-    let dir_s = dir.display().to_string();
-    imgbuild(ctx, &["microvm", &p.id(), "-o", &dir_s])?;
-    imgbuild(ctx, &["boot", dir_s.as_str()])
+    let dir = super::microvm::build(
+        ctx,
+        &MicrovmArgs {
+            input: BootInputs::new(&p.id()),
+            output: Some(cleanup.dir().join(format!("hls-origin-{}.microvm", p.name))),
+        },
+    )?;
+    super::boot::run(ctx, BootArgs::new(dir)?)
 }
 
 /// Runs a foreground child until it exits or the user interrupts (then it is killed).
@@ -622,14 +630,11 @@ fn up_run(ctx: &Ctx, origin: &Profile, swarm: &Profile, secs: u64) -> Result<()>
 
 /// This node's swarm state (`inactive`, `active`, …) and whether it is a manager.
 fn swarm_state() -> Result<(String, bool)> {
-    let o = Command::new("docker")
-        .args([
-            "info",
-            "--format",
-            "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
-        ])
-        .output()
-        .context("running docker info")?;
+    let o = exec_output(Command::new("docker").args([
+        "info",
+        "--format",
+        "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+    ]))?;
     let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
     let (state, manager) = s.split_once(' ').unwrap_or((&s, "false"));
     Ok((state.to_string(), manager == "true"))
@@ -684,7 +689,7 @@ fn up_run_swarm(
         output: None,
         force: false,
     };
-    let plan = crate::deploy::Plan::new(ctx, &args)?;
+    let plan = crate::deploy::Plan::new(&ctx.root, &args)?;
     let files = crate::deploy::render(&plan);
     crate::deploy::write_files(&cleanup.dir().join("deploy"), &files, false)?;
     let stack = format!("imgbuild-up-{}", std::process::id());
