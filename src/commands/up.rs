@@ -55,6 +55,10 @@ pub struct UpArgs {
     /// For `iso`: boot with UEFI firmware (OVMF) instead of BIOS.
     #[arg(long)]
     pub uefi: bool,
+    /// For `container`: the enhanced origin image (imgbuild-init as PID 1 supervising the
+    /// origin), as `imgbuild container --init` builds it.
+    #[arg(long)]
+    pub init: bool,
     /// For `run`: where origin and swarm run: plain docker containers, or a Docker Swarm
     /// stack (origin and `--replicas` swarm replicas, one merged verdict).
     #[arg(long, value_enum, default_value = "docker")]
@@ -383,9 +387,15 @@ pub fn run(ctx: &Ctx, a: UpArgs) -> Result<()> {
         }
     };
     let p = profile::load(&ctx.root, choice.kind, &choice.profile)?;
+    if a.init && choice.action != Action::Container {
+        return Err(BadInput(
+            "up: --init is for the container action (the enhanced origin image)".into(),
+        )
+        .into());
+    }
     install_signal_handlers();
     match choice.action {
-        Action::Container => up_container(ctx, &p),
+        Action::Container => up_container(ctx, &p, a.init),
         Action::Iso => up_iso(ctx, &p, a.uefi),
         Action::Microvm => up_microvm(ctx, &p),
         Action::Run => {
@@ -425,12 +435,22 @@ fn parse_secs(s: &str) -> Option<u64> {
     profile::parse_duration_ns(s).map(|ns| ns.div_ceil(1_000_000_000))
 }
 
+/// The reference of the profile's image (`init`: the enhanced image, tagged `<tag>-init`).
+fn image_ref(p: &Profile, init: bool) -> String {
+    if init {
+        format!("{}-init", p.image_ref())
+    } else {
+        p.image_ref()
+    }
+}
+
 /// Builds the image tar into the temp dir and loads it into docker.
-fn build_and_load(ctx: &Ctx, p: &Profile, tmp: &Path) -> Result<()> {
+fn build_and_load(ctx: &Ctx, p: &Profile, tmp: &Path, init: bool) -> Result<()> {
     let tar = tmp.join(format!("hls-{}-{}.tar", p.kind, p.name));
-    eprintln!("imgbuild up: building {} ({})", p.image_ref(), p.id());
+    eprintln!("imgbuild up: building {} ({})", image_ref(p, init), p.id());
     let mut args = ContainerArgs::new(&p.id());
     args.output = Some(tar.display().to_string());
+    args.init = init;
     super::container::run(ctx, args)?;
     if interrupted() {
         bail!("interrupted");
@@ -485,11 +505,12 @@ fn wait_healthy(name: &str, deadline: Duration) -> Result<()> {
     }
 }
 
-fn up_container(ctx: &Ctx, p: &Profile) -> Result<()> {
+fn up_container(ctx: &Ctx, p: &Profile, init: bool) -> Result<()> {
     require_docker()?;
     let cleanup = Cleanup::new()?;
-    build_and_load(ctx, p, cleanup.dir())?;
-    let name = format!("imgbuild-up-{}-{}", p.kind, p.name);
+    build_and_load(ctx, p, cleanup.dir(), init)?;
+    let suffix = if init { "-init" } else { "" };
+    let name = format!("imgbuild-up-{}-{}{suffix}", p.kind, p.name);
     // A previous `up` of the same profile is replaced.
     let _ = exec_output(Command::new("docker").args(["rm", "-f", &name]));
     let mut run = Command::new("docker");
@@ -503,7 +524,8 @@ fn up_container(ctx: &Ctx, p: &Profile) -> Result<()> {
             p.name
         );
     }
-    run.arg(p.image_ref());
+    let image = image_ref(p, init);
+    run.arg(&image);
     exec(&mut run)?;
     if let Err(e) = wait_healthy(&name, Duration::from_secs(60)) {
         let _ = exec_output(Command::new("docker").args(["rm", "-f", &name]));
@@ -511,8 +533,7 @@ fn up_container(ctx: &Ctx, p: &Profile) -> Result<()> {
     }
     let port = p.ports().first().copied().unwrap_or(0);
     println!(
-        "{} is healthy: http://127.0.0.1:{port}/master.m3u8 (container {name}; stop it with: docker rm -f {name})",
-        p.image_ref()
+        "{image} is healthy: http://127.0.0.1:{port}/master.m3u8 (container {name}; stop it with: docker rm -f {name})"
     );
     Ok(())
 }
@@ -578,8 +599,8 @@ fn wait_child(child: &mut Child) -> Result<Option<std::process::ExitStatus>> {
 fn up_run(ctx: &Ctx, origin: &Profile, swarm: &Profile, secs: u64) -> Result<()> {
     require_docker()?;
     let mut cleanup = Cleanup::new()?;
-    build_and_load(ctx, origin, cleanup.dir())?;
-    build_and_load(ctx, swarm, cleanup.dir())?;
+    build_and_load(ctx, origin, cleanup.dir(), false)?;
+    build_and_load(ctx, swarm, cleanup.dir(), false)?;
     let tag = format!("imgbuild-up-{}", std::process::id());
     let net = tag.clone();
     exec(Command::new("docker").args(["network", "create", &net]))?;
@@ -671,8 +692,8 @@ fn up_run_swarm(
         }
         other => bail!("this Docker node's swarm state is {other:?}; expected active or inactive"),
     }
-    build_and_load(ctx, origin, cleanup.dir())?;
-    build_and_load(ctx, swarm, cleanup.dir())?;
+    build_and_load(ctx, origin, cleanup.dir(), false)?;
+    build_and_load(ctx, swarm, cleanup.dir(), false)?;
     // The same files `imgbuild deploy swarm` writes.
     let args = crate::deploy::DeployArgs {
         engine: crate::deploy::Engine::Swarm,
