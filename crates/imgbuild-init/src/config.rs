@@ -6,8 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-#[cfg(test)]
-pub use init_contract::Dns;
 pub use init_contract::{Config, Kernel, Network};
 
 /// Default location of the configuration inside an image.
@@ -82,6 +80,7 @@ fn validate(c: &Config) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use init_contract::Dns;
 
     const FULL: &str = r#"{
       "service": {"name": "hls-origin", "path": "/bin/hls-origin", "args": [],
