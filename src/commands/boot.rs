@@ -377,12 +377,7 @@ mod tests {
     /// `up` boots with [`BootArgs::new`]: the same as the command line's defaults.
     #[test]
     fn new_gives_the_command_line_defaults() {
-        #[derive(clap::Parser, Debug)]
-        struct Wrap {
-            #[command(flatten)]
-            a: BootArgs,
-        }
-        let parsed = <Wrap as clap::Parser>::parse_from(["x", "a.iso"]).a;
+        let parsed: BootArgs = crate::commands::parse_args(&["x", "a.iso"]);
         assert_eq!(
             format!("{parsed:?}"),
             format!("{:?}", BootArgs::new("a.iso".into()).unwrap())

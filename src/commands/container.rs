@@ -118,30 +118,45 @@ impl ContainerArgs {
         }
     }
 
-    /// The arguments `push KIND/PROFILE` builds with (everything else at its default).
-    #[allow(clippy::too_many_arguments)]
+    /// The arguments `push` and `sbom` build a profile with (an OCI layout in blobs; the
+    /// rest at its default).
     pub fn for_build(
         profile: &str,
+        inputs: &ProfileInputs,
         compression: Compression,
-        binaries: Vec<String>,
-        closures: Vec<PathBuf>,
-        store_root: Option<PathBuf>,
-        init: bool,
         cache_dir: Option<PathBuf>,
         sbom: crate::sbom::SbomFormat,
     ) -> ContainerArgs {
         ContainerArgs {
-            closures,
-            store_root,
+            closures: inputs.closures.clone(),
+            store_root: inputs.store_root.clone(),
             compression,
             format: Format::OciDir,
-            binaries,
-            init,
+            binaries: inputs.binaries.clone(),
+            init: inputs.init,
             cache_dir,
             sbom,
             ..ContainerArgs::new(profile)
         }
     }
+}
+
+/// How `push` and `sbom` build a profile given as SOURCE (the rest at `container`'s
+/// defaults).
+#[derive(Args, Debug, Clone)]
+pub struct ProfileInputs {
+    /// Payload binary override when SOURCE is a profile (NAME=PATH); repeatable.
+    #[arg(long = "binary", value_name = "NAME=PATH")]
+    pub binaries: Vec<String>,
+    /// A Nix closure to add when SOURCE is a profile; repeatable.
+    #[arg(long = "closure", value_name = "PATH")]
+    pub closures: Vec<PathBuf>,
+    /// Read store paths from DIR/nix/store (SOURCE a profile).
+    #[arg(long, value_name = "DIR")]
+    pub store_root: Option<PathBuf>,
+    /// The enhanced origin image (SOURCE a profile).
+    #[arg(long)]
+    pub init: bool,
 }
 
 /// An image built for a registry: its layer blobs (in the cache or scratch files) and
@@ -594,12 +609,7 @@ mod tests {
     /// `up` builds with [`ContainerArgs::new`]: the same as the command line's defaults.
     #[test]
     fn new_gives_the_command_line_defaults() {
-        #[derive(clap::Parser, Debug)]
-        struct Wrap {
-            #[command(flatten)]
-            a: ContainerArgs,
-        }
-        let parsed = <Wrap as clap::Parser>::parse_from(["x", "swarm/stress"]).a;
+        let parsed: ContainerArgs = crate::commands::parse_args(&["x", "swarm/stress"]);
         assert_eq!(
             format!("{parsed:?}"),
             format!("{:?}", ContainerArgs::new("swarm/stress"))

@@ -266,12 +266,7 @@ mod tests {
     /// `up` builds with [`BootInputs::new`]: the same as the command line's defaults.
     #[test]
     fn new_gives_the_command_line_defaults() {
-        #[derive(clap::Parser, Debug)]
-        struct Wrap {
-            #[command(flatten)]
-            a: BootInputs,
-        }
-        let parsed = <Wrap as clap::Parser>::parse_from(["x", "origin/tap"]).a;
+        let parsed: BootInputs = crate::commands::parse_args(&["x", "origin/tap"]);
         assert_eq!(
             format!("{parsed:?}"),
             format!("{:?}", BootInputs::new("origin/tap"))

@@ -50,3 +50,13 @@ impl Classify for crate::closure::ClosureError {
         ExitClass::BadInput
     }
 }
+
+/// An argument struct as clap parses `argv` (the first word is the program name): the
+/// commands' `new` constructors are tested against it.
+#[cfg(test)]
+pub(crate) fn parse_args<T: clap::Args + clap::FromArgMatches>(argv: &[&str]) -> T {
+    let matches = T::augment_args(clap::Command::new("imgbuild"))
+        .try_get_matches_from(argv)
+        .expect("the arguments parse");
+    T::from_arg_matches(&matches).expect("the matches fit")
+}

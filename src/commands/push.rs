@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::Args;
 
-use super::container::{build_blobs, ContainerArgs};
+use super::container::{build_blobs, ContainerArgs, ProfileInputs};
 use super::Ctx;
 use crate::error::BadInput;
 use crate::inspect::Source;
@@ -32,18 +32,8 @@ pub struct PushArgs {
     /// Layer compression when SOURCE is a profile.
     #[arg(long, value_enum, default_value = "gzip")]
     pub compression: Compression,
-    /// Payload binary override when SOURCE is a profile (NAME=PATH); repeatable.
-    #[arg(long = "binary", value_name = "NAME=PATH")]
-    pub binaries: Vec<String>,
-    /// A Nix closure to add when SOURCE is a profile; repeatable.
-    #[arg(long = "closure", value_name = "PATH")]
-    pub closures: Vec<PathBuf>,
-    /// Read store paths from DIR/nix/store (SOURCE a profile).
-    #[arg(long, value_name = "DIR")]
-    pub store_root: Option<PathBuf>,
-    /// The enhanced origin image (SOURCE a profile).
-    #[arg(long)]
-    pub init: bool,
+    #[command(flatten)]
+    pub inputs: ProfileInputs,
     /// Layer cache directory (default $IMGBUILD_CACHE, else ~/.cache/imgbuild/layers).
     #[arg(long, value_name = "DIR", env = "IMGBUILD_CACHE")]
     pub cache_dir: Option<PathBuf>,
@@ -67,11 +57,8 @@ pub fn run(ctx: &Ctx, a: PushArgs) -> Result<()> {
     } else if a.source.contains('/') && !a.source.starts_with('.') && !a.source.starts_with('/') {
         let ca = ContainerArgs::for_build(
             &a.source,
+            &a.inputs,
             a.compression,
-            a.binaries.clone(),
-            a.closures.clone(),
-            a.store_root.clone(),
-            a.init,
             a.cache_dir.clone(),
             a.sbom,
         );

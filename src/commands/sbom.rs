@@ -4,12 +4,12 @@
 //! `container` puts in the image, without building a layer).
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::container::{resolve, sbom_input, ContainerArgs};
+use super::container::{resolve, sbom_input, ContainerArgs, ProfileInputs};
 use super::Ctx;
 use crate::error::BadInput;
 use crate::inspect::Source;
@@ -27,18 +27,8 @@ pub struct SbomArgs {
     /// Write to FILE instead of stdout (`-`).
     #[arg(short, long, value_name = "FILE|-")]
     pub output: Option<String>,
-    /// Payload binary override when SOURCE is a profile (NAME=PATH); repeatable.
-    #[arg(long = "binary", value_name = "NAME=PATH")]
-    pub binaries: Vec<String>,
-    /// A Nix closure when SOURCE is a profile; repeatable.
-    #[arg(long = "closure", value_name = "PATH")]
-    pub closures: Vec<PathBuf>,
-    /// Read store paths from DIR/nix/store (SOURCE a profile).
-    #[arg(long, value_name = "DIR")]
-    pub store_root: Option<PathBuf>,
-    /// The enhanced origin image (SOURCE a profile).
-    #[arg(long)]
-    pub init: bool,
+    #[command(flatten)]
+    pub inputs: ProfileInputs,
 }
 
 /// Writes `bytes` to FILE through a temp file and a rename (nothing half-written), or stdout.
@@ -103,11 +93,8 @@ pub fn run(ctx: &Ctx, a: SbomArgs) -> Result<()> {
         }
         let ca = ContainerArgs::for_build(
             &a.source,
+            &a.inputs,
             crate::oci::Compression::None,
-            a.binaries.clone(),
-            a.closures.clone(),
-            a.store_root.clone(),
-            a.init,
             None,
             format,
         );

@@ -538,16 +538,21 @@ fn up_container(ctx: &Ctx, p: &Profile, init: bool) -> Result<()> {
     Ok(())
 }
 
-fn up_iso(ctx: &Ctx, p: &Profile, uefi: bool) -> Result<()> {
+/// What booting a profile's image needs first: an origin profile, QEMU, a temp directory.
+fn boot_prelude(p: &Profile, images: &str) -> Result<Cleanup> {
     if p.kind != Kind::Origin {
         return Err(BadInput(format!(
-            "{}: ISOs are built for origin profiles only",
+            "{}: {images} are built for origin profiles only",
             p.id()
         ))
         .into());
     }
     require_qemu()?;
-    let cleanup = Cleanup::new()?;
+    Cleanup::new()
+}
+
+fn up_iso(ctx: &Ctx, p: &Profile, uefi: bool) -> Result<()> {
+    let cleanup = boot_prelude(p, "ISOs")?;
     let iso = super::iso::build(
         ctx,
         &IsoArgs {
@@ -562,15 +567,7 @@ fn up_iso(ctx: &Ctx, p: &Profile, uefi: bool) -> Result<()> {
 }
 
 fn up_microvm(ctx: &Ctx, p: &Profile) -> Result<()> {
-    if p.kind != Kind::Origin {
-        return Err(BadInput(format!(
-            "{}: MicroVMs are built for origin profiles only",
-            p.id()
-        ))
-        .into());
-    }
-    require_qemu()?;
-    let cleanup = Cleanup::new()?;
+    let cleanup = boot_prelude(p, "MicroVMs")?;
     let dir = super::microvm::build(
         ctx,
         &MicrovmArgs {

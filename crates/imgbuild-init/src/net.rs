@@ -3,8 +3,8 @@
 //! default route), plus `/etc/resolv.conf`.
 
 use crate::cmdline::{Cmdline, IpSpec};
-use init_contract::Network;
 use crate::say;
+use init_contract::Network;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
