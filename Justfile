@@ -7,7 +7,7 @@ imgbuild := env_var_or_default("IMGBUILD", "cargo run --quiet --release --bin im
 
 # List the recipes.
 default:
-    @just --list --unsorted
+    @{{just_executable()}} --list --unsorted
 
 # Build, load and run the enhanced origin (imgbuild-init as PID 1), until `docker rm -f`.
 enhanced-origin profile="default":
