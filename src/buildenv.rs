@@ -9,20 +9,31 @@ use crate::error::BadInput;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// `SOURCE_DATE_EPOCH`: seconds since 1970 for every time stamp; 1 when unset or empty.
+/// At most `i64::MAX` (the ISO writer's times are signed): see [`signed`].
 pub fn source_date_epoch() -> Result<u64, BadInput> {
     parse_epoch(std::env::var("SOURCE_DATE_EPOCH").ok().as_deref())
 }
 
 fn parse_epoch(value: Option<&str>) -> Result<u64, BadInput> {
     match value.map(str::trim) {
-        Some(s) if !s.is_empty() => s.parse::<u64>().map_err(|_| {
-            BadInput(format!(
-                "SOURCE_DATE_EPOCH={:?}: expected a number of seconds since 1970",
-                value.unwrap_or_default()
-            ))
-        }),
+        Some(s) if !s.is_empty() => s
+            .parse::<i64>()
+            .ok()
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| {
+                BadInput(format!(
+                    "SOURCE_DATE_EPOCH={:?}: expected a number of seconds since 1970",
+                    value.unwrap_or_default()
+                ))
+            }),
         _ => Ok(1),
     }
+}
+
+/// An epoch as the signed seconds the ISO writer's time stamps take (every value
+/// [`source_date_epoch`] gives fits; a larger one saturates).
+pub fn signed(epoch: u64) -> i64 {
+    i64::try_from(epoch).unwrap_or(i64::MAX)
 }
 
 /// The source revision for `org.opencontainers.image.revision`: `IMGBUILD_REVISION` at run
@@ -49,5 +60,7 @@ mod tests {
         let e = parse_epoch(Some("yesterday")).unwrap_err().to_string();
         assert!(e.starts_with("SOURCE_DATE_EPOCH=\"yesterday\""), "{e}");
         assert!(parse_epoch(Some("-5")).is_err());
+        assert!(parse_epoch(Some("9223372036854775808")).is_err());
+        assert_eq!(signed(u64::MAX), i64::MAX);
     }
 }

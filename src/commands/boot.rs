@@ -356,8 +356,7 @@ fn write_cidata(dir: &Path, out: &Path) -> Result<()> {
     }
     let t = crate::iso::hadris::host_tree(dir)?;
     let epoch = crate::buildenv::source_date_epoch()?;
-    let epoch = i64::try_from(epoch)
-        .map_err(|_| BadInput(format!("SOURCE_DATE_EPOCH={epoch}: too large")))?;
+    let epoch = crate::buildenv::signed(epoch);
     let time = crate::iso::hadris::time(epoch)?;
     let f = std::fs::OpenOptions::new()
         .read(true)

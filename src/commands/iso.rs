@@ -171,8 +171,7 @@ pub fn initramfs_image(
         mods,
     )
     .map_err(IsoError::from)?;
-    let epoch = i64::try_from(epoch)
-        .map_err(|_| BadInput(format!("SOURCE_DATE_EPOCH={epoch}: too large")))?;
+    let epoch = crate::buildenv::signed(epoch);
     let initrd = initramfs::write(&itree, epoch, compression).map_err(IsoError::from)?;
     tracing::info!(
         "initramfs: {} entries, {} bytes → {} bytes {:?} in {}",

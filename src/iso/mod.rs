@@ -131,8 +131,7 @@ pub fn write(img: IsoImage<'_>, output: &Path) -> Result<u64> {
         epoch,
         stage: stage_dir,
     } = img;
-    let epoch = i64::try_from(epoch)
-        .map_err(|_| BadInput(format!("SOURCE_DATE_EPOCH={epoch}: too large")))?;
+    let epoch = crate::buildenv::signed(epoch);
     // Boot configuration and ESP.
     let kernel_len = std::fs::metadata(&assets.kernel)
         .map_err(|e| IsoError::Io(assets.kernel.display().to_string(), e))?
