@@ -16,7 +16,6 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::cli::Ctx;
 use crate::error::BadInput;
 use crate::oci::tar;
 
@@ -751,7 +750,7 @@ fn inspect(path: &Path, verify: bool) -> Result<Report> {
     }
     let mut sbom_doc = None;
     if index.is_some() {
-        match crate::sbom_cmd::from_image(path, &src) {
+        match crate::sbom_read::from_image(path, &src) {
             Ok(Some((format, doc))) => match crate::sbom::summarise(&doc) {
                 Ok(sum) => {
                     rep.sbom = Some(SbomInfo {
@@ -829,8 +828,8 @@ fn verify_sbom(
         let Some(r) = src.reader(&blob_name(&l.digest))? else {
             continue;
         };
-        let r = crate::sbom_cmd::decompress(r, &l.media_type)?;
-        let (names, sums) = crate::sbom_cmd::scan_layer(r, &wanted)
+        let r = crate::sbom_read::decompress(r, &l.media_type)?;
+        let (names, sums) = crate::sbom_read::scan_layer(r, &wanted)
             .map_err(|e| anyhow::anyhow!("layer {}: {e}", l.digest))?;
         for n in names {
             let mut parts = n.trim_start_matches("./").splitn(4, '/');
@@ -870,22 +869,6 @@ fn verify_sbom(
 /// and tests.
 pub fn verify_file(path: &Path) -> Result<Vec<String>> {
     inspect(path, true).map(|r| r.problems)
-}
-
-fn human(b: u64) -> String {
-    if b < 1024 {
-        return format!("{b} B");
-    }
-    let mut v = b as f64;
-    let mut u = "B";
-    for unit in ["KiB", "MiB", "GiB"] {
-        if v < 1024.0 {
-            break;
-        }
-        v /= 1024.0;
-        u = unit;
-    }
-    format!("{v:.1} {u}")
 }
 
 fn print_text(rep: &Report, out: &mut impl Write) -> io::Result<()> {
@@ -941,7 +924,7 @@ fn print_text(rep: &Report, out: &mut impl Write) -> io::Result<()> {
             out,
             "    {:>3}  {:>10}  {}  {}",
             i + 1,
-            human(l.size),
+            crate::bytesize::human(l.size),
             &short[..short.len().min(12)],
             l.contents
         )?;
@@ -977,7 +960,8 @@ fn print_text(rep: &Report, out: &mut impl Write) -> io::Result<()> {
     Ok(())
 }
 
-pub fn run(_ctx: &Ctx, a: InspectArgs) -> Result<()> {
+/// `imgbuild inspect` (src/commands/inspect.rs).
+pub fn run(a: InspectArgs) -> Result<()> {
     // (ISO images are dispatched here to the ISO inspector.)
     if !a.file.exists() {
         return Err(BadInput(format!("{}: no such file or directory", a.file.display())).into());

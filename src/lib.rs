@@ -1,15 +1,19 @@
-//! imgbuild as a library: every stage of the pipeline (profile → Tree → Plan → writers),
-//! the readers behind `inspect`, and the CLI. The `imgbuild` binary (main.rs) is a thin
-//! entry point over [`cli`]; fuzz targets and benchmarks link this library directly.
-//! New modules are declared here.
+//! imgbuild as a library: the commands layer ([`commands`]) over the model (profile →
+//! Tree → Plan) and the writers ([`oci`], [`iso`], [`microvm`]), the readers behind
+//! `inspect`, and the CLI. The `imgbuild` binary (main.rs) is a thin entry point over
+//! [`cli`]; fuzz targets and benchmarks link this library directly. New modules are declared
+//! here; docs/ARCHITECTURE.md says which layer each belongs to.
 
+pub mod buildenv;
+pub mod bytesize;
 pub mod check;
 pub mod cli;
 pub mod closure;
-pub mod container;
+pub mod commands;
 pub mod deploy;
 pub mod elf;
 pub mod error;
+pub mod init_json;
 pub mod inspect;
 pub mod iso;
 pub mod layers;
@@ -25,10 +29,10 @@ pub mod registry;
 pub mod root;
 pub mod rootfs;
 pub mod sbom;
-pub mod sbom_cmd;
+pub mod sbom_read;
 pub mod signals;
 pub mod tree;
-pub mod up;
+pub mod vm;
 
 /// Runs the command line: logging, dispatch, one-line error report and exit code.
 pub fn main_entry() -> ! {
@@ -56,7 +60,7 @@ pub fn main_entry() -> ! {
         Ok(()) => std::process::exit(0),
         Err(e) => {
             eprintln!("{}", error::report(&e));
-            std::process::exit(error::exit_code(&e));
+            std::process::exit(error::exit_code(&e, commands::ERROR_CLASSES));
         }
     }
 }

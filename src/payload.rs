@@ -25,6 +25,13 @@ pub enum PayloadError {
     Elf(#[from] elf::ElfError),
 }
 
+/// Every PayloadError is the user's input (exit 2).
+impl crate::error::Classify for PayloadError {
+    fn exit_class(&self) -> crate::error::ExitClass {
+        crate::error::ExitClass::BadInput
+    }
+}
+
 /// The directory holding the workspace binaries: `IMGBUILD_PAYLOAD_DIR`, else the
 /// directory of the running imgbuild executable.
 pub fn default_dir() -> PathBuf {

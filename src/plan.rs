@@ -40,6 +40,13 @@ pub enum PlanError {
     },
 }
 
+/// Every PlanError is the user's input (exit 2).
+impl crate::error::Classify for PlanError {
+    fn exit_class(&self) -> crate::error::ExitClass {
+        crate::error::ExitClass::BadInput
+    }
+}
+
 /// How the closure is split into layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]

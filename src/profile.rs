@@ -465,7 +465,8 @@ impl Profile {
         }
     }
 
-    /// The image labels (SPEC.md "Image names"); they are also the manifest annotations.
+    /// The image labels (docs/CLI.md "Image names and labels"); they are also the manifest
+    /// annotations.
     pub fn labels(
         &self,
         version: &str,

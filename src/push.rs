@@ -1,7 +1,6 @@
-//! `imgbuild push SOURCE REF`: sends an image to a registry with the OCI distribution
-//! protocol (src/registry.rs). SOURCE is a container tar, an OCI layout directory or
-//! `KIND/PROFILE` (an existing path wins); a profile is built without writing a tar — the
-//! layers come from the layer cache or are written into it, then go to the registry.
+//! Pushing an image to a registry with the OCI distribution protocol (src/registry.rs), for
+//! `imgbuild push` and `container --push` (src/commands/): an image read from a container
+//! tar or OCI layout directory ([`from_source`]) or freshly built blobs ([`from_built`]).
 //!
 //! Every blob is checked with HEAD first and only missing ones are sent (a mount from
 //! another repository of the same registry when `--mount-from` names one that has it); the
@@ -15,14 +14,14 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 
-use crate::cli::Ctx;
 use crate::error::BadInput;
 use crate::inspect::Source;
-use crate::oci::{self, Blob, Compression};
+use crate::oci::{self, Blob};
 use crate::registry::{Client, ClientOptions, Credentials, Reference, RegistryError};
 
 /// How to reach and log in to the registry (shared by `push` and `container --push`).
-#[derive(Args, Debug, Clone, Default)]
+/// [`Default`] gives the command line's defaults.
+#[derive(Args, Debug, Clone)]
 pub struct RegistryArgs {
     /// Speak plain HTTP instead of HTTPS (implied for localhost, 127.0.0.0/8 and [::1]
     /// unless --ca-file is given).
@@ -41,50 +40,33 @@ pub struct RegistryArgs {
     #[arg(long = "mount-from", value_name = "REPO")]
     pub mount_from: Vec<String>,
     /// Blobs larger than this go up in chunks of this size (PATCH), smaller ones in one PUT.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    #[arg(long, value_name = "BYTES", default_value_t = RegistryArgs::DEFAULT.chunk_size)]
     pub chunk_size: u64,
     /// Blobs sent at the same time.
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = RegistryArgs::DEFAULT.parallel)]
     pub parallel: usize,
     /// Retries on 5xx answers and dropped connections, with exponential backoff.
-    #[arg(long, value_name = "N", default_value_t = 4)]
+    #[arg(long, value_name = "N", default_value_t = RegistryArgs::DEFAULT.retries)]
     pub retries: u32,
 }
 
-#[derive(Args, Debug)]
-pub struct PushArgs {
-    /// A container tar, an OCI layout directory, or KIND/PROFILE to build (a path wins).
-    #[arg(value_name = "SOURCE")]
-    pub source: String,
-    /// Where to: HOST[:PORT]/NAME[:TAG], e.g. 127.0.0.1:5000/hls-origin:default.
-    #[arg(value_name = "REF")]
-    pub reference: String,
-    #[command(flatten)]
-    pub registry: RegistryArgs,
-    /// Print a JSON summary (reference, manifest digest, each blob and what was done).
-    #[arg(long)]
-    pub json: bool,
-    /// Layer compression when SOURCE is a profile.
-    #[arg(long, value_enum, default_value = "gzip")]
-    pub compression: Compression,
-    /// Payload binary override when SOURCE is a profile (NAME=PATH); repeatable.
-    #[arg(long = "binary", value_name = "NAME=PATH")]
-    pub binaries: Vec<String>,
-    /// A Nix closure to add when SOURCE is a profile; repeatable.
-    #[arg(long = "closure", value_name = "PATH")]
-    pub closures: Vec<PathBuf>,
-    /// Read store paths from DIR/nix/store (SOURCE a profile).
-    #[arg(long, value_name = "DIR")]
-    pub store_root: Option<PathBuf>,
-    /// The enhanced origin image (SOURCE a profile).
-    #[arg(long)]
-    pub init: bool,
-    /// Layer cache directory (default $IMGBUILD_CACHE, else ~/.cache/imgbuild/layers).
-    #[arg(long, value_name = "DIR", env = "IMGBUILD_CACHE")]
-    pub cache_dir: Option<PathBuf>,
-    /// The SBOM in the image when SOURCE is a profile.
-    #[arg(long, value_enum, default_value = "spdx")]
-    pub sbom: crate::sbom::SbomFormat,
+impl RegistryArgs {
+    const DEFAULT: RegistryArgs = RegistryArgs {
+        plain_http: false,
+        ca_file: None,
+        username: None,
+        password_stdin: false,
+        mount_from: vec![],
+        chunk_size: 64 << 20,
+        parallel: 3,
+        retries: 4,
+    };
+}
+
+impl Default for RegistryArgs {
+    fn default() -> Self {
+        RegistryArgs::DEFAULT
+    }
 }
 
 /// Where one blob's bytes are.
@@ -212,7 +194,7 @@ pub(crate) fn from_source<'a>(path: &Path, src: &'a Source) -> Result<PushImage<
             bytes: Bytes::Archive(src, name),
         });
     }
-    let sbom = crate::sbom_cmd::from_image(path, src)?;
+    let sbom = crate::sbom_read::from_image(path, src)?;
     Ok(PushImage {
         sbom,
         blobs,
@@ -401,7 +383,7 @@ pub fn push_image(
             eprintln!(
                 "{}  {action:8} {:>10}  {:.1}s",
                 short(&b.digest),
-                human(b.size),
+                crate::bytesize::human(b.size),
                 t.elapsed().as_secs_f64()
             );
         }
@@ -628,21 +610,6 @@ fn mount_from_any(client: &Client, digest: &str, repos: &[String]) -> Result<boo
     Ok(false)
 }
 
-fn human(b: u64) -> String {
-    let mut v = b as f64;
-    for u in ["B", "KiB", "MiB", "GiB"] {
-        if v < 1024.0 || u == "GiB" {
-            return if u == "B" {
-                format!("{b} B")
-            } else {
-                format!("{v:.1} {u}")
-            };
-        }
-        v /= 1024.0;
-    }
-    unreachable!()
-}
-
 /// Prints the outcome: the JSON summary on stdout, or the digest line.
 pub fn report(s: &PushSummary, json: bool) -> Result<()> {
     let mut out = io::stdout().lock();
@@ -657,47 +624,11 @@ pub fn report(s: &PushSummary, json: bool) -> Result<()> {
             s.digest,
             up,
             s.blobs.len(),
-            human(s.uploaded_bytes),
+            crate::bytesize::human(s.uploaded_bytes),
             s.seconds
         )?;
     }
     Ok(())
-}
-
-pub fn run(ctx: &Ctx, a: PushArgs) -> Result<()> {
-    let reference = Reference::parse(&a.reference)?;
-    let client = client(&reference, &a.registry)?;
-    let path = Path::new(&a.source);
-    let summary = if path.exists() {
-        let (src, problems) = Source::open(path)?;
-        if !problems.is_empty() {
-            return Err(BadInput(format!("{}: {}", path.display(), problems.join("; "))).into());
-        }
-        let img = from_source(path, &src)?;
-        tracing::debug!("stage read source: done");
-        push_image(&client, &reference, &img, &a.registry)?
-    } else if a.source.contains('/') && !a.source.starts_with('.') && !a.source.starts_with('/') {
-        let ca = crate::container::ContainerArgs::for_build(
-            &a.source,
-            a.compression,
-            a.binaries.clone(),
-            a.closures.clone(),
-            a.store_root.clone(),
-            a.init,
-            a.cache_dir.clone(),
-            a.sbom,
-        );
-        let built = crate::container::build_blobs(ctx, &ca)?;
-        let img = from_built(&built.docs, &built.blobs, built.sbom.clone());
-        push_image(&client, &reference, &img, &a.registry)?
-    } else {
-        return Err(BadInput(format!(
-            "{}: no such file or directory, and not KIND/PROFILE; give a container tar, an OCI directory or a profile such as origin/default",
-            a.source
-        ))
-        .into());
-    };
-    report(&summary, a.json)
 }
 
 #[cfg(test)]

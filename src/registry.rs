@@ -47,12 +47,18 @@ pub enum RegistryError {
     Io { what: String, err: io::Error },
 }
 
-impl RegistryError {
-    /// Errors that are the user's input (exit 2) rather than a failed push.
-    pub fn is_bad_input(&self) -> bool {
-        matches!(self, RegistryError::Input(_))
+/// Errors that are the user's input (exit 2) rather than a failed push.
+impl crate::error::Classify for RegistryError {
+    fn exit_class(&self) -> crate::error::ExitClass {
+        if matches!(self, RegistryError::Input(_)) {
+            crate::error::ExitClass::BadInput
+        } else {
+            crate::error::ExitClass::Failure
+        }
     }
+}
 
+impl RegistryError {
     fn retryable(&self) -> bool {
         match self {
             RegistryError::Status { status, .. } => *status >= 500,

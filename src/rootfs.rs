@@ -20,6 +20,17 @@ pub enum RootfsError {
     Read(String, std::io::Error),
 }
 
+/// Every rootfs error but a failed read is the user's input: a profile, a tree or a root
+/// directory that is wrong. (A forwarded ProfileError is transparent: not its own cause.)
+impl crate::error::Classify for RootfsError {
+    fn exit_class(&self) -> crate::error::ExitClass {
+        match self {
+            RootfsError::Read(..) => crate::error::ExitClass::Failure,
+            _ => crate::error::ExitClass::BadInput,
+        }
+    }
+}
+
 /// The generated account files for the profile's non-root user.
 pub fn account_files(p: &Profile) -> [(&'static str, String, u32); 3] {
     let u = &p.image.user;

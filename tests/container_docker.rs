@@ -538,7 +538,8 @@ fn the_enhanced_init_image_supervises_the_origin_as_uid_1000_and_becomes_healthy
     let out = docker_ok(&["load", "-i", tar.to_str().unwrap()]);
     assert!(out.contains(&format!("Loaded image: {image}")), "{out}");
     let c = config_of(image);
-    assert_eq!(c["User"], "0:0");
+    // Init runs as the profile's user too: nothing in the image runs as root.
+    assert_eq!(c["User"], "1000:1000");
     assert_eq!(
         c["Entrypoint"],
         serde_json::json!(["/bin/imgbuild-init", "--container"])
@@ -547,12 +548,14 @@ fn the_enhanced_init_image_supervises_the_origin_as_uid_1000_and_becomes_healthy
     run.wait_healthy(Duration::from_secs(60));
     let (st, body) = get(&run.host_port(17080), "/health");
     assert_eq!((st, body.as_str()), (200, "OK\n"));
-    // The service runs as the profile's user, init as root.
+    // The service and init run as the profile's user.
     let top = docker_ok(&["top", &run.0, "-o", "pid,uid,args"]);
-    let origin_line = top
-        .lines()
-        .find(|l| l.contains("/bin/hls-origin") && !l.contains("healthcheck"))
-        .unwrap_or_else(|| panic!("{top}"));
-    assert_eq!(origin_line.split_whitespace().nth(1), Some("1000"), "{top}");
+    for program in ["/bin/hls-origin", "/bin/imgbuild-init"] {
+        let line = top
+            .lines()
+            .find(|l| l.contains(program) && !l.contains("healthcheck"))
+            .unwrap_or_else(|| panic!("{program}: {top}"));
+        assert_eq!(line.split_whitespace().nth(1), Some("1000"), "{top}");
+    }
     common::stop_and_assert_sigterm_ends(&run.0);
 }

@@ -3,6 +3,9 @@
 //! the config (`User`), shell names, setuid bits and /etc ownership from `tar -tv`; this file
 //! checks what the kernel and the image's bytes say, for every profile:
 //!
+//! Every origin profile is checked twice: its image and its `--init` image (imgbuild-init as
+//! PID 1 supervising the origin, also as the profile's user).
+//!
 //! - PID 1 of the running container has uid/gid 1000 and no effective capabilities
 //!   (`/proc/PID/status` on the host, PID from `docker inspect`), and `--read-only
 //!   --cap-drop ALL --security-opt no-new-privileges` still becomes healthy;
@@ -98,31 +101,49 @@ fn images() -> &'static [Image] {
             assert!(show.status.success(), "{}", common::stderr(&show));
             let show: Value = serde_json::from_slice(&show.stdout).unwrap();
             let user = &show["profile"]["image"]["user"];
-            let tar = dir.path().join("image.tar");
-            let o = common::imgbuild()
-                .args(["--root", &root_arg, "container", &id, "-o"])
-                .arg(&tar)
-                .arg("--cache-dir")
-                .arg(dir.path().join("cache"))
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "building {id}: {}", common::stderr(&o));
-            let reference = p["image"].as_str().unwrap().to_string();
-            LOADED.lock().unwrap().push(reference.clone());
-            let loaded = docker_ok(&["load", "-i", tar.to_str().unwrap()]);
-            assert!(loaded.contains(&reference), "{loaded}");
-            out.push(Image {
-                kind: p["kind"].as_str().unwrap().to_string(),
-                port: show["ports"][0].as_u64().unwrap_or(0),
-                id,
-                reference,
-                binary: show["profile"]["image"]["binary"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-                uid: user["uid"].as_u64().unwrap_or(1000),
-                gid: user["gid"].as_u64().unwrap_or(1000),
-            });
+            let kind = p["kind"].as_str().unwrap().to_string();
+            // Origin profiles also as the enhanced image (`--init`, tagged `<tag>-init`).
+            let variants: &[bool] = if kind == "origin" {
+                &[false, true]
+            } else {
+                &[false]
+            };
+            for &init in variants {
+                let tar = dir.path().join("image.tar");
+                let mut cmd = common::imgbuild();
+                cmd.args(["--root", &root_arg, "container", &id, "-o"])
+                    .arg(&tar)
+                    .arg("--cache-dir")
+                    .arg(dir.path().join("cache"));
+                if init {
+                    cmd.arg("--init");
+                }
+                let o = cmd.output().unwrap();
+                assert!(o.status.success(), "building {id}: {}", common::stderr(&o));
+                let mut reference = p["image"].as_str().unwrap().to_string();
+                if init {
+                    reference.push_str("-init");
+                }
+                LOADED.lock().unwrap().push(reference.clone());
+                let loaded = docker_ok(&["load", "-i", tar.to_str().unwrap()]);
+                assert!(loaded.contains(&reference), "{loaded}");
+                out.push(Image {
+                    kind: kind.clone(),
+                    port: show["ports"][0].as_u64().unwrap_or(0),
+                    id: if init {
+                        format!("{id} --init")
+                    } else {
+                        id.clone()
+                    },
+                    reference,
+                    binary: show["profile"]["image"]["binary"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                    uid: user["uid"].as_u64().unwrap_or(1000),
+                    gid: user["gid"].as_u64().unwrap_or(1000),
+                });
+            }
         }
         out
     })
@@ -158,7 +179,7 @@ impl Target {
         };
         let img = images()
             .iter()
-            .find(|i| i.kind == "origin")
+            .find(|i| i.kind == "origin" && !i.id.ends_with("--init"))
             .expect("an origin profile")
             .clone();
         let name = unique();

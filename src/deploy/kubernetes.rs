@@ -13,7 +13,7 @@
 //! raise their soft limit to the hard one at start-up).
 
 use super::yaml::{documents, strings, Yaml};
-use super::{health_command, mebibytes, seconds, Plan, ORIGIN_SERVICE, SWARM_SERVICE};
+use super::{health_command, seconds, Plan, ORIGIN_SERVICE, SWARM_SERVICE};
 use crate::profile::Profile;
 
 /// The headless Service listing every origin pod.
@@ -139,7 +139,7 @@ fn service(p: &Profile, name: &str, instance: &str, port: (&str, u16), headless:
 pub fn objects(plan: &Plan) -> Vec<Yaml> {
     let o = &plan.origin;
     let s = &plan.swarm;
-    let origin_mem = mebibytes(plan.origin_memory_bytes());
+    let origin_mem = crate::bytesize::mebibytes(plan.origin_memory_bytes());
     let origin_container = container(
         o,
         ORIGIN_SERVICE,
@@ -183,7 +183,7 @@ pub fn objects(plan: &Plan) -> Vec<Yaml> {
                         ),
                 ),
         );
-    let swarm_mem = mebibytes(plan.swarm_memory_bytes());
+    let swarm_mem = crate::bytesize::mebibytes(plan.swarm_memory_bytes());
     let swarm_container = container(
         s,
         SWARM_SERVICE,

@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
-use crate::cli::Ctx;
 use crate::error::BadInput;
 use crate::profile::{self, Derived, Kind, Profile, Settings};
+use crate::root::Root;
 
 /// hls-swarm's environment names for the run-level settings the deploy files set (its
 /// config.rs defines them; tests/deploy.rs checks hls-swarm reads them from these names).
@@ -116,7 +116,7 @@ pub struct Plan {
 
 impl Plan {
     /// Resolve the profiles and check the figures (bad input names the flag).
-    pub fn new(ctx: &Ctx, a: &DeployArgs) -> Result<Plan> {
+    pub fn new(root: &Root, a: &DeployArgs) -> Result<Plan> {
         let mut origin_id = None;
         let mut swarm_id = None;
         for p in &a.profiles {
@@ -138,9 +138,8 @@ impl Plan {
                 .into());
             }
         }
-        let origin = profile::load_id(&ctx.root, origin_id.as_deref().unwrap_or("origin/default"))?;
-        let mut swarm =
-            profile::load_id(&ctx.root, swarm_id.as_deref().unwrap_or("swarm/default"))?;
+        let origin = profile::load_id(root, origin_id.as_deref().unwrap_or("origin/default"))?;
+        let mut swarm = profile::load_id(root, swarm_id.as_deref().unwrap_or("swarm/default"))?;
         let positive = |v: u32, flag: &str| -> Result<u32> {
             if v == 0 {
                 Err(BadInput(format!("deploy: {flag} must be at least 1")).into())
@@ -379,42 +378,6 @@ pub fn render(plan: &Plan) -> Vec<(&'static str, String)> {
     vec![main, ("prometheus.yml", prometheus::render(plan))]
 }
 
-pub fn run(ctx: &Ctx, a: DeployArgs) -> Result<()> {
-    let plan = Plan::new(ctx, &a)?;
-    let dir = a
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("deploy-{}", a.engine.as_str())));
-    let files = render(&plan);
-    write_files(&dir, &files, a.force)?;
-    for (name, _) in &files {
-        println!("wrote {}", dir.join(name).display());
-    }
-    for line in plan.header("") {
-        println!("{}", line.trim_start_matches(": "));
-    }
-    let d = dir.display();
-    match plan.engine {
-        Engine::Swarm => {
-            println!("next: START_AT=$(date -u -d +60sec +%FT%TZ) docker stack deploy -c {d}/stack.yaml hls");
-            println!(
-                "then: docker run --rm --network hls_net {} report --dns tasks.{SWARM_SERVICE} --expect {}",
-                plan.swarm_image(),
-                plan.replicas
-            );
-        }
-        Engine::Kubernetes => {
-            println!("next: kubectl apply -f {d}/kubernetes.yaml");
-            println!(
-                "then: kubectl run hls-report --rm -i --restart=Never --image {} -- report --dns {SWARM_SERVICE} --expect {}",
-                plan.swarm_image(),
-                plan.replicas
-            );
-        }
-    }
-    Ok(())
-}
-
 /// Write the files into `dir`: refused when `dir` has other entries unless `force`; each file
 /// goes through a temp name and a rename, and on failure nothing this call made is left.
 pub fn write_files(dir: &Path, files: &[(&str, String)], force: bool) -> Result<()> {
@@ -464,11 +427,6 @@ pub fn write_files(dir: &Path, files: &[(&str, String)], force: bool) -> Result<
         }
     }
     result
-}
-
-/// Quantity in binary mebibytes, rounded up (`96Mi`).
-pub fn mebibytes(bytes: u64) -> String {
-    format!("{}Mi", bytes.div_ceil(1 << 20))
 }
 
 /// The healthcheck command of a profile's image without Docker's `CMD` marker.

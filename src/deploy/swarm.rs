@@ -14,11 +14,6 @@
 use super::yaml::{documents, strings, Yaml};
 use super::{seconds, Plan, ORIGIN_SERVICE, SWARM_SERVICE};
 
-/// A compose byte size in MiB, rounded up (`10M`; compose's units are binary).
-pub fn compose_bytes(bytes: u64) -> String {
-    format!("{}M", bytes.div_ceil(1 << 20))
-}
-
 /// The stack's overlay network (`<stack>_net` once deployed).
 pub const NETWORK: &str = "net";
 
@@ -61,7 +56,7 @@ pub fn stack(plan: &Plan) -> Yaml {
                     "resources",
                     Yaml::map().with(
                         "reservations",
-                        Yaml::map().with("memory", compose_bytes(plan.origin_memory_bytes())),
+                        Yaml::map().with("memory", crate::bytesize::compose(plan.origin_memory_bytes())),
                     ),
                     &[&format!(
                         "Segments held in RAM plus {} MiB; about {} open connections per replica (hls-origin raises its soft open-file limit itself).",
@@ -98,12 +93,12 @@ pub fn stack(plan: &Plan) -> Yaml {
                         .with(
                             "reservations",
                             Yaml::map()
-                                .with("memory", compose_bytes(plan.swarm_memory_bytes()))
+                                .with("memory", crate::bytesize::compose(plan.swarm_memory_bytes()))
                                 .with("cpus", format!("{:.2}", plan.swarm_millicores() as f64 / 1000.0)),
                         )
                         .with(
                             "limits",
-                            Yaml::map().with("memory", compose_bytes(plan.swarm_memory_bytes())),
+                            Yaml::map().with("memory", crate::bytesize::compose(plan.swarm_memory_bytes())),
                         ),
                     &[&format!(
                         "From the profile's derived figures: {} viewers need {} open files (hls-swarm raises its soft limit to the hard one itself).",

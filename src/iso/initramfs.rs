@@ -1,94 +1,18 @@
 //! The initramfs: the whole running system of an imgbuild ISO. `/init` is imgbuild-init,
-//! `/etc/imgbuild/init.json` tells it what to start (the contract below), the profile's base
-//! tree gives accounts and the filesystem skeleton, the service binary sits at `/bin/<name>`,
+//! `/etc/imgbuild/init.json` tells it what to start (the init contract, crates/init-contract,
+//! docs/INIT.md), the base tree gives accounts and the filesystem skeleton, the service
+//! binary sits at `/bin/<name>`,
 //! and the kernel modules the boot needs sit under `/lib/modules/<kver>/`. Written as a newc
 //! cpio with fixed times, zstd- (default) or gzip-compressed, so rebuilds are identical.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use serde::Serialize;
+use init_contract::{Config, CONFIG_PATH};
 
 use super::hadris::{self, HadrisError};
 use super::modules::Module;
-use crate::profile::{Network, Profile};
 use crate::tree::{Content, Entry, Group, Kind, Tree, TreeError};
-
-/// Where imgbuild-init reads its configuration.
-pub const CONFIG_PATH: &str = "etc/imgbuild/init.json";
-/// Kernel command-line prefix whose `KEY=VALUE` words override the service environment.
-pub const CMDLINE_PREFIX: &str = "hls.";
-
-/// `/etc/imgbuild/init.json` (the contract with crates/imgbuild-init).
-#[derive(Debug, Serialize, PartialEq)]
-pub struct InitConfig {
-    pub service: Service,
-    pub hostname: String,
-    pub network: NetworkConfig,
-    /// Module files relative to `/`, in load order (dependencies first).
-    pub modules: Vec<String>,
-    pub cmdline_prefix: String,
-    /// The profile's `[kernel]` tuning, applied at boot.
-    pub kernel: crate::profile::KernelSpec,
-}
-
-#[derive(Debug, Serialize, PartialEq)]
-pub struct Service {
-    pub name: String,
-    pub path: String,
-    pub args: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-#[derive(Debug, Serialize, PartialEq)]
-#[serde(tag = "mode", rename_all = "lowercase")]
-pub enum NetworkConfig {
-    Dhcp,
-    Static {
-        address: String,
-        gateway: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        dns: Option<String>,
-    },
-}
-
-/// The init configuration of a profile.
-pub fn init_config(p: &Profile, kver: &str, modules: &[Module]) -> InitConfig {
-    let bin = &p.image.binary;
-    let network = match p.iso.as_ref().map(|i| &i.network) {
-        Some(Network::Static {
-            address,
-            gateway,
-            dns,
-        }) => NetworkConfig::Static {
-            address: address.clone(),
-            gateway: gateway.clone(),
-            dns: dns.clone(),
-        },
-        _ => NetworkConfig::Dhcp,
-    };
-    InitConfig {
-        service: Service {
-            name: bin.clone(),
-            path: format!("/bin/{bin}"),
-            args: vec![],
-            env: p.env().into_iter().collect(),
-            uid: p.image.user.uid,
-            gid: p.image.user.gid,
-        },
-        hostname: format!("{}-{}", p.image.name, p.name),
-        network,
-        modules: modules
-            .iter()
-            .map(|m| format!("lib/modules/{kver}/{}", m.rel))
-            .collect(),
-        cmdline_prefix: CMDLINE_PREFIX.into(),
-        kernel: p.kernel.clone(),
-    }
-}
 
 /// The initramfs tree: base tree + /init + service + config + modules + device nodes.
 pub fn tree(
@@ -96,7 +20,7 @@ pub fn tree(
     init: &Path,
     service_name: &str,
     service: &Path,
-    config: &InitConfig,
+    config: &Config,
     kver: &str,
     modules: &[Module],
 ) -> Result<Tree, InitramfsError> {
@@ -246,8 +170,6 @@ fn finish_buf<W: Write>(b: std::io::BufWriter<W>) -> Result<W, InitramfsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{load, Kind as PKind};
-    use crate::root::Root;
 
     #[test]
     fn a_stripped_program_still_runs() {
@@ -269,33 +191,5 @@ mod tests {
         assert!(out.status.success(), "{out:?}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("a_stripped_program_still_runs"));
         assert!(loaded_part(b"#!/bin/sh\n").is_none());
-    }
-
-    #[test]
-    fn init_config_follows_the_contract() {
-        let p = load(&Root::Embedded, PKind::Origin, "tap").unwrap();
-        let m = Module {
-            name: "virtio_net".into(),
-            rel: "kernel/drivers/net/virtio_net.ko".into(),
-            host: "/x".into(),
-        };
-        let c = init_config(&p, "6.1.0-56-cloud-amd64", &[m]);
-        let v: serde_json::Value = serde_json::to_value(&c).unwrap();
-        assert_eq!(v["service"]["name"], "hls-origin");
-        assert_eq!(v["service"]["path"], "/bin/hls-origin");
-        assert_eq!(v["service"]["env"]["PORT"], "17080");
-        assert_eq!(v["service"]["uid"], 1000);
-        assert_eq!(v["hostname"], "hls-origin-tap");
-        assert_eq!(v["network"]["mode"], "static");
-        assert_eq!(v["network"]["address"], "10.177.0.10/24");
-        assert_eq!(v["network"]["gateway"], "10.177.0.1");
-        assert_eq!(
-            v["modules"][0],
-            "lib/modules/6.1.0-56-cloud-amd64/kernel/drivers/net/virtio_net.ko"
-        );
-        assert_eq!(v["cmdline_prefix"], "hls.");
-        let d = load(&Root::Embedded, PKind::Origin, "default").unwrap();
-        let v = serde_json::to_value(init_config(&d, "k", &[])).unwrap();
-        assert_eq!(v["network"], serde_json::json!({"mode": "dhcp"}));
     }
 }

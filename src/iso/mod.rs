@@ -1,12 +1,14 @@
-//! `imgbuild iso`: a bootable ISO (BIOS and UEFI, CD and USB stick) for an origin profile.
+//! The ISO writer: a bootable ISO (BIOS and UEFI, CD and USB stick) from typed inputs (the
+//! boot assets, an initramfs, the kernel command line, [`IsoMeta`]); it never sees a profile.
+//! The `iso` command (src/commands/iso.rs) makes those inputs from a profile.
 //!
-//! Stages, each a function from data to data:
-//! load profile → locate inputs (payload binaries, boot assets) → resolve modules →
-//! initramfs (Tree → cpio, zstd or gzip) → ESP (Tree → FAT) → ISO tree → write (temp file, renamed).
+//! [`write`]: boot configuration → ESP (Tree → FAT) → ISO tree → write (an unnamed file in
+//! the output directory, named when complete).
 //!
 //! Files: [`assets`] (where inputs come from), [`modules`] (`.modinfo` dependency order),
-//! [`initramfs`], [`esp`], [`bootcfg`] (isolinux and systemd-boot configuration),
-//! [`hadris`] (the only module that uses the hadris crates), [`inspect`].
+//! [`initramfs`] (init contract + programs + modules → cpio), [`esp`], [`bootcfg`]
+//! (isolinux and systemd-boot configuration), [`hadris`] (the only module that uses the
+//! hadris crates), [`inspect`].
 
 pub mod assets;
 pub mod bootcfg;
@@ -16,63 +18,18 @@ pub mod initramfs;
 pub mod inspect;
 pub mod modules;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::Ctx;
-use crate::error::BadInput;
-use crate::profile::{self, Kind};
+use crate::error::{BadInput, Classify, ExitClass};
 use crate::tree::{Content, Entry, Group, Tree};
 
-/// What a bootable image is made from: the ISO and the MicroVM take the same inputs.
-#[derive(Args, Debug, Clone)]
-pub struct BootInputs {
-    /// origin/PROFILE (default origin/default).
-    #[arg(value_name = "origin/PROFILE", default_value = "origin/default")]
-    pub profile: String,
-    /// Kernel image (default: vmlinuz in the boot-asset directory).
-    #[arg(long, value_name = "FILE")]
-    pub kernel: Option<PathBuf>,
-    /// Kernel modules: lib/modules/<version>, or a directory holding one such directory.
-    #[arg(long, value_name = "DIR")]
-    pub modules: Option<PathBuf>,
-    /// Boot-asset directory (default $IMGBUILD_BOOT_ASSETS, else ~/.cache/imgbuild/boot-assets;
-    /// scripts/boot-assets fills it).
-    #[arg(long, value_name = "DIR")]
-    pub boot_assets: Option<PathBuf>,
-    /// Use this file for a payload binary (hls-origin, imgbuild-init); must be static.
-    #[arg(long = "binary", value_name = "NAME=PATH")]
-    pub binary: Vec<String>,
-    /// Words appended to the kernel command line (e.g. hls.PORT=18080).
-    #[arg(long, value_name = "EXTRA", allow_hyphen_values = true)]
-    pub cmdline: Vec<String>,
-    /// Initramfs compression.
-    #[arg(long, value_enum, default_value = "zstd")]
-    pub compression: initramfs::Compression,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct IsoArgs {
-    #[command(flatten)]
-    pub input: BootInputs,
-    /// Output file (default ./hls-origin-<profile>.iso).
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// Also write the staged ISO tree (and esp.img, isohdpfx.bin) to DIR, for comparisons
-    /// with other ISO writers (bench/iso-vs-xorriso).
-    #[arg(long, value_name = "DIR", hide = true)]
-    pub stage: Option<PathBuf>,
-}
-
-/// Errors of the ISO stages; `is_bad_input` says which are the user's input (exit 2).
+/// Errors of the ISO stages; [`Classify`] says which are the user's input (exit 2).
 #[derive(Debug, thiserror::Error)]
 pub enum IsoError {
-    #[error("{0} is a {1} profile; imgbuild iso builds origin profiles")]
-    NotOrigin(String, Kind),
     #[error(transparent)]
     Asset(#[from] assets::MissingAsset),
     #[error(transparent)]
@@ -89,12 +46,11 @@ pub enum IsoError {
     KernelTooLarge(String, u64),
 }
 
-impl IsoError {
-    pub fn is_bad_input(&self) -> bool {
-        matches!(
+impl Classify for IsoError {
+    fn exit_class(&self) -> ExitClass {
+        let bad = matches!(
             self,
-            IsoError::NotOrigin(..)
-                | IsoError::KernelTooLarge(..)
+            IsoError::KernelTooLarge(..)
                 | IsoError::Asset(_)
                 | IsoError::Module(
                     modules::ModuleError::UnknownDependency { .. }
@@ -103,7 +59,12 @@ impl IsoError {
                         | modules::ModuleError::Cycle(_)
                         | modules::ModuleError::NotModule(..)
                 )
-        )
+        );
+        if bad {
+            ExitClass::BadInput
+        } else {
+            ExitClass::Failure
+        }
     }
 }
 
@@ -120,24 +81,11 @@ pub struct IsoMeta {
     /// The guest's network (the profile's `iso.network`): `imgbuild boot` chooses user-mode
     /// or tap networking from it. Absent in ISOs of earlier versions: DHCP.
     #[serde(default)]
-    pub network: profile::Network,
+    pub network: init_contract::Network,
 }
 
 /// Path of [`IsoMeta`] inside the ISO.
 pub const META_PATH: &str = "imgbuild.json";
-
-/// `SOURCE_DATE_EPOCH`, default 1.
-pub fn source_date_epoch() -> Result<i64> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse::<i64>().map_err(|_| {
-            BadInput(format!(
-                "SOURCE_DATE_EPOCH={v:?} is not a whole number of seconds"
-            ))
-            .into()
-        }),
-        _ => Ok(1),
-    }
-}
 
 /// FNV-1a, 64 bit: a stable hash for the GPT GUID seed (std's hasher may change).
 fn fnv(seed: u64, data: &[u8]) -> u64 {
@@ -147,119 +95,44 @@ fn fnv(seed: u64, data: &[u8]) -> u64 {
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
-fn ms(t: Instant) -> String {
+/// Milliseconds since `t`, for the stage timings in the log.
+pub fn ms(t: Instant) -> String {
     format!("{:.1} ms", t.elapsed().as_secs_f64() * 1000.0)
 }
 
-pub fn run(ctx: &Ctx, a: IsoArgs) -> Result<()> {
-    let out = build(ctx, &a)?;
-    println!("{}", out.display());
-    Ok(())
-}
-
-/// What an ISO and a MicroVM share: the profile, the boot assets, the initramfs and the
-/// kernel command line (without consoles).
-pub struct BootPayload {
-    pub profile: profile::Profile,
-    pub assets: assets::Assets,
+/// Everything an ISO is written from.
+pub struct IsoImage<'a> {
+    pub assets: &'a assets::Assets,
+    /// The compressed initramfs.
     pub initrd: Vec<u8>,
+    /// The ISO9660 volume id.
+    pub volume_id: String,
+    /// The boot menu title (isolinux, systemd-boot).
+    pub title: String,
+    /// The kernel command line without consoles.
     pub cmdline: String,
-    pub epoch: i64,
+    pub meta: IsoMeta,
+    /// Every time stamp (SOURCE_DATE_EPOCH).
+    pub epoch: u64,
+    /// Also write the staged tree (and esp.img, isohdpfx.bin) here.
+    pub stage: Option<&'a Path>,
 }
 
-/// Steps 1 to 4 and the command line: profile, inputs, modules, initramfs.
-pub fn boot_payload(ctx: &Ctx, a: &BootInputs) -> Result<BootPayload> {
-    let epoch = source_date_epoch()?;
-    // 1. Profile.
-    let p = profile::load_id(&ctx.root, &a.profile)?;
-    if p.kind != Kind::Origin {
-        return Err(IsoError::NotOrigin(p.id(), p.kind).into());
-    }
-    // 2. Inputs: payload binaries (static) and boot assets.
-    let overrides = crate::payload::parse_overrides(&a.binary)?;
-    let init = crate::payload::locate("imgbuild-init", &overrides)?;
-    let service = crate::payload::locate(&p.image.binary, &overrides)?;
-    let assets = assets::locate(
-        a.boot_assets.as_deref(),
-        a.kernel.as_deref(),
-        a.modules.as_deref(),
-    )
-    .map_err(IsoError::from)?;
-    tracing::info!(
-        "boot assets: {} (kernel {}, modules {})",
-        assets.dir.display(),
-        assets.kernel.display(),
-        assets.modules.display()
-    );
-    // 3. Modules, dependencies first.
-    let t = Instant::now();
-    let mods = modules::resolve(&assets.modules, modules::BOOT_MODULES).map_err(IsoError::from)?;
-    tracing::info!(
-        "modules ({}): {} in {}",
-        mods.len(),
-        mods.iter()
-            .map(|m| m.name.as_str())
-            .collect::<Vec<_>>()
-            .join(" "),
-        ms(t)
-    );
-    // 4. Initramfs.
-    let t = Instant::now();
-    let version = env!("CARGO_PKG_VERSION");
-    let base = crate::rootfs::base_tree(&ctx.root, &p, version)?;
-    let config = initramfs::init_config(&p, &assets.kver, &mods);
-    let itree = initramfs::tree(
-        base,
-        &init,
-        &p.image.binary,
-        &service,
-        &config,
-        &assets.kver,
-        &mods,
-    )
-    .map_err(IsoError::from)?;
-    let initrd = initramfs::write(&itree, epoch, a.compression).map_err(IsoError::from)?;
-    tracing::info!(
-        "initramfs: {} entries, {} bytes → {} bytes {:?} in {}",
-        itree.len(),
-        itree.content_size(),
-        initrd.len(),
-        a.compression,
-        ms(t)
-    );
-    let cmdline = bootcfg::cmdline(
-        p.iso.as_ref().map_or("", |i| i.cmdline.as_str()),
-        &a.cmdline,
-    );
-    Ok(BootPayload {
-        profile: p,
+/// Writes the ISO to `output` (nothing is left behind on an error or a signal); returns
+/// its size in bytes.
+pub fn write(img: IsoImage<'_>, output: &Path) -> Result<u64> {
+    let IsoImage {
         assets,
         initrd,
+        volume_id,
+        title,
         cmdline,
+        meta,
         epoch,
-    })
-}
-
-/// Builds the ISO and returns its path.
-pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
-    let t0 = Instant::now();
-    let BootPayload {
-        profile: p,
-        assets,
-        initrd,
-        cmdline,
-        epoch,
-    } = boot_payload(ctx, &a.input)?;
-    let version = env!("CARGO_PKG_VERSION");
-    let output = a
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("{}-{}.iso", p.image.name, p.name)));
-    if let Some(e) = crate::oci::files::missing_output_dir(&output) {
-        return Err(BadInput(e).into());
-    }
-    // 5. Boot configuration and ESP.
-    let title = format!("{}-{}", p.image.name, p.name);
+        stage: stage_dir,
+    } = img;
+    let epoch = crate::buildenv::signed(epoch);
+    // Boot configuration and ESP.
     let kernel_len = std::fs::metadata(&assets.kernel)
         .map_err(|e| IsoError::Io(assets.kernel.display().to_string(), e))?
         .len();
@@ -271,7 +144,7 @@ pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
     }
     let mut seed = fnv(FNV_OFFSET, b"imgbuild-iso-1\0");
     for part in [
-        p.volume_id().as_bytes(),
+        volume_id.as_bytes(),
         cmdline.as_bytes(),
         assets.kver.as_bytes(),
     ] {
@@ -291,35 +164,18 @@ pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
     .map_err(IsoError::from)?;
     let esp_img = esp::image(&etree, epoch, seed).map_err(IsoError::from)?;
     tracing::info!("ESP: {} bytes FAT in {}", esp_img.len(), ms(t));
-    // 6. ISO tree.
-    let meta = IsoMeta {
-        imgbuild: version.into(),
-        profile: p.id(),
-        image: p.image_ref(),
-        ports: p.ports(),
-        memory: p
-            .iso
-            .as_ref()
-            .map_or_else(|| "512M".into(), |i| i.memory.clone()),
-        kernel: assets.kver.clone(),
-        cmdline: bootcfg::full(bootcfg::CONSOLES_DEFAULT, &cmdline),
-        network: p
-            .iso
-            .as_ref()
-            .map(|i| i.network.clone())
-            .unwrap_or_default(),
-    };
-    let iso_tree = iso_tree(&assets, initrd, &title, &cmdline, &meta)?;
+    // ISO tree.
+    let iso_tree = iso_tree(assets, initrd, &title, &cmdline, &meta)?;
     let mbr_code = std::fs::read(&assets.isohdpfx)
         .map_err(|e| IsoError::Io(assets.isohdpfx.display().to_string(), e))?;
-    if let Some(dir) = &a.stage {
+    if let Some(dir) = stage_dir {
         stage(dir, &iso_tree, &esp_img, &mbr_code)?;
     }
     let time = hadris::time(epoch).map_err(IsoError::from)?;
     let spec = hadris::IsoSpec {
-        volume_id: p.volume_id(),
+        volume_id,
         publisher: "IMGBUILD".into(),
-        application: format!("IMGBUILD {version}"),
+        application: format!("IMGBUILD {}", crate::buildenv::VERSION),
         time,
         seed,
         boot: Some(hadris::IsoBoot {
@@ -329,10 +185,10 @@ pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
             esp: esp_img,
         }),
     };
-    // 7. Write to a temp name beside the output, rename at the end.
+    // Write to a temp name beside the output, rename at the end.
     let t = Instant::now();
     let htree = hadris::convert(&iso_tree, time).map_err(IsoError::from)?;
-    let dir = crate::oci::files::output_dir(&output);
+    let dir = crate::oci::files::output_dir(output);
     let name = output
         .file_name()
         .ok_or_else(|| BadInput(format!("-o {}: not a file name", output.display())))?
@@ -351,11 +207,10 @@ pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
         tracing::info!("iso: {w}");
     }
     pending
-        .persist(&output, true)
+        .persist(output, true)
         .map_err(|e| IsoError::Io(format!("naming {}", output.display()), e))?;
     tracing::info!("write: {size} bytes ISO in {}", ms(t));
-    tracing::info!("total: {}", ms(t0));
-    Ok(output)
+    Ok(size)
 }
 
 /// The ISO filesystem: isolinux, kernel, initramfs, metadata.

@@ -149,21 +149,6 @@ pub fn rfc3339(epoch: u64) -> String {
     )
 }
 
-fn human(b: u64) -> String {
-    let mut v = b as f64;
-    for u in ["B", "KiB", "MiB", "GiB"] {
-        if v < 1024.0 || u == "GiB" {
-            return if u == "B" {
-                format!("{b} B")
-            } else {
-                format!("{v:.1} {u}")
-            };
-        }
-        v /= 1024.0;
-    }
-    unreachable!()
-}
-
 /// Writes every layer (largest first, `threads` at a time), in plan order as the result.
 fn write_layers(
     tree: &Tree,
@@ -200,8 +185,8 @@ fn progress_thread(
             let rate = bytes as f64 / start.elapsed().as_secs_f64().max(1e-3);
             eprint!(
                 "\r\x1b[2Klayers {done}/{total_layers}  {}  {}/s",
-                human(bytes),
-                human(rate as u64)
+                crate::bytesize::human(bytes),
+                crate::bytesize::human(rate as u64)
             );
             shown = true;
         }

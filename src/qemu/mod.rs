@@ -1,73 +1,14 @@
-//! `imgbuild boot IMAGE.iso`: runs an ISO in QEMU with the serial console on this terminal
-//! and the profile's ports forwarded to 127.0.0.1 (same numbers unless `--forward` says
-//! otherwise). BIOS or UEFI (OVMF), CD or disk (the USB-stick path). The accelerator is
-//! chosen and the guest supervised by [`accel`]: KVM only when it really runs a boot, else
-//! TCG, said in one line.
+//! QEMU for `imgbuild boot` (src/commands/boot.rs) and `up`: the machine description
+//! ([`Machine`]) and its command line ([`qemu_args`]), the firmware ([`ovmf`]), the
+//! accelerator choice and guest supervision ([`accel`]: KVM only when it really runs a boot,
+//! else TCG, said in one line) and tap networking ([`tap`]).
 
 pub mod accel;
 pub mod tap;
 
-use std::path::{Path, PathBuf};
-
-use anyhow::{Context, Result};
-use clap::Args;
+use std::path::PathBuf;
 
 pub use accel::Accel;
-use accel::Ended;
-
-use crate::cli::Ctx;
-use crate::error::BadInput;
-
-#[derive(Args, Debug, Clone)]
-pub struct BootArgs {
-    /// The ISO to boot (built by `imgbuild iso`), or a MicroVM directory (built by
-    /// `imgbuild microvm`: its kernel and initramfs are given to QEMU directly).
-    #[arg(value_name = "IMAGE.iso|DIR")]
-    pub image: PathBuf,
-    /// Boot with UEFI firmware (OVMF) instead of BIOS.
-    #[arg(long)]
-    pub uefi: bool,
-    /// Attach the image as a hard disk (what a USB stick written with dd looks like) instead
-    /// of a CD.
-    #[arg(long)]
-    pub disk: bool,
-    /// Forward 127.0.0.1:HOSTPORT to the guest's GUESTPORT (repeatable; default: the
-    /// profile's ports, same numbers).
-    #[arg(long, value_name = "HOSTPORT:GUESTPORT")]
-    pub forward: Vec<String>,
-    /// Guest memory (default: the profile's iso.memory).
-    #[arg(long, value_name = "M")]
-    pub memory: Option<String>,
-    /// A NoCloud seed: DIR's files (meta-data, user-data) become a CIDATA volume.
-    #[arg(long, value_name = "DIR")]
-    pub cidata: Option<PathBuf>,
-    /// Accelerator: auto uses KVM when a probe guest runs under it and boots again under
-    /// TCG if the guest then fails under KVM; kvm never falls back (exit 1 when it fails).
-    #[arg(long, value_enum, default_value = "auto", env = "IMGBUILD_ACCEL")]
-    pub accel: Accel,
-    /// Guest networking: user (QEMU's user-mode network, the ports forwarded to 127.0.0.1),
-    /// tap (a tap device on a bridge holding the profile's gateway address: the guest answers
-    /// on its static address), or auto: tap for a profile with a static address, else user.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub net: NetMode,
-    /// With --net tap: use this existing tap device instead of creating one.
-    #[arg(long, value_name = "NAME")]
-    pub tap: Option<String>,
-    /// With --net tap: enslave the tap to this existing bridge instead of creating one.
-    #[arg(long, value_name = "NAME")]
-    pub bridge: Option<String>,
-    /// Where the guest's serial console goes: stdio (this terminal, with QEMU's monitor
-    /// behind Ctrl-A C) or tcp:PORT (a TCP server on 127.0.0.1:PORT that `nc`/`telnet`
-    /// connect to; this terminal then gets QEMU's monitor).
-    #[arg(long, value_name = "stdio|tcp:PORT", default_value = "stdio", value_parser = parse_serial)]
-    pub serial: Serial,
-    /// Also give QEMU's monitor on this unix socket (for scripts: `screendump`, `pmemsave`).
-    #[arg(long, value_name = "PATH")]
-    pub monitor: Option<PathBuf>,
-    /// The QEMU program (default: qemu-system-x86_64 on PATH).
-    #[arg(long, value_name = "PATH", env = "IMGBUILD_QEMU")]
-    pub qemu: Option<PathBuf>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -102,7 +43,7 @@ pub enum Serial {
     Tcp(u16),
 }
 
-fn parse_serial(s: &str) -> Result<Serial, String> {
+pub fn parse_serial(s: &str) -> Result<Serial, String> {
     if s == "stdio" {
         return Ok(Serial::Stdio);
     }
@@ -274,7 +215,7 @@ pub fn shell_line(prog: &str, args: &[String]) -> String {
 }
 
 /// OVMF code and vars templates.
-fn ovmf() -> Result<(PathBuf, PathBuf), BootError> {
+pub fn ovmf() -> Result<(PathBuf, PathBuf), BootError> {
     if let (Some(c), Some(v)) = (
         std::env::var_os("IMGBUILD_OVMF_CODE"),
         std::env::var_os("IMGBUILD_OVMF_VARS"),
@@ -304,280 +245,6 @@ fn ovmf() -> Result<(PathBuf, PathBuf), BootError> {
         .map(|(c, v)| (PathBuf::from(c), PathBuf::from(v)))
         .find(|(c, v)| c.is_file() && v.is_file())
         .ok_or_else(|| BootError::NoOvmf(pairs.map(|p| p.0).join(", ")))
-}
-
-/// Deletes a path on drop.
-struct Cleanup(Vec<PathBuf>);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-/// For an ISO without `/imgbuild.json`: the profile whose volume id the ISO carries.
-fn meta_from_volume_id(ctx: &Ctx, image: &Path) -> Option<crate::iso::IsoMeta> {
-    let vol = crate::iso::hadris::read_iso(image).ok()?.volume_id;
-    let p = crate::profile::load_all(&ctx.root)
-        .ok()?
-        .into_iter()
-        .find(|p| p.kind == crate::profile::Kind::Origin && p.volume_id() == vol)?;
-    Some(crate::iso::IsoMeta {
-        imgbuild: String::new(),
-        profile: p.id(),
-        image: p.image_ref(),
-        ports: p.ports(),
-        memory: p
-            .iso
-            .as_ref()
-            .map_or_else(|| "512M".into(), |i| i.memory.clone()),
-        kernel: String::new(),
-        cmdline: String::new(),
-        network: p
-            .iso
-            .as_ref()
-            .map(|i| i.network.clone())
-            .unwrap_or_default(),
-    })
-}
-
-pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
-    let microvm = a.image.is_dir();
-    if microvm && !crate::microvm::is_microvm(&a.image) {
-        return Err(BadInput(format!(
-            "{}: a directory without {}; build a MicroVM into it with imgbuild microvm, or name an ISO",
-            a.image.display(),
-            crate::microvm::META_FILE
-        ))
-        .into());
-    }
-    if !microvm && !a.image.is_file() {
-        return Err(BadInput(format!("{}: no such file", a.image.display())).into());
-    }
-    if microvm && (a.uefi || a.disk) {
-        return Err(BadInput(format!(
-            "{}: a MicroVM boots its kernel directly; --uefi and --disk are for ISOs",
-            a.image.display()
-        ))
-        .into());
-    }
-    let qemu = accel::qemu_program(a.qemu.as_deref()).ok_or(BootError::NoQemu)?;
-    let (meta, medium) = if microvm {
-        let vm = crate::microvm::read_meta(&a.image)?;
-        let medium = Medium::Kernel {
-            kernel: a.image.join(crate::microvm::KERNEL_FILE),
-            initrd: a.image.join(crate::microvm::INITRD_FILE),
-            cmdline: vm.cmdline.clone(),
-            machine: vm.machine.clone(),
-        };
-        let meta = crate::iso::IsoMeta {
-            imgbuild: vm.imgbuild,
-            profile: vm.profile,
-            image: vm.image,
-            ports: vm.ports,
-            memory: vm.memory,
-            kernel: vm.kernel,
-            cmdline: vm.cmdline,
-            network: vm.network,
-        };
-        (Some(meta), medium)
-    } else {
-        let meta = match crate::iso::read_meta(&a.image)
-            .with_context(|| format!("{}: reading imgbuild.json", a.image.display()))?
-        {
-            Some(m) => Some(m),
-            None => meta_from_volume_id(ctx, &a.image),
-        };
-        let medium = Medium::Iso {
-            image: a.image.clone(),
-            disk: a.disk,
-        };
-        (meta, medium)
-    };
-    let forwards: Vec<Forward> = if a.forward.is_empty() {
-        meta.as_ref()
-            .map(|m| {
-                m.ports
-                    .iter()
-                    .map(|&p| Forward { host: p, guest: p })
-                    .collect()
-            })
-            .unwrap_or_default()
-    } else {
-        a.forward
-            .iter()
-            .map(|f| parse_forward(f).map_err(|e| BadInput(e.to_string())))
-            .collect::<Result<_, _>>()?
-    };
-    let memory = a
-        .memory
-        .clone()
-        .or_else(|| meta.as_ref().map(|m| m.memory.clone()))
-        .unwrap_or_else(|| "512M".into());
-    let kvm = match a.accel {
-        Accel::Tcg => false,
-        Accel::Kvm => {
-            accel::probe_kvm(&qemu).map_err(|why| {
-                anyhow::anyhow!("KVM is not usable ({why}); --accel kvm does not fall back to TCG: use --accel auto or tcg")
-            })?;
-            true
-        }
-        Accel::Auto => {
-            match accel::probe_kvm(&qemu) {
-                Ok(()) => true,
-                Err(why) => {
-                    eprintln!("imgbuild: KVM is not usable ({why}); using TCG (software emulation, slower)");
-                    false
-                }
-            }
-        }
-    };
-    let mut cleanup = Cleanup(vec![]);
-    let uefi = if a.uefi {
-        let (code, vars) = ovmf()?;
-        // The firmware writes its variables: give it a private copy.
-        let copy =
-            std::env::temp_dir().join(format!("imgbuild-ovmf-vars-{}.fd", std::process::id()));
-        std::fs::copy(&vars, &copy)
-            .with_context(|| format!("copying {} to {}", vars.display(), copy.display()))?;
-        cleanup.0.push(copy.clone());
-        Some((code, copy))
-    } else {
-        None
-    };
-    let cidata = match &a.cidata {
-        Some(dir) => {
-            let path =
-                std::env::temp_dir().join(format!("imgbuild-cidata-{}.iso", std::process::id()));
-            cleanup.0.push(path.clone());
-            write_cidata(dir, &path)?;
-            Some(path)
-        }
-        None => None,
-    };
-    // Networking: a tap profile (static address) gets a tap device unless told otherwise.
-    let network = meta.as_ref().map(|m| m.network.clone()).unwrap_or_default();
-    let tap_mode = match a.net {
-        NetMode::User => false,
-        NetMode::Tap => true,
-        NetMode::Auto => matches!(network, crate::profile::Network::Static { .. }),
-    };
-    // SIGINT/SIGTERM/SIGHUP from here on stop QEMU and let every guard below clean up.
-    crate::signals::install();
-    let (tapnet, net, where_to) = if tap_mode {
-        let (gateway, guest) = match &network {
-            crate::profile::Network::Static {
-                address, gateway, ..
-            } => {
-                let prefix = address.split_once('/').map_or("24", |x| x.1);
-                (
-                    Some(format!("{gateway}/{prefix}")),
-                    address.split('/').next().unwrap_or("").to_string(),
-                )
-            }
-            crate::profile::Network::Dhcp => (None, String::new()),
-        };
-        let t = tap::TapNet::setup(a.tap.as_deref(), a.bridge.as_deref(), gateway.as_deref())?;
-        let net = Net::Tap {
-            netdev: t.netdev(),
-            device: t.device(),
-        };
-        let ports = meta.as_ref().map(|m| m.ports.clone()).unwrap_or_default();
-        let urls: Vec<String> = ports
-            .iter()
-            .map(|p| format!("http://{guest}:{p}"))
-            .collect();
-        let where_to = format!(
-            "; tap {} on bridge {}{}",
-            t.tap,
-            t.bridge,
-            if urls.is_empty() || guest.is_empty() {
-                String::new()
-            } else {
-                format!(", guest at {}", urls.join(", "))
-            }
-        );
-        (Some(t), net, where_to)
-    } else {
-        let fw: Vec<String> = forwards
-            .iter()
-            .map(|f| format!("http://127.0.0.1:{} → guest :{}", f.host, f.guest))
-            .collect();
-        let where_to = if fw.is_empty() {
-            String::new()
-        } else {
-            format!("; forwards: {}", fw.join(", "))
-        };
-        (None, Net::User, where_to)
-    };
-    let mut m = Machine {
-        medium,
-        net,
-        serial: a.serial,
-        monitor: a.monitor.clone(),
-        uefi,
-        forwards: if tap_mode { vec![] } else { forwards },
-        memory,
-        kvm,
-        cidata,
-    };
-    let status = loop {
-        let args = qemu_args(&m);
-        eprintln!("Executing: {}", shell_line("qemu-system-x86_64", &args));
-        match m.serial {
-            Serial::Stdio => {
-                eprintln!("imgbuild: serial console follows (Ctrl-A X quits QEMU){where_to}")
-            }
-            Serial::Tcp(port) => eprintln!(
-                "imgbuild: serial console on tcp 127.0.0.1:{port} (nc 127.0.0.1 {port}); QEMU's monitor follows (quit ends the VM){where_to}"
-            ),
-        }
-        match accel::run_guest(&qemu, &args, m.kvm)
-            .with_context(|| format!("running {}", qemu.display()))?
-        {
-            Ended::Exited(st) => break st,
-            Ended::KvmFailed(why) if a.accel == Accel::Auto => {
-                eprintln!("imgbuild: KVM failed while booting ({why}); booting again under TCG (software emulation, slower)");
-                m.kvm = false;
-            }
-            Ended::KvmFailed(why) => {
-                anyhow::bail!("KVM failed while booting ({why}); --accel kvm does not fall back to TCG: use --accel auto or tcg")
-            }
-        }
-    };
-    drop(tapnet);
-    drop(cleanup);
-    if crate::signals::interrupted() {
-        anyhow::bail!("interrupted: QEMU stopped, tap devices and temporary files removed");
-    }
-    if !status.success() {
-        anyhow::bail!("qemu-system-x86_64 exited with {status}");
-    }
-    Ok(())
-}
-
-/// A NoCloud seed volume (label CIDATA, Rock Ridge + Joliet names) from a directory.
-fn write_cidata(dir: &Path, out: &Path) -> Result<()> {
-    if !dir.join("meta-data").is_file() && !dir.join("user-data").is_file() {
-        return Err(BadInput(format!(
-            "--cidata {}: expected meta-data and/or user-data files",
-            dir.display()
-        ))
-        .into());
-    }
-    let t = crate::iso::hadris::host_tree(dir)?;
-    let epoch = crate::iso::source_date_epoch()?;
-    let time = crate::iso::hadris::time(epoch)?;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(out)
-        .with_context(|| format!("creating {}", out.display()))?;
-    crate::iso::hadris::write_data_iso(f, &t, "CIDATA", time)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! (still reaping, still powering off on ctrl-alt-del).
 
 use crate::cmdline::Cmdline;
-use crate::config::Config;
+use crate::config::{Config, Load};
 use crate::net::{self, NetPlan};
 use crate::say;
 use crate::supervise::{self, Ending, Restart, Spec, Supervisor};

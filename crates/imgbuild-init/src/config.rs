@@ -1,102 +1,15 @@
 //! The init configuration, `/etc/imgbuild/init.json`, written by imgbuild.
 //!
-//! The schema is documented in the crate's top doc comment (`main.rs`); this module only
-//! reads it and says clearly which file is wrong and why.
+//! The types are the shared contract (crates/init-contract, described in docs/INIT.md);
+//! this module reads the file, checks what the types cannot, and says clearly which file is
+//! wrong and why.
 
-use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+pub use init_contract::{Config, Kernel, Network};
 
 /// Default location of the configuration inside an image.
 pub const DEFAULT_CONFIG: &str = "/etc/imgbuild/init.json";
-
-/// The whole configuration file.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    pub service: Service,
-    #[serde(default)]
-    pub hostname: Option<String>,
-    #[serde(default)]
-    pub network: Option<Network>,
-    #[serde(default)]
-    pub modules: Vec<String>,
-    #[serde(default = "default_prefix")]
-    pub cmdline_prefix: String,
-    /// Kernel tuning applied at boot (boot mode only).
-    #[serde(default)]
-    pub kernel: Kernel,
-}
-
-/// `kernel`: sysctls (name → value) and the service's open-file limit (0: unchanged).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Kernel {
-    #[serde(default)]
-    pub sysctl: BTreeMap<String, String>,
-    #[serde(default)]
-    pub nofile: u64,
-}
-
-fn default_prefix() -> String {
-    "hls.".to_string()
-}
-
-/// The one program init starts and keeps running.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Service {
-    pub name: String,
-    pub path: PathBuf,
-    #[serde(default)]
-    pub args: Vec<String>,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    #[serde(default)]
-    pub uid: Option<u32>,
-    #[serde(default)]
-    pub gid: Option<u32>,
-}
-
-/// How the first non-loopback interface is configured in boot mode.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Network {
-    /// DHCP, with a static fallback (QEMU user networking's 10.0.2.15/24 gw 10.0.2.2).
-    Dhcp,
-    /// A fixed address in CIDR form, optional default gateway and DNS server(s).
-    Static {
-        address: String,
-        #[serde(default)]
-        gateway: Option<String>,
-        #[serde(default)]
-        dns: Option<Dns>,
-    },
-    /// Loopback only.
-    None,
-}
-
-/// One DNS server or a list of them.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(untagged)]
-pub enum Dns {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Dns {
-    pub fn to_vec(&self) -> Vec<String> {
-        match self {
-            Dns::One(s) => s
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
-            Dns::Many(v) => v.clone(),
-        }
-    }
-}
 
 /// Why the configuration could not be used. Each message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -115,57 +28,59 @@ pub enum ConfigError {
     Invalid { path: PathBuf, what: String },
 }
 
-impl Config {
+/// Reading and checking a configuration file.
+pub trait Load: Sized {
     /// Parse configuration text; `path` is only used in error messages.
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    fn parse(text: &str, path: &Path) -> Result<Self, ConfigError>;
+    /// Read and parse the configuration file.
+    fn load(path: &Path) -> Result<Self, ConfigError>;
+}
+
+impl Load for Config {
+    fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let cfg: Config = serde_json::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
             source,
         })?;
-        cfg.validate().map_err(|what| ConfigError::Invalid {
+        validate(&cfg).map_err(|what| ConfigError::Invalid {
             path: path.to_path_buf(),
             what,
         })?;
         Ok(cfg)
     }
 
-    /// Read and parse the configuration file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
         Config::parse(&text, path)
     }
+}
 
-    fn validate(&self) -> Result<(), String> {
-        if self.service.name.trim().is_empty() {
-            return Err("service.name is empty".into());
-        }
-        if self.service.path.as_os_str().is_empty() {
-            return Err("service.path is empty".into());
-        }
-        for key in self.service.env.keys() {
-            if key.is_empty() || key.contains('=') || key.contains('\0') {
-                return Err(format!("service.env has an invalid variable name {key:?}"));
-            }
-        }
-        if let Some(Network::Static { address, .. }) = &self.network {
-            crate::net::parse_cidr(address)
-                .map_err(|e| format!("network.address {address:?}: {e}"))?;
-        }
-        Ok(())
+/// What the types do not say: names and addresses that must be usable.
+fn validate(c: &Config) -> Result<(), String> {
+    if c.service.name.trim().is_empty() {
+        return Err("service.name is empty".into());
     }
-
-    /// The key of the NoCloud user-data map holding env overrides: the prefix without its dot.
-    pub fn user_data_key(&self) -> &str {
-        self.cmdline_prefix.trim_end_matches('.')
+    if c.service.path.as_os_str().is_empty() {
+        return Err("service.path is empty".into());
     }
+    for key in c.service.env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(format!("service.env has an invalid variable name {key:?}"));
+        }
+    }
+    if let Some(Network::Static { address, .. }) = &c.network {
+        crate::net::parse_cidr(address).map_err(|e| format!("network.address {address:?}: {e}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use init_contract::Dns;
 
     const FULL: &str = r#"{
       "service": {"name": "hls-origin", "path": "/bin/hls-origin", "args": [],

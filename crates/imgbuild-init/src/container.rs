@@ -1,6 +1,6 @@
 //! Container mode: supervise the configured service as the image's entrypoint (any PID).
 
-use crate::config::Config;
+use crate::config::{Config, Load};
 use crate::say;
 use crate::supervise::{self, Ending, Restart, Spec, Supervisor};
 use nix::sys::signal::Signal;

@@ -11,25 +11,8 @@
 //! is appended to `service.args`. Exit codes: 2 for bad usage or a bad config (one line
 //! naming the file), otherwise the service's status (128 + signal for a signal death).
 //!
-//! # Configuration: `/etc/imgbuild/init.json` (stable schema, written by imgbuild)
-//! ```json
-//! {
-//!   "service": {
-//!     "name": "hls-origin",            // required; used in every console line
-//!     "path": "/bin/hls-origin",       // required
-//!     "args": [],                      // default []
-//!     "env": {"PORT": "17080"},        // default {}
-//!     "uid": 1000, "gid": 1000         // optional; applied only when init runs as root
-//!   },
-//!   "hostname": "hls-origin-default",  // optional
-//!   "network": {"mode": "dhcp"}        // or {"mode": "static", "address": "10.177.0.10/24",
-//!                                      //      "gateway": "10.177.0.1", "dns": "10.0.2.3"}
-//!                                      // (gateway, dns optional; dns may be a list),
-//!                                      // or {"mode": "none"} / null / absent: loopback only
-//!   "modules": ["lib/modules/…/virtio_net.ko"],  // load order; relative to / (or absolute)
-//!   "cmdline_prefix": "hls."           // default "hls."
-//! }
-//! ```
+//! # Configuration: `/etc/imgbuild/init.json` (written by imgbuild)
+//! The contract is docs/INIT.md; its types are crates/init-contract, shared with imgbuild.
 //! Unknown fields are errors, so a typo is not silently ignored.
 //!
 //! # Boot mode
@@ -187,7 +170,7 @@ fn main() {
             println!("imgbuild-init {}", env!("CARGO_PKG_VERSION"));
             0
         }
-        Mode::Check => match config::Config::load(&args.config) {
+        Mode::Check => match <config::Config as config::Load>::load(&args.config) {
             Ok(c) => {
                 println!(
                     "{}: service {} ({}), {} module(s), network {:?}",

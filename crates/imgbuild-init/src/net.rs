@@ -3,8 +3,8 @@
 //! default route), plus `/etc/resolv.conf`.
 
 use crate::cmdline::{Cmdline, IpSpec};
-use crate::config::Network;
 use crate::say;
+use init_contract::Network;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -414,7 +414,7 @@ pub fn write_resolv_conf(dns: &[Ipv4Addr]) {
 mod tests {
     use super::*;
     use crate::cmdline::Cmdline;
-    use crate::config::Dns;
+    use init_contract::Dns;
 
     #[test]
     fn masks() {

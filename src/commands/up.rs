@@ -14,7 +14,9 @@
 //! Words may come in any order (`up run`, `up swarm stress run`, `up default iso`): each is
 //! a kind, an action or a profile name. With no words, on a terminal a menu asks; not on a
 //! terminal the defaults (origin default container) are used and said in one line. Every
-//! external command is announced with an `Executing:` line before it runs.
+//! external command is announced with an `Executing:` line before it runs (a command polled
+//! in a loop once, before the loop). The builds and `boot` are the commands' own functions
+//! (src/commands/), called directly.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -24,7 +26,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::cli::{Cli, Ctx};
+use super::boot::BootArgs;
+use super::container::ContainerArgs;
+use super::iso::{BootInputs, IsoArgs};
+use super::microvm::MicrovmArgs;
+use super::Ctx;
 use crate::error::BadInput;
 use crate::profile::{self, Kind, Profile};
 use crate::root::Root;
@@ -49,6 +55,10 @@ pub struct UpArgs {
     /// For `iso`: boot with UEFI firmware (OVMF) instead of BIOS.
     #[arg(long)]
     pub uefi: bool,
+    /// For `container`: the enhanced origin image (imgbuild-init as PID 1 supervising the
+    /// origin), as `imgbuild container --init` builds it.
+    #[arg(long)]
+    pub init: bool,
     /// For `run`: where origin and swarm run: plain docker containers, or a Docker Swarm
     /// stack (origin and `--replicas` swarm replicas, one merged verdict).
     #[arg(long, value_enum, default_value = "docker")]
@@ -184,22 +194,12 @@ fn announce(cmd: &Command) {
     eprintln!("Executing: {line}");
 }
 
-/// Runs an imgbuild subcommand in-process, through the same CLI parser (so `up` builds
-/// exactly what `imgbuild container`/`iso`/`boot` would).
-fn imgbuild(ctx: &Ctx, args: &[&str]) -> Result<()> {
-    let mut argv: Vec<String> = vec!["imgbuild".into()];
-    if let Some(d) = ctx.root.dir() {
-        argv.push("--root".into());
-        argv.push(d.display().to_string());
-    }
-    argv.extend(args.iter().map(|s| s.to_string()));
-    let cli = <Cli as clap::Parser>::try_parse_from(&argv)?;
-    crate::cli::run(cli)
-}
-
 /// The docker engine answers, or an actionable error.
 fn require_docker() -> Result<()> {
-    match Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output() {
+    let mut info = Command::new("docker");
+    info.args(["info", "--format", "{{.ServerVersion}}"]);
+    announce(&info);
+    match info.output() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!("docker is not installed: install Docker Engine (Debian: apt-get install docker.io) and start it")
         }
@@ -213,8 +213,14 @@ fn require_docker() -> Result<()> {
 }
 
 fn require_qemu() -> Result<()> {
+    let version = |q: &Path| {
+        let mut c = Command::new(q);
+        c.arg("--version");
+        announce(&c);
+        c.output().is_ok()
+    };
     match crate::qemu::accel::qemu_program(None) {
-        Some(q) if Command::new(&q).arg("--version").output().is_ok() => Ok(()),
+        Some(q) if version(&q) => Ok(()),
         _ => bail!("qemu-system-x86_64 is not installed: apt-get install qemu-system-x86 (and ovmf for --uefi), or name it with IMGBUILD_QEMU"),
     }
 }
@@ -258,27 +264,27 @@ impl Drop for Cleanup {
             // remove any task container still there.
             let net = format!("{st}_{}", crate::deploy::swarm::NETWORK);
             let label = format!("label=com.docker.stack.namespace={st}");
-            let empty = |args: &[&str]| {
-                Command::new("docker")
-                    .args(args)
-                    .output()
+            let mut networks = Command::new("docker");
+            networks.args(["network", "ls", "-q", "--filter", &format!("name={net}")]);
+            let mut tasks = Command::new("docker");
+            tasks.args(["ps", "-aq", "--filter", &label]);
+            // Polled below: announced once each.
+            announce(&networks);
+            announce(&tasks);
+            let empty = |c: &mut Command| {
+                c.output()
                     .map_or(true, |o| o.stdout.iter().all(u8::is_ascii_whitespace))
             };
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(60) {
-                if empty(&["network", "ls", "-q", "--filter", &format!("name={net}")])
-                    && empty(&["ps", "-aq", "--filter", &label])
-                {
+                if empty(&mut networks) && empty(&mut tasks) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
-            if let Ok(o) = Command::new("docker")
-                .args(["ps", "-aq", "--filter", &label])
-                .output()
-            {
+            if let Ok(o) = exec_output(&mut tasks) {
                 for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                    let _ = Command::new("docker").args(["rm", "-f", id]).output();
+                    let _ = exec_output(Command::new("docker").args(["rm", "-f", id]));
                 }
             }
         }
@@ -381,9 +387,15 @@ pub fn run(ctx: &Ctx, a: UpArgs) -> Result<()> {
         }
     };
     let p = profile::load(&ctx.root, choice.kind, &choice.profile)?;
+    if a.init && choice.action != Action::Container {
+        return Err(BadInput(
+            "up: --init is for the container action (the enhanced origin image)".into(),
+        )
+        .into());
+    }
     install_signal_handlers();
     match choice.action {
-        Action::Container => up_container(ctx, &p),
+        Action::Container => up_container(ctx, &p, a.init),
         Action::Iso => up_iso(ctx, &p, a.uefi),
         Action::Microvm => up_microvm(ctx, &p),
         Action::Run => {
@@ -423,14 +435,23 @@ fn parse_secs(s: &str) -> Option<u64> {
     profile::parse_duration_ns(s).map(|ns| ns.div_ceil(1_000_000_000))
 }
 
+/// The reference of the profile's image (`init`: the enhanced image, tagged `<tag>-init`).
+fn image_ref(p: &Profile, init: bool) -> String {
+    if init {
+        format!("{}-init", p.image_ref())
+    } else {
+        p.image_ref()
+    }
+}
+
 /// Builds the image tar into the temp dir and loads it into docker.
-fn build_and_load(ctx: &Ctx, p: &Profile, tmp: &Path) -> Result<()> {
+fn build_and_load(ctx: &Ctx, p: &Profile, tmp: &Path, init: bool) -> Result<()> {
     let tar = tmp.join(format!("hls-{}-{}.tar", p.kind, p.name));
-    eprintln!("imgbuild up: building {} ({})", p.image_ref(), p.id());
-    imgbuild(
-        ctx,
-        &["container", &p.id(), "-o", &tar.display().to_string()],
-    )?;
+    eprintln!("imgbuild up: building {} ({})", image_ref(p, init), p.id());
+    let mut args = ContainerArgs::new(&p.id());
+    args.output = Some(tar.display().to_string());
+    args.init = init;
+    super::container::run(ctx, args)?;
     if interrupted() {
         bail!("interrupted");
     }
@@ -443,26 +464,26 @@ fn build_and_load(ctx: &Ctx, p: &Profile, tmp: &Path) -> Result<()> {
 /// deadline passes or the user interrupts.
 fn wait_healthy(name: &str, deadline: Duration) -> Result<()> {
     let start = Instant::now();
-    announce(Command::new("docker").args(["inspect", "-f", "{{.State.Health.Status}}", name]));
+    let mut poll = Command::new("docker");
+    poll.args([
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.State.Health.Status}}",
+        name,
+    ]);
+    // Polled below: announced once.
+    announce(&poll);
     loop {
         if interrupted() {
             bail!("interrupted while waiting for {name} to become healthy");
         }
-        let o = Command::new("docker")
-            .args([
-                "inspect",
-                "-f",
-                "{{.State.Status}} {{.State.Health.Status}}",
-                name,
-            ])
-            .output()?;
+        let o = poll.output().context("running docker inspect")?;
         let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
         match s.split_once(' ') {
             Some((_, "healthy")) => return Ok(()),
             Some(("exited" | "dead", _)) => {
-                let logs = Command::new("docker")
-                    .args(["logs", "--tail", "20", name])
-                    .output()?;
+                let logs =
+                    exec_output(Command::new("docker").args(["logs", "--tail", "20", name]))?;
                 bail!(
                     "container {name} exited before it became healthy; its last output:\n{}{}",
                     String::from_utf8_lossy(&logs.stdout),
@@ -484,11 +505,12 @@ fn wait_healthy(name: &str, deadline: Duration) -> Result<()> {
     }
 }
 
-fn up_container(ctx: &Ctx, p: &Profile) -> Result<()> {
+fn up_container(ctx: &Ctx, p: &Profile, init: bool) -> Result<()> {
     require_docker()?;
     let cleanup = Cleanup::new()?;
-    build_and_load(ctx, p, cleanup.dir())?;
-    let name = format!("imgbuild-up-{}-{}", p.kind, p.name);
+    build_and_load(ctx, p, cleanup.dir(), init)?;
+    let suffix = if init { "-init" } else { "" };
+    let name = format!("imgbuild-up-{}-{}{suffix}", p.kind, p.name);
     // A previous `up` of the same profile is replaced.
     let _ = exec_output(Command::new("docker").args(["rm", "-f", &name]));
     let mut run = Command::new("docker");
@@ -502,7 +524,8 @@ fn up_container(ctx: &Ctx, p: &Profile) -> Result<()> {
             p.name
         );
     }
-    run.arg(p.image_ref());
+    let image = image_ref(p, init);
+    run.arg(&image);
     exec(&mut run)?;
     if let Err(e) = wait_healthy(&name, Duration::from_secs(60)) {
         let _ = exec_output(Command::new("docker").args(["rm", "-f", &name]));
@@ -510,46 +533,49 @@ fn up_container(ctx: &Ctx, p: &Profile) -> Result<()> {
     }
     let port = p.ports().first().copied().unwrap_or(0);
     println!(
-        "{} is healthy: http://127.0.0.1:{port}/master.m3u8 (container {name}; stop it with: docker rm -f {name})",
-        p.image_ref()
+        "{image} is healthy: http://127.0.0.1:{port}/master.m3u8 (container {name}; stop it with: docker rm -f {name})"
     );
     Ok(())
 }
 
-fn up_iso(ctx: &Ctx, p: &Profile, uefi: bool) -> Result<()> {
+/// What booting a profile's image needs first: an origin profile, QEMU, a temp directory.
+fn boot_prelude(p: &Profile, images: &str) -> Result<Cleanup> {
     if p.kind != Kind::Origin {
         return Err(BadInput(format!(
-            "{}: ISOs are built for origin profiles only",
+            "{}: {images} are built for origin profiles only",
             p.id()
         ))
         .into());
     }
     require_qemu()?;
-    let cleanup = Cleanup::new()?;
-    let iso = cleanup.dir().join(format!("hls-origin-{}.iso", p.name));
-    let iso_s = iso.display().to_string();
-    imgbuild(ctx, &["iso", &p.id(), "-o", &iso_s])?;
-    let mut args = vec!["boot", iso_s.as_str()];
-    if uefi {
-        args.push("--uefi");
-    }
-    imgbuild(ctx, &args)
+    Cleanup::new()
+}
+
+fn up_iso(ctx: &Ctx, p: &Profile, uefi: bool) -> Result<()> {
+    let cleanup = boot_prelude(p, "ISOs")?;
+    let iso = super::iso::build(
+        ctx,
+        &IsoArgs {
+            input: BootInputs::new(&p.id()),
+            output: Some(cleanup.dir().join(format!("hls-origin-{}.iso", p.name))),
+            stage: None,
+        },
+    )?;
+    let mut boot = BootArgs::new(iso)?;
+    boot.uefi = uefi;
+    super::boot::run(ctx, boot)
 }
 
 fn up_microvm(ctx: &Ctx, p: &Profile) -> Result<()> {
-    if p.kind != Kind::Origin {
-        return Err(BadInput(format!(
-            "{}: MicroVMs are built for origin profiles only",
-            p.id()
-        ))
-        .into());
-    }
-    require_qemu()?;
-    let cleanup = Cleanup::new()?;
-    let dir = cleanup.dir().join(format!("hls-origin-{}.microvm", p.name));
-    let dir_s = dir.display().to_string();
-    imgbuild(ctx, &["microvm", &p.id(), "-o", &dir_s])?;
-    imgbuild(ctx, &["boot", dir_s.as_str()])
+    let cleanup = boot_prelude(p, "MicroVMs")?;
+    let dir = super::microvm::build(
+        ctx,
+        &MicrovmArgs {
+            input: BootInputs::new(&p.id()),
+            output: Some(cleanup.dir().join(format!("hls-origin-{}.microvm", p.name))),
+        },
+    )?;
+    super::boot::run(ctx, BootArgs::new(dir)?)
 }
 
 /// Runs a foreground child until it exits or the user interrupts (then it is killed).
@@ -570,8 +596,8 @@ fn wait_child(child: &mut Child) -> Result<Option<std::process::ExitStatus>> {
 fn up_run(ctx: &Ctx, origin: &Profile, swarm: &Profile, secs: u64) -> Result<()> {
     require_docker()?;
     let mut cleanup = Cleanup::new()?;
-    build_and_load(ctx, origin, cleanup.dir())?;
-    build_and_load(ctx, swarm, cleanup.dir())?;
+    build_and_load(ctx, origin, cleanup.dir(), false)?;
+    build_and_load(ctx, swarm, cleanup.dir(), false)?;
     let tag = format!("imgbuild-up-{}", std::process::id());
     let net = tag.clone();
     exec(Command::new("docker").args(["network", "create", &net]))?;
@@ -622,14 +648,11 @@ fn up_run(ctx: &Ctx, origin: &Profile, swarm: &Profile, secs: u64) -> Result<()>
 
 /// This node's swarm state (`inactive`, `active`, …) and whether it is a manager.
 fn swarm_state() -> Result<(String, bool)> {
-    let o = Command::new("docker")
-        .args([
-            "info",
-            "--format",
-            "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
-        ])
-        .output()
-        .context("running docker info")?;
+    let o = exec_output(Command::new("docker").args([
+        "info",
+        "--format",
+        "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+    ]))?;
     let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
     let (state, manager) = s.split_once(' ').unwrap_or((&s, "false"));
     Ok((state.to_string(), manager == "true"))
@@ -666,8 +689,8 @@ fn up_run_swarm(
         }
         other => bail!("this Docker node's swarm state is {other:?}; expected active or inactive"),
     }
-    build_and_load(ctx, origin, cleanup.dir())?;
-    build_and_load(ctx, swarm, cleanup.dir())?;
+    build_and_load(ctx, origin, cleanup.dir(), false)?;
+    build_and_load(ctx, swarm, cleanup.dir(), false)?;
     // The same files `imgbuild deploy swarm` writes.
     let args = crate::deploy::DeployArgs {
         engine: crate::deploy::Engine::Swarm,
@@ -684,7 +707,7 @@ fn up_run_swarm(
         output: None,
         force: false,
     };
-    let plan = crate::deploy::Plan::new(ctx, &args)?;
+    let plan = crate::deploy::Plan::new(&ctx.root, &args)?;
     let files = crate::deploy::render(&plan);
     crate::deploy::write_files(&cleanup.dir().join("deploy"), &files, false)?;
     let stack = format!("imgbuild-up-{}", std::process::id());

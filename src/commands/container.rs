@@ -7,10 +7,10 @@
 //! with the profile's settings as `Env` (so `-e` and command-line flags override them), the
 //! profile's healthcheck, labels and ports. `--init` builds the "enhanced" origin image
 //! instead: entrypoint `/bin/imgbuild-init --container`, which reads the service from
-//! `/etc/imgbuild/init.json`, supervises it and drops privileges for it to the profile's
-//! uid/gid — so that image's config `User` is root (`0:0`); the service itself never runs as
-//! root. It is a different image, so it is tagged `<profile>-init` (`hls-origin:default-init`)
-//! and written to `hls-origin-<profile>-init.tar` by default.
+//! `/etc/imgbuild/init.json` (docs/INIT.md) and supervises it. That image runs as the
+//! profile's user too (imgbuild-init started as that user runs the service as itself), so
+//! nothing in it runs as root. It is a different image, so it is tagged `<profile>-init`
+//! (`hls-origin:default-init`) and written to `hls-origin-<profile>-init.tar` by default.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::cli::Ctx;
+use super::Ctx;
 use crate::error::BadInput;
 use crate::oci::{self, Compression, Format, Healthcheck, ImageMeta, Output, Store, WriteOptions};
 use crate::plan::{self, Layering, PlanOptions, StoreNode};
@@ -91,39 +91,72 @@ pub struct ContainerArgs {
 }
 
 impl ContainerArgs {
-    /// The arguments `push KIND/PROFILE` builds with (everything else at its default).
-    #[allow(clippy::too_many_arguments)]
-    pub fn for_build(
-        profile: &str,
-        compression: Compression,
-        binaries: Vec<String>,
-        closures: Vec<PathBuf>,
-        store_root: Option<PathBuf>,
-        init: bool,
-        cache_dir: Option<PathBuf>,
-        sbom: crate::sbom::SbomFormat,
-    ) -> ContainerArgs {
+    /// The arguments `imgbuild container PROFILE` gets: every flag at its default (the
+    /// cache directory from `IMGBUILD_CACHE`, as the flag's `env` reads it).
+    pub fn new(profile: &str) -> ContainerArgs {
         ContainerArgs {
             profile: profile.to_string(),
             output: None,
-            closures,
-            store_root,
-            compression,
-            format: Format::OciDir,
+            closures: vec![],
+            store_root: None,
+            compression: Compression::None,
+            format: Format::DockerArchive,
             max_layers: plan::DEFAULT_MAX_LAYERS,
             layering: Layering::Auto,
-            binaries,
-            init,
+            binaries: vec![],
+            init: false,
             no_cache: false,
-            cache_dir,
+            cache_dir: std::env::var_os("IMGBUILD_CACHE")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
             threads: None,
             json: false,
             dry_run: false,
-            sbom,
+            sbom: crate::sbom::SbomFormat::Spdx,
             push: None,
             registry: Default::default(),
         }
     }
+
+    /// The arguments `push` and `sbom` build a profile with (an OCI layout in blobs; the
+    /// rest at its default).
+    pub fn for_build(
+        profile: &str,
+        inputs: &ProfileInputs,
+        compression: Compression,
+        cache_dir: Option<PathBuf>,
+        sbom: crate::sbom::SbomFormat,
+    ) -> ContainerArgs {
+        ContainerArgs {
+            closures: inputs.closures.clone(),
+            store_root: inputs.store_root.clone(),
+            compression,
+            format: Format::OciDir,
+            binaries: inputs.binaries.clone(),
+            init: inputs.init,
+            cache_dir,
+            sbom,
+            ..ContainerArgs::new(profile)
+        }
+    }
+}
+
+/// How `push` and `sbom` build a profile given as SOURCE (the rest at `container`'s
+/// defaults).
+#[derive(Args, Debug, Clone)]
+pub struct ProfileInputs {
+    /// Payload binary override when SOURCE is a profile (NAME=PATH); repeatable.
+    #[arg(long = "binary", value_name = "NAME=PATH")]
+    pub binaries: Vec<String>,
+    /// A Nix closure to add when SOURCE is a profile; repeatable.
+    #[arg(long = "closure", value_name = "PATH")]
+    pub closures: Vec<PathBuf>,
+    /// Read store paths from DIR/nix/store (SOURCE a profile).
+    #[arg(long, value_name = "DIR")]
+    pub store_root: Option<PathBuf>,
+    /// The enhanced origin image (SOURCE a profile).
+    #[arg(long)]
+    pub init: bool,
 }
 
 /// An image built for a registry: its layer blobs (in the cache or scratch files) and
@@ -232,19 +265,6 @@ pub struct Inputs {
     pub sbom: crate::sbom::SbomFormat,
 }
 
-/// SOURCE_DATE_EPOCH (default 1).
-pub fn source_date_epoch() -> Result<u64> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(s) if !s.trim().is_empty() => s.trim().parse::<u64>().map_err(|_| {
-            BadInput(format!(
-                "SOURCE_DATE_EPOCH={s:?}: expected a number of seconds since 1970"
-            ))
-            .into()
-        }),
-        _ => Ok(1),
-    }
-}
-
 /// Stage 1: the profile, payload binaries and closure.
 pub fn resolve(ctx: &Ctx, a: &ContainerArgs) -> Result<Inputs> {
     let profile = profile::load_id(&ctx.root, &a.profile)?;
@@ -277,8 +297,8 @@ pub fn resolve(ctx: &Ctx, a: &ContainerArgs) -> Result<Inputs> {
         closure,
         store_root: a.store_root.clone(),
         init: a.init,
-        epoch: source_date_epoch()?,
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        epoch: crate::buildenv::source_date_epoch()?,
+        version: crate::buildenv::VERSION.to_string(),
         sbom: a.sbom,
     })
 }
@@ -304,21 +324,10 @@ pub fn profile_json(p: &Profile) -> Vec<u8> {
 }
 
 /// `/etc/imgbuild/init.json` for `--init`: the service imgbuild-init supervises.
-pub fn init_json(p: &Profile) -> Vec<u8> {
-    let bin = &p.image.binary;
-    json_bytes(&serde_json::json!({
-        "service": {
-            "name": bin,
-            "path": format!("/bin/{bin}"),
-            "args": [],
-            "env": p.env().into_iter().collect::<BTreeMap<_, _>>(),
-            "uid": p.image.user.uid,
-            "gid": p.image.user.gid,
-        },
-        "hostname": format!("{}-{}", p.image.name, p.name),
-        "network": null,
-        "modules": [],
-    }))
+pub fn init_json_bytes(p: &Profile) -> Vec<u8> {
+    let mut b = crate::init_json::to_bytes(&crate::init_json::container(p));
+    b.push(b'\n');
+    b
 }
 
 /// Stage 2: the image filesystem.
@@ -347,7 +356,11 @@ pub fn image_tree(ctx: &Ctx, i: &Inputs) -> Result<Tree> {
     if i.init {
         tree.insert(
             "etc/imgbuild/init.json",
-            Entry::file(Content::bytes(init_json(&i.profile)), 0o644, Group::Config),
+            Entry::file(
+                Content::bytes(init_json_bytes(&i.profile)),
+                0o644,
+                Group::Config,
+            ),
         )?;
     }
     let t = std::time::Instant::now();
@@ -416,20 +429,15 @@ pub fn store_nodes(c: &crate::closure::Closure) -> Vec<StoreNode> {
 pub fn image_meta(i: &Inputs) -> ImageMeta {
     let p = &i.profile;
     let created = oci::rfc3339(i.epoch);
-    let revision = std::env::var("IMGBUILD_REVISION")
-        .ok()
-        .or_else(|| option_env!("IMGBUILD_REVISION").map(str::to_string));
+    let revision = crate::buildenv::revision();
     let h = p.healthcheck();
-    let (user, entrypoint) = if i.init {
-        (
-            "0:0".to_string(),
-            vec!["/bin/imgbuild-init".to_string(), "--container".to_string()],
-        )
+    // Both images run as the profile's user: imgbuild-init started as that user runs the
+    // service as itself.
+    let user = format!("{}:{}", p.image.user.uid, p.image.user.gid);
+    let entrypoint = if i.init {
+        vec!["/bin/imgbuild-init".to_string(), "--container".to_string()]
     } else {
-        (
-            format!("{}:{}", p.image.user.uid, p.image.user.gid),
-            vec![format!("/bin/{}", p.image.binary)],
-        )
+        vec![format!("/bin/{}", p.image.binary)]
     };
     ImageMeta {
         name: p.image.name.clone(),
@@ -450,7 +458,7 @@ pub fn image_meta(i: &Inputs) -> ImageMeta {
         exposed_ports: p.ports().iter().map(|x| format!("{x}/tcp")).collect(),
         workdir: p.image.workdir.clone(),
         stop_signal: p.image.stop_signal.clone(),
-        labels: p.labels(&i.version, revision.as_deref(), &created),
+        labels: p.labels(&i.version, Some(&revision), &created),
         healthcheck: (!h.test.is_empty()).then(|| Healthcheck {
             test: h.test.clone(),
             interval: h.interval_ns,
@@ -592,4 +600,19 @@ pub fn run(ctx: &Ctx, a: ContainerArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `up` builds with [`ContainerArgs::new`]: the same as the command line's defaults.
+    #[test]
+    fn new_gives_the_command_line_defaults() {
+        let parsed: ContainerArgs = crate::commands::parse_args(&["x", "swarm/stress"]);
+        assert_eq!(
+            format!("{parsed:?}"),
+            format!("{:?}", ContainerArgs::new("swarm/stress"))
+        );
+    }
 }

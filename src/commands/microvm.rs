@@ -1,0 +1,66 @@
+//! `imgbuild microvm`: a MicroVM directory for an origin profile (the writer is
+//! src/microvm.rs). Stages: the ISO's [`super::iso::boot_payload`] (profile, payloads,
+//! modules, initramfs) → the machine's command line ([`machine_cmdline`]) →
+//! [`crate::microvm::MicrovmMeta`] → [`crate::microvm::write`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::Args;
+
+use super::iso::{boot_payload, output_path, BootInputs};
+use super::Ctx;
+use crate::iso::{bootcfg, modules, IsoError};
+use crate::microvm::{self, MicrovmMeta};
+
+#[derive(Args, Debug, Clone)]
+pub struct MicrovmArgs {
+    #[command(flatten)]
+    pub input: BootInputs,
+    /// Output directory (default ./hls-origin-<profile>.microvm); an existing one is replaced
+    /// only when it is a MicroVM directory or empty.
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+}
+
+pub fn run(ctx: &Ctx, a: MicrovmArgs) -> Result<()> {
+    let out = build(ctx, &a)?;
+    println!("{}", out.display());
+    Ok(())
+}
+
+/// The profile's command line plus `imgbuild.modules=` with [`microvm::MACHINE_MODULES`] and
+/// what they depend on, in load order.
+fn machine_cmdline(profile_cmdline: &str, modules_dir: &Path) -> Result<String> {
+    let mods = modules::resolve(modules_dir, microvm::MACHINE_MODULES).map_err(IsoError::from)?;
+    let names: Vec<&str> = mods.iter().map(|m| m.name.as_str()).collect();
+    let modules = format!("imgbuild.modules={}", names.join(","));
+    Ok(if profile_cmdline.is_empty() {
+        modules
+    } else {
+        format!("{profile_cmdline} {modules}")
+    })
+}
+
+/// Builds the MicroVM directory and returns its path.
+pub fn build(ctx: &Ctx, a: &MicrovmArgs) -> Result<PathBuf> {
+    let payload = boot_payload(ctx, &a.input)?;
+    let p = &payload.profile;
+    let output = output_path(a.output.as_deref(), p, ".microvm")?;
+    let meta = MicrovmMeta {
+        imgbuild: crate::buildenv::VERSION.into(),
+        profile: p.id(),
+        image: p.image_ref(),
+        ports: p.ports(),
+        memory: crate::vm::memory(p),
+        machine: microvm::MACHINE.into(),
+        kernel: payload.assets.kver.clone(),
+        cmdline: bootcfg::full(
+            bootcfg::CONSOLES_DEFAULT,
+            &machine_cmdline(&payload.cmdline, &payload.assets.modules)?,
+        ),
+        network: crate::vm::network(p),
+    };
+    microvm::write(&output, &payload.assets.kernel, &payload.initrd, &meta)?;
+    Ok(output)
+}
