@@ -343,10 +343,7 @@ fn run_check(ctx: &Ctx, json: bool) -> Result<()> {
     if report.findings.is_empty() {
         Ok(())
     } else {
-        Err(anyhow::anyhow!(
-            "check found {} problem(s)",
-            report.findings.len()
-        ))
+        Err(BadInput(format!("check found {} problem(s)", report.findings.len())).into())
     }
 }
 
