@@ -88,6 +88,8 @@ pub struct ContainerArgs {
     pub push: Option<String>,
     #[command(flatten)]
     pub registry: crate::push::RegistryArgs,
+    #[command(flatten)]
+    pub elf_check: crate::closure::ElfCheckArgs,
 }
 
 impl ContainerArgs {
@@ -122,6 +124,7 @@ impl ContainerArgs {
             sbom,
             push: None,
             registry: Default::default(),
+            elf_check: Default::default(),
         }
     }
 }
@@ -230,6 +233,7 @@ pub struct Inputs {
     pub epoch: u64,
     pub version: String,
     pub sbom: crate::sbom::SbomFormat,
+    pub elf_check: crate::closure::ElfCheckArgs,
 }
 
 /// SOURCE_DATE_EPOCH (default 1).
@@ -280,6 +284,7 @@ pub fn resolve(ctx: &Ctx, a: &ContainerArgs) -> Result<Inputs> {
         epoch: source_date_epoch()?,
         version: env!("CARGO_PKG_VERSION").to_string(),
         sbom: a.sbom,
+        elf_check: a.elf_check,
     })
 }
 
@@ -357,7 +362,9 @@ pub fn image_tree(ctx: &Ctx, i: &Inputs) -> Result<Tree> {
     }
     tracing::debug!("stage tree/sbom: {:.3}s", t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
-    crate::closure::check_executables(&tree).context("checking the executables of the image")?;
+    i.elf_check
+        .apply(&tree)
+        .context("checking the executables of the image")?;
     tracing::debug!("stage tree/executables: {:.3}s", t.elapsed().as_secs_f64());
     Ok(tree)
 }

@@ -53,6 +53,8 @@ pub struct BootInputs {
     /// Initramfs compression.
     #[arg(long, value_enum, default_value = "zstd")]
     pub compression: initramfs::Compression,
+    #[command(flatten)]
+    pub elf_check: crate::closure::ElfCheckArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -218,6 +220,9 @@ pub fn boot_payload(ctx: &Ctx, a: &BootInputs) -> Result<BootPayload> {
         &mods,
     )
     .map_err(IsoError::from)?;
+    a.elf_check
+        .apply(&itree)
+        .context("checking the executables of the initramfs")?;
     let initrd = initramfs::write(&itree, epoch, a.compression).map_err(IsoError::from)?;
     tracing::info!(
         "initramfs: {} entries, {} bytes → {} bytes {:?} in {}",
