@@ -10,49 +10,51 @@ use super::{Profile, Settings, Variant};
 
 impl Profile {
     /// The program's settings as environment variables (baked into the image as `Env`, so
-    /// a `-e` or a command-line flag at run time overrides them).
+    /// a `-e` or a command-line flag at run time overrides them). The names are the
+    /// payloads' own ([`payload_settings`]).
     pub fn env(&self) -> Vec<(String, String)> {
+        use payload_settings::{origin as o, swarm as s, Setting};
         let mut env: Vec<(String, String)> = Vec::new();
-        let mut put = |k: &str, v: String| env.push((k.to_string(), v));
+        let mut put = |k: Setting, v: String| env.push((k.env.to_string(), v));
         match &self.settings {
-            Settings::Origin(o) => {
-                put("PORT", o.port.to_string());
-                put("BIND", o.bind.clone());
-                put("SEGMENT_DURATION", fmt_num(o.segment_duration));
-                put("LIST_SIZE", o.list_size.to_string());
-                put("DELETE_THRESHOLD", o.delete_threshold.to_string());
-                put("PLAYLIST_NAME", o.playlist.clone());
-                put("MASTER_NAME", o.master.clone());
-                put("SEGMENT_PATTERN", o.segment_pattern.clone());
-                put("FPS", o.fps.to_string());
-                put("VARIANTS", variants_spec(&o.variants));
-                put("ACCESS_LOG", o.access_log.as_str().into());
-                put("LOG_LEVEL", o.log_level.clone());
-                put("SOURCE_DIR", o.source.clone());
-                put("HEADER_TIMEOUT", fmt_num(o.header_timeout));
-                put("KEEPALIVE_TIMEOUT", fmt_num(o.keepalive_timeout));
-                put("SEND_TIMEOUT", fmt_num(o.send_timeout));
-                put("MAX_CONNECTIONS", o.max_connections.to_string());
-                put("TLS_CERT", o.tls_cert.clone());
-                put("TLS_KEY", o.tls_key.clone());
+            Settings::Origin(x) => {
+                put(o::PORT, x.port.to_string());
+                put(o::BIND, x.bind.clone());
+                put(o::SEGMENT_DURATION, fmt_num(x.segment_duration));
+                put(o::LIST_SIZE, x.list_size.to_string());
+                put(o::DELETE_THRESHOLD, x.delete_threshold.to_string());
+                put(o::PLAYLIST, x.playlist.clone());
+                put(o::MASTER, x.master.clone());
+                put(o::SEGMENT_PATTERN, x.segment_pattern.clone());
+                put(o::FPS, x.fps.to_string());
+                put(o::VARIANTS, variants_spec(&x.variants));
+                put(o::ACCESS_LOG, x.access_log.as_str().into());
+                put(o::LOG_LEVEL, x.log_level.clone());
+                put(o::SOURCE, x.source.clone());
+                put(o::HEADER_TIMEOUT, fmt_num(x.header_timeout));
+                put(o::KEEPALIVE_TIMEOUT, fmt_num(x.keepalive_timeout));
+                put(o::SEND_TIMEOUT, fmt_num(x.send_timeout));
+                put(o::MAX_CONNECTIONS, x.max_connections.to_string());
+                put(o::TLS_CERT, x.tls_cert.clone());
+                put(o::TLS_KEY, x.tls_key.clone());
             }
-            Settings::Swarm(s) => {
-                if !s.stream_url.is_empty() {
-                    put("STREAM_URL", s.stream_url.clone());
+            Settings::Swarm(x) => {
+                if !x.stream_url.is_empty() {
+                    put(s::STREAM_URL, x.stream_url.clone());
                 }
-                put("CLIENTS", s.clients.to_string());
-                put("RAMP_RATE", fmt_num(s.ramp_rate));
-                put("RAMP_JITTER", s.ramp_jitter_ms.to_string());
-                put("METRICS_PORT", s.metrics_port.to_string());
-                put("LOG_LEVEL", s.log_level.clone());
-                put("VARIANT", s.variant.clone());
-                put("RECONNECT", s.reconnect.to_string());
-                put("RECONNECT_DELAY_MAX", s.reconnect_delay_max.to_string());
-                put("SEGMENT_RETRIES", s.segment_retries.to_string());
-                put("TIMEOUT", s.timeout.to_string());
-                put("CONNECT_TIMEOUT", s.connect_timeout.to_string());
-                put("FIRST_BYTE_TIMEOUT", s.first_byte_timeout.to_string());
-                put("MIN_RATE", s.min_rate.to_string());
+                put(s::CLIENTS, x.clients.to_string());
+                put(s::RAMP_RATE, fmt_num(x.ramp_rate));
+                put(s::RAMP_JITTER_MS, x.ramp_jitter_ms.to_string());
+                put(s::METRICS_PORT, x.metrics_port.to_string());
+                put(s::LOG_LEVEL, x.log_level.clone());
+                put(s::VARIANT, x.variant.clone());
+                put(s::RECONNECT, x.reconnect.to_string());
+                put(s::RECONNECT_DELAY_MAX, x.reconnect_delay_max.to_string());
+                put(s::SEGMENT_RETRIES, x.segment_retries.to_string());
+                put(s::TIMEOUT, x.timeout.to_string());
+                put(s::CONNECT_TIMEOUT, x.connect_timeout.to_string());
+                put(s::FIRST_BYTE_TIMEOUT, x.first_byte_timeout.to_string());
+                put(s::MIN_RATE, x.min_rate.to_string());
             }
         }
         env

@@ -42,7 +42,7 @@ fn parse_table(file: &str, text: &str) -> Result<toml::Table, ProfileError> {
     Ok(table)
 }
 
-/// The merge rule of profiles/README.md: top-level tables merge key by key; every other
+/// The merge rule of docs/PROFILES.md: top-level tables merge key by key; every other
 /// value (scalars, arrays, tables below the top level) from the overlay replaces the base's.
 pub fn merge_tables(base: &toml::Table, overlay: &toml::Table) -> toml::Table {
     let mut out = base.clone();

@@ -173,6 +173,37 @@ mod tests {
     use crate::root::Root;
 
     #[test]
+    fn the_environment_is_the_payloads_table_in_order() {
+        use payload_settings::{origin, swarm};
+        let keys = |p: &Profile| p.env().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        let o = load(&Root::Embedded, Kind::Origin, "default").unwrap();
+        let want: Vec<String> = origin::ALL.iter().map(|s| s.env.to_string()).collect();
+        assert_eq!(keys(&o), want);
+        // Every setting is a key of the section, and the built-in variants are the table's.
+        let table = toml::Table::try_from(OriginSettings::default()).unwrap();
+        assert!(origin::ALL.iter().all(|s| table.contains_key(s.key)));
+        assert_eq!(
+            table.len(),
+            origin::ALL.len(),
+            "an origin setting missing from the table"
+        );
+        assert_eq!(
+            variants_spec(&OriginSettings::default().variants),
+            origin::VARIANTS.default
+        );
+        let table = toml::Table::try_from(SwarmSettings::default()).unwrap();
+        assert!(swarm::ALL.iter().all(|s| table.contains_key(s.key)));
+        assert_eq!(
+            table.len(),
+            swarm::ALL.len(),
+            "a swarm setting missing from the table"
+        );
+        let s = load(&Root::Embedded, Kind::Swarm, "default").unwrap();
+        let want: Vec<String> = swarm::ALL[1..].iter().map(|s| s.env.to_string()).collect();
+        assert_eq!(keys(&s), want, "STREAM_URL only when set");
+    }
+
+    #[test]
     fn every_label_imgbuild_sets_is_reserved() {
         for p in load_all(&Root::Embedded).unwrap() {
             assert!(p.image.labels.is_empty(), "{} sets labels", p.id());

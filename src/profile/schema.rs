@@ -152,19 +152,21 @@ pub struct OriginSettings {
 }
 
 impl Default for OriginSettings {
+    /// hls-origin's own defaults, from the one table of the payloads' settings.
     fn default() -> Self {
+        use payload_settings::{default_of as d, origin as o};
         OriginSettings {
-            port: 17080,
-            bind: "0.0.0.0".into(),
-            segment_duration: 2.0,
-            list_size: 10,
-            delete_threshold: 5,
-            playlist: "stream.m3u8".into(),
-            master: "master.m3u8".into(),
-            segment_pattern: "seg%05d.ts".into(),
-            fps: 30,
-            access_log: AccessLog::Off,
-            log_level: "info".into(),
+            port: d(o::PORT),
+            bind: d(o::BIND),
+            segment_duration: d(o::SEGMENT_DURATION),
+            list_size: d(o::LIST_SIZE),
+            delete_threshold: d(o::DELETE_THRESHOLD),
+            playlist: d(o::PLAYLIST),
+            master: d(o::MASTER),
+            segment_pattern: d(o::SEGMENT_PATTERN),
+            fps: d(o::FPS),
+            access_log: d(o::ACCESS_LOG),
+            log_level: d(o::LOG_LEVEL),
             variants: vec![Variant {
                 name: "1080p".into(),
                 resolution: "1920x1080".into(),
@@ -173,13 +175,13 @@ impl Default for OriginSettings {
                 bufsize: "10000k".into(),
                 audio: "128k".into(),
             }],
-            source: String::new(),
-            header_timeout: 10.0,
-            keepalive_timeout: 75.0,
-            send_timeout: 60.0,
-            max_connections: 0,
-            tls_cert: String::new(),
-            tls_key: String::new(),
+            source: d(o::SOURCE),
+            header_timeout: d(o::HEADER_TIMEOUT),
+            keepalive_timeout: d(o::KEEPALIVE_TIMEOUT),
+            send_timeout: d(o::SEND_TIMEOUT),
+            max_connections: d(o::MAX_CONNECTIONS),
+            tls_cert: d(o::TLS_CERT),
+            tls_key: d(o::TLS_KEY),
         }
     }
 }
@@ -193,12 +195,23 @@ pub enum AccessLog {
 }
 
 impl AccessLog {
+    pub const ALL: [AccessLog; 3] = [AccessLog::Off, AccessLog::Segments, AccessLog::All];
     pub fn as_str(self) -> &'static str {
         match self {
             AccessLog::Off => "off",
             AccessLog::Segments => "segments",
             AccessLog::All => "all",
         }
+    }
+}
+
+impl std::str::FromStr for AccessLog {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        AccessLog::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("access log {s:?}: off, segments or all"))
     }
 }
 
@@ -237,22 +250,24 @@ pub struct SwarmSettings {
 }
 
 impl Default for SwarmSettings {
+    /// hls-swarm's own defaults, from the one table of the payloads' settings.
     fn default() -> Self {
+        use payload_settings::{default_of as d, swarm as s};
         SwarmSettings {
-            stream_url: String::new(),
-            clients: 50,
-            ramp_rate: 5.0,
-            ramp_jitter_ms: 100,
-            metrics_port: 9090,
-            log_level: "info".into(),
-            variant: "all".into(),
-            reconnect: true,
-            reconnect_delay_max: 5,
-            segment_retries: 3,
-            timeout: 15,
-            connect_timeout: 5,
-            first_byte_timeout: 10,
-            min_rate: 1000,
+            stream_url: d(s::STREAM_URL),
+            clients: d(s::CLIENTS),
+            ramp_rate: d(s::RAMP_RATE),
+            ramp_jitter_ms: d(s::RAMP_JITTER_MS),
+            metrics_port: d(s::METRICS_PORT),
+            log_level: d(s::LOG_LEVEL),
+            variant: d(s::VARIANT),
+            reconnect: d(s::RECONNECT),
+            reconnect_delay_max: d(s::RECONNECT_DELAY_MAX),
+            segment_retries: d(s::SEGMENT_RETRIES),
+            timeout: d(s::TIMEOUT),
+            connect_timeout: d(s::CONNECT_TIMEOUT),
+            first_byte_timeout: d(s::FIRST_BYTE_TIMEOUT),
+            min_rate: d(s::MIN_RATE),
         }
     }
 }
