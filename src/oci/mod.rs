@@ -11,6 +11,7 @@ pub mod compress;
 pub mod files;
 pub mod image;
 pub mod layer;
+pub mod layer_cache;
 pub mod tar;
 
 use std::io::{self, IsTerminal, Write};
