@@ -5,9 +5,9 @@
 //! well-formed (header checksums, sizes, end marker) and no entry or hard link escapes the
 //! image root. Any mismatch fails the command (exit 1).
 //!
-//! By job: [`source`] reads named files out of an image tar or an OCI directory (push and
-//! sbom read through it too); [`layer_check`] checks one layer's tar stream; this file is the
-//! command: what the image holds, verified, printed.
+//! By job: [`crate::oci::source`] reads named files out of an image tar or an OCI directory
+//! (push and sbom read through it too); [`layer_check`] checks one layer's tar stream; this
+//! file is the command: what the image holds, verified, printed.
 
 use std::collections::BTreeMap;
 
@@ -24,10 +24,11 @@ use crate::cli::Ctx;
 use crate::error::BadInput;
 
 mod layer_check;
-mod source;
 
+/// The image reader lives with the OCI code (push and sbom read through it too); this name
+/// keeps their imports working.
+pub(crate) use crate::oci::source::Source;
 use layer_check::check_layer;
-pub(crate) use source::Source;
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {

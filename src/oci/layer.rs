@@ -1,11 +1,11 @@
 //! One layer of the Plan → one blob: a deterministic tar of the layer's Tree entries
 //! (byte-sorted, parents first, mtime from SOURCE_DATE_EPOCH, owners as in the Tree), hashed
 //! uncompressed (the diff_id) and after compression (the blob digest). The layer cache that
-//! keeps an unchanged layer from being written twice is [`super::layer_cache`]; its
-//! functions are re-exported here.
+//! keeps an unchanged layer from being written twice, and [`super::layer_cache::write_layer`]
+//! that goes through it, are in [`super::layer_cache`].
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,15 +13,10 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::compress::{Compression, Encoder, Pool};
-use super::files::scratch_in;
 use super::tar::{self, EntryType, Header};
 use super::OciError;
 use crate::plan::Layer;
 use crate::tree::{display_path, Content, Entry, Kind, Tree};
-
-pub use super::layer_cache::{
-    cache_key, copy_range, lookup, store_blob_from, store_record, Cached,
-};
 /// A finished layer blob.
 #[derive(Debug)]
 pub struct Blob {
@@ -372,71 +367,10 @@ pub fn produce<W: Write>(
     };
     Ok((p, c.inner))
 }
-/// Produces one layer blob as a file of its own (for stdout and OCI directories), from the
-/// cache when its key is there.
-pub fn write_layer(tree: &Tree, layer: &Layer, o: &LayerOptions) -> Result<Blob, OciError> {
-    let media_type = o.compression.media_type();
-    let (key, cached) = lookup(tree, layer, o)?;
-    let scratch_dir = match &o.store {
-        Store::Cache(d) => d.join("blobs/sha256"),
-        Store::Scratch(d) => d.clone(),
-    };
-    let done = |b: Blob| {
-        o.progress.layers_done.fetch_add(1, Ordering::Relaxed);
-        Ok(b)
-    };
-    match cached {
-        Some(Cached::Blob(b)) => {
-            o.progress.bytes.fetch_add(b.tar_size, Ordering::Relaxed);
-            return done(b);
-        }
-        Some(Cached::Record(rec)) => {
-            let file = scratch_in(&scratch_dir).map_err(|e| OciError::io(&scratch_dir, e))?;
-            let sink =
-                BufWriter::with_capacity(1 << 20, file.try_clone().map_err(OciError::Write)?);
-            let (p, _) = produce(tree, layer, o, sink, false)?;
-            if p.tar_size != rec.tar_size {
-                return Err(OciError::Input(format!("layer {:?} is {} bytes, its cache record says {}; a source changed without changing its metadata: rebuild with --no-cache", layer.name, p.tar_size, rec.tar_size)));
-            }
-            return done(Blob {
-                diff_id: rec.diff_id,
-                digest: rec.digest,
-                size: rec.size,
-                tar_size: rec.tar_size,
-                media_type,
-                source: BlobSource::Scratch(file),
-                cached: true,
-            });
-        }
-        None => {}
-    }
-    let file = scratch_in(&scratch_dir).map_err(|e| OciError::io(&scratch_dir, e))?;
-    let sink = BufWriter::with_capacity(1 << 20, file.try_clone().map_err(OciError::Write)?);
-    let (p, _) = produce(tree, layer, o, sink, true)?;
-    let mut source = BlobSource::Scratch(file);
-    if let (Store::Cache(dir), Some(key)) = (&o.store, &key) {
-        if o.compression != Compression::None {
-            let BlobSource::Scratch(f) = &source else {
-                unreachable!()
-            };
-            source = BlobSource::Path(store_blob_from(dir, f, 0, p.size, &p.digest)?);
-        }
-        store_record(dir, key, &p)?;
-    }
-    done(Blob {
-        diff_id: p.diff_id,
-        digest: p.digest,
-        size: p.size,
-        tar_size: p.tar_size,
-        media_type,
-        source,
-        cached: false,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::layer_cache::cache_key;
     use crate::tree::Group;
 
     fn layer_of(tree: &Tree) -> Layer {

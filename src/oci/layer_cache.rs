@@ -1,5 +1,6 @@
 //! The layer cache: a layer's content key, and what the cache keeps under it — the digests
-//! and sizes of every layer (`keys/<key>`), and compressed blobs whole (`blobs/sha256/…`).
+//! and sizes of every layer (`keys/<key>`), and compressed blobs whole (`blobs/sha256/…`) —
+//! and [`write_layer`], which produces a layer blob through it.
 //!
 //! The cache key is a sha256 over everything that decides the layer's bytes: the format
 //! version, compression, mtime, and per entry its path, kind, mode, owner, link target and
@@ -10,15 +11,17 @@
 //! build itself.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use sha2::{Digest, Sha256};
 
 use super::compress::Compression;
-use super::files::Pending;
+use super::files::{scratch_in, Pending};
 use super::layer::{
-    hex, planned_entry, resolve_link, Blob, BlobSource, LayerOptions, Link, Produced, Store,
+    hex, planned_entry, produce, resolve_link, Blob, BlobSource, LayerOptions, Link, Produced,
+    Store,
 };
 use super::OciError;
 use crate::plan::Layer;
@@ -255,4 +258,66 @@ pub fn copy_range(from: &File, mut offset: u64, to: &File, mut len: u64) -> io::
         }
     }
     Ok(())
+}
+
+/// Produces one layer blob as a file of its own (for stdout and OCI directories), from the
+/// cache when its key is there.
+pub fn write_layer(tree: &Tree, layer: &Layer, o: &LayerOptions) -> Result<Blob, OciError> {
+    let media_type = o.compression.media_type();
+    let (key, cached) = lookup(tree, layer, o)?;
+    let scratch_dir = match &o.store {
+        Store::Cache(d) => d.join("blobs/sha256"),
+        Store::Scratch(d) => d.clone(),
+    };
+    let done = |b: Blob| {
+        o.progress.layers_done.fetch_add(1, Ordering::Relaxed);
+        Ok(b)
+    };
+    match cached {
+        Some(Cached::Blob(b)) => {
+            o.progress.bytes.fetch_add(b.tar_size, Ordering::Relaxed);
+            return done(b);
+        }
+        Some(Cached::Record(rec)) => {
+            let file = scratch_in(&scratch_dir).map_err(|e| OciError::io(&scratch_dir, e))?;
+            let sink =
+                BufWriter::with_capacity(1 << 20, file.try_clone().map_err(OciError::Write)?);
+            let (p, _) = produce(tree, layer, o, sink, false)?;
+            if p.tar_size != rec.tar_size {
+                return Err(OciError::Input(format!("layer {:?} is {} bytes, its cache record says {}; a source changed without changing its metadata: rebuild with --no-cache", layer.name, p.tar_size, rec.tar_size)));
+            }
+            return done(Blob {
+                diff_id: rec.diff_id,
+                digest: rec.digest,
+                size: rec.size,
+                tar_size: rec.tar_size,
+                media_type,
+                source: BlobSource::Scratch(file),
+                cached: true,
+            });
+        }
+        None => {}
+    }
+    let file = scratch_in(&scratch_dir).map_err(|e| OciError::io(&scratch_dir, e))?;
+    let sink = BufWriter::with_capacity(1 << 20, file.try_clone().map_err(OciError::Write)?);
+    let (p, _) = produce(tree, layer, o, sink, true)?;
+    let mut source = BlobSource::Scratch(file);
+    if let (Store::Cache(dir), Some(key)) = (&o.store, &key) {
+        if o.compression != Compression::None {
+            let BlobSource::Scratch(f) = &source else {
+                unreachable!()
+            };
+            source = BlobSource::Path(store_blob_from(dir, f, 0, p.size, &p.digest)?);
+        }
+        store_record(dir, key, &p)?;
+    }
+    done(Blob {
+        diff_id: p.diff_id,
+        digest: p.digest,
+        size: p.size,
+        tar_size: p.tar_size,
+        media_type,
+        source,
+        cached: false,
+    })
 }

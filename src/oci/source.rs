@@ -199,7 +199,7 @@ impl Source {
         }
     }
 
-    pub(super) fn blob_names(&self) -> Vec<String> {
+    pub(crate) fn blob_names(&self) -> Vec<String> {
         match self {
             Source::Tar { entries, .. } => entries
                 .keys()
