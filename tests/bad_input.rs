@@ -1207,3 +1207,22 @@ fn elf_check_off_builds_silently() {
         std::fs::read(&warned).unwrap()
     );
 }
+
+#[test]
+fn iso_and_microvm_take_elf_check_and_refuse_an_unknown_mode() {
+    for cmd in ["container", "iso", "microvm"] {
+        let help = common::run(&[cmd, "--help"]);
+        assert!(
+            common::stdout(&help).contains("--elf-check <MODE>"),
+            "{cmd} --help: {}",
+            common::stdout(&help)
+        );
+        let o = common::run(&[cmd, "--elf-check", "sometimes"]);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", common::stderr(&o));
+        let err = common::stderr(&o);
+        assert!(
+            err.contains("sometimes") && err.contains("error, warn, off"),
+            "{cmd}: {err}"
+        );
+    }
+}

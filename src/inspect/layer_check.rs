@@ -243,35 +243,9 @@ pub(super) fn check_layer(mut r: impl Read) -> Result<(String, Vec<String>), Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oci::tar::{EntryType, Header};
+    use crate::oci::tar::EntryType;
 
-    /// One entry to write: name, link target, kind, data.
-    type Member<'a> = (&'a [u8], &'a [u8], EntryType, &'a [u8]);
-
-    /// A tar of `entries` as the layer writer makes them.
-    fn tar_of(entries: &[Member], end: bool) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (name, link, kind, data) in entries {
-            let h = Header {
-                name,
-                link,
-                kind: *kind,
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                size: data.len() as u64,
-                mtime: 1,
-                dev: (0, 0),
-            };
-            tar::header_bytes(&h, &mut out);
-            out.extend_from_slice(data);
-            out.resize(out.len() + tar::padding(data.len() as u64), 0);
-        }
-        if end {
-            tar::finish(&mut out).unwrap();
-        }
-        out
-    }
+    use crate::oci::tar::test_archive as tar_of;
 
     fn sha256(b: &[u8]) -> String {
         let d = Sha256::digest(b);

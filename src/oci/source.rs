@@ -231,32 +231,16 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oci::tar::{EntryType, Header};
+    use crate::oci::tar::EntryType;
 
     /// Writes an outer image tar holding `members` (name, data) and returns its path.
     fn image_tar(dir: &Path, members: &[(&str, &[u8])], end: bool) -> PathBuf {
-        let mut out = Vec::new();
-        for (name, data) in members {
-            let h = Header {
-                name: name.as_bytes(),
-                link: b"",
-                kind: EntryType::File,
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                size: data.len() as u64,
-                mtime: 1,
-                dev: (0, 0),
-            };
-            tar::header_bytes(&h, &mut out);
-            out.extend_from_slice(data);
-            out.resize(out.len() + tar::padding(data.len() as u64), 0);
-        }
-        if end {
-            tar::finish(&mut out).unwrap();
-        }
+        let members: Vec<tar::TestMember> = members
+            .iter()
+            .map(|(n, d)| (n.as_bytes(), &b""[..], EntryType::File, *d))
+            .collect();
         let p = dir.join("image.tar");
-        std::fs::write(&p, out).unwrap();
+        std::fs::write(&p, tar::test_archive(&members, end)).unwrap();
         p
     }
 
