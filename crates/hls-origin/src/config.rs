@@ -9,9 +9,9 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use crate::payload_settings::origin;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use payload_settings::origin;
 use serde_json::{json, Map, Value};
 
 /// Long help shown after the options.

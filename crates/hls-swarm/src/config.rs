@@ -10,9 +10,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::payload_settings::swarm;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use payload_settings::swarm;
 use serde_json::{json, Map, Value};
 
 /// The whole command line.

@@ -3,7 +3,9 @@
 //! `Env` sets (`PORT`), and the program's built-in default as that variable would be written
 //! (`"17080"`).
 //!
-//! Three places use it, so the names and defaults cannot drift apart:
+//! Three places use it, so the names and defaults cannot drift apart (hls-origin and
+//! hls-swarm compile this file in as a module, `#[path]`, instead of depending on the crate,
+//! so their dependency lists — and the SBOM in every image — stay their own):
 //! - imgbuild's profile code: the image environment ([`Setting::env`]) and the built-in
 //!   defaults of `[origin]`/`[swarm]` ([`Setting::default`]);
 //! - the clap definitions of hls-origin and hls-swarm
