@@ -2,7 +2,9 @@
 //! a profile names exists and every file it names exists, every payload binary exists and is
 //! static, no two images share a name and tag, and each kind's `_base.toml` sets every
 //! setting (so all profiles of a kind carry the same, complete set of fields). Reports every
-//! failure (not just the first) as `file:line: message`.
+//! failure (not just the first) as `file:line: message`: semantic ones (a resolution `1280x`,
+//! zero clients, a reserved label, a layer group that does not exist) at the line of the
+//! profile or `_base.toml` that sets the key. Any finding is bad input (exit 2).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -59,15 +61,15 @@ fn finding(e: &ProfileError) -> Finding {
     }
 }
 
-/// Line (1-based) of the first `key =` assignment in a TOML text, if any.
-fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    text.lines()
-        .position(|l| {
-            let t = l.trim_start();
-            t.strip_prefix(key)
-                .is_some_and(|r| r.trim_start().starts_with('='))
-        })
-        .map(|i| i + 1)
+/// A finding at the line of a profile (or its `_base.toml`) that sets `key`.
+fn at_key(root: &Root, p: &profile::Profile, key: &[&str], message: String) -> Finding {
+    let (file, at) = profile::where_set(root, p, key);
+    Finding {
+        file,
+        line: at.map(|a| a.0),
+        column: at.map(|a| a.1),
+        message,
+    }
 }
 
 /// The result of a check run.
@@ -123,17 +125,24 @@ pub fn run(root: &Root, check_binaries: bool) -> Report {
         .collect();
     all_groups.extend(groups_used.iter().cloned());
     for g in &all_groups {
-        if let Err(e) = layers::load(root, g) {
-            let mut f = finding(&e);
-            if !root.exists(&format!("layers/{g}.toml")) {
-                let users: Vec<String> = loaded
-                    .iter()
-                    .filter(|p| p.image.layers.contains(g))
-                    .map(|p| p.id())
-                    .collect();
-                f.message = format!("{} (named by {})", f.message, users.join(", "));
+        let Err(e) = layers::load(root, g) else {
+            continue;
+        };
+        if root.exists(&format!("layers/{g}.toml")) {
+            findings.push(finding(&e));
+            continue;
+        }
+        // A group no file defines: name the profile line that asks for it.
+        for p in &loaded {
+            if let Some(n) = p.image.layers.iter().position(|x| x == g) {
+                let at = n.to_string();
+                findings.push(at_key(
+                    root,
+                    p,
+                    &["image", "layers", &at],
+                    format!("image.layers names {g:?}: {e}"),
+                ));
             }
-            findings.push(f);
         }
     }
     // Image names: no two profiles produce the same name:tag.
@@ -143,25 +152,30 @@ pub fn run(root: &Root, check_binaries: bool) -> Report {
     }
     for (r, ps) in refs.iter().filter(|(_, ps)| ps.len() > 1) {
         for p in ps {
-            let rel = format!("profiles/{}/{}.toml", p.kind, p.name);
-            let text = root.read_text(&rel).unwrap_or_default();
-            let line = line_of_key(&text, "tag")
-                .or_else(|| line_of_key(&text, "name"))
-                .or(Some(1));
             let others: Vec<String> = ps
                 .iter()
                 .filter(|o| o.id() != p.id())
                 .map(|o| o.id())
                 .collect();
-            findings.push(Finding {
-                file: p.file.clone(),
-                line,
-                column: None,
-                message: format!(
+            let key: &[&str] = if p.image.tag.is_some() {
+                &["image", "tag"]
+            } else {
+                &["image", "name"]
+            };
+            let mut f = at_key(
+                root,
+                p,
+                key,
+                format!(
                     "image {r} is also built by {}; give one of them another image.tag",
                     others.join(", ")
                 ),
-            });
+            );
+            // The tag comes from the file name when the profile sets none: its first line.
+            if f.file != p.file || f.line.is_none() {
+                (f.file, f.line, f.column) = (p.file.clone(), Some(1), None);
+            }
+            findings.push(f);
         }
     }
     // Payload binaries exist and are static.

@@ -1092,3 +1092,137 @@ fn an_iso_with_a_9_gib_file_fails_clearly_or_is_multi_extent() {
         assert_eq!(names(&fx.out_dir()), Vec::<String>::new());
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// --elf-check: executables of the image that cannot start
+
+/// [`tiny_elf`] with a `PT_INTERP` naming `interp`: a dynamic executable whose loader is
+/// wherever `interp` says.
+fn elf_needing(interp: &str) -> Vec<u8> {
+    let name = [interp.as_bytes(), b"\0"].concat();
+    let (phnum, str_off) = (2u16, 64 + 2 * 56u64);
+    let total = str_off + name.len() as u64;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    b.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    b.extend_from_slice(&62u16.to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes());
+    b.extend_from_slice(&0x400000u64.to_le_bytes());
+    b.extend_from_slice(&64u64.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    for v in [64u16, 56, phnum, 0, 0, 0] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    for (ptype, off, size) in [(1u32, 0u64, total), (3, str_off, name.len() as u64)] {
+        b.extend_from_slice(&ptype.to_le_bytes());
+        b.extend_from_slice(&4u32.to_le_bytes());
+        for v in [off, 0x400000 + off, 0x400000 + off, size, size, 1] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    b.extend_from_slice(&name);
+    b
+}
+
+/// A closure whose one store path holds two executables that cannot start: `bin/player`
+/// (its loader is missing) and `bin/recorder` (another missing loader).
+fn two_broken_binaries(fx: &Fx) -> PathBuf {
+    let (sp, host) = fx.store_path("tools");
+    std::fs::create_dir_all(host.join("bin")).unwrap();
+    for (name, interp) in [
+        ("player", "/lib64/ld-linux-x86-64.so.2"),
+        (
+            "recorder",
+            "/nix/store/00000000000000000000000000000000-glibc/lib/ld.so",
+        ),
+    ] {
+        let f = host.join("bin").join(name);
+        std::fs::write(&f, elf_needing(interp)).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    fx.list(&[&sp])
+}
+
+#[test]
+fn every_executable_that_cannot_start_is_named_in_one_error() {
+    let fx = Fx::new();
+    let list = two_broken_binaries(&fx);
+    expect_failure(
+        &fx,
+        &[&list],
+        2,
+        &[
+            "2 problems",
+            "-tools/bin/player",
+            "/lib64/ld-linux-x86-64.so.2",
+            "-tools/bin/recorder",
+            "-glibc/lib/ld.so",
+            "--elf-check warn",
+        ],
+    );
+}
+
+#[test]
+fn elf_check_warn_builds_and_names_each_executable() {
+    let fx = Fx::new();
+    let list = two_broken_binaries(&fx);
+    let o = fx.build(&[&list], &["--elf-check", "warn"]);
+    let err = common::stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(fx.target().is_file());
+    let summary: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("imgbuild: warning: --elf-check warn"))
+        .collect();
+    assert_eq!(summary.len(), 1, "{err}");
+    assert!(
+        summary[0].contains("2 executable(s)")
+            && summary[0].contains("-tools/bin/player")
+            && summary[0].contains("-tools/bin/recorder"),
+        "{err}"
+    );
+    // Each one is also a warning of its own, saying what it misses.
+    assert!(err.contains("/lib64/ld-linux-x86-64.so.2"), "{err}");
+    assert!(err.contains("-glibc/lib/ld.so"), "{err}");
+    verify(&fx.target());
+}
+
+#[test]
+fn elf_check_off_builds_silently() {
+    let fx = Fx::new();
+    let list = two_broken_binaries(&fx);
+    let o = fx.build(&[&list], &["--elf-check", "off"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert_eq!(common::stderr(&o).trim(), "", "off warns about nothing");
+    // The same image as with warn: the check only reads.
+    let warned = fx.p("warned.tar");
+    let o = fx.build(
+        &[&list],
+        &["--elf-check", "warn", "-o", warned.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert_eq!(
+        std::fs::read(fx.target()).unwrap(),
+        std::fs::read(&warned).unwrap()
+    );
+}
+
+#[test]
+fn iso_and_microvm_take_elf_check_and_refuse_an_unknown_mode() {
+    for cmd in ["container", "iso", "microvm"] {
+        let help = common::run(&[cmd, "--help"]);
+        assert!(
+            common::stdout(&help).contains("--elf-check <MODE>"),
+            "{cmd} --help: {}",
+            common::stdout(&help)
+        );
+        let o = common::run(&[cmd, "--elf-check", "sometimes"]);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", common::stderr(&o));
+        let err = common::stderr(&o);
+        assert!(
+            err.contains("sometimes") && err.contains("error, warn, off"),
+            "{cmd}: {err}"
+        );
+    }
+}

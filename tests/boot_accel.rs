@@ -145,7 +145,7 @@ fn falls_back_to_tcg(mode: &str, args: &[&str], said: &str) {
     let iso = default_iso();
     let slot = common::QemuSlot::take();
     let (dir, qemu) = wrapper(mode);
-    let port = testkit::reserved_port();
+    let port = common::reserved_port();
     let mut cmd = common::imgbuild();
     cmd.arg("boot")
         .arg(iso)
@@ -214,7 +214,7 @@ fn explicit_kvm_fails_in_one_line_and_leaves_no_qemu() {
     let _slot = common::QemuSlot::take();
     for (mode, via_env) in [("probe-fails", false), ("guest-dies", true)] {
         let (dir, qemu) = wrapper(mode);
-        let port = testkit::reserved_port();
+        let port = common::reserved_port();
         let mut cmd = common::imgbuild();
         cmd.arg("boot")
             .arg(&iso)

@@ -196,3 +196,125 @@ fn payload_binaries_are_static_with_no_elf_interpreter() {
         }
     }
 }
+
+/// Writes each (file, text) into one temp copy and runs check on it.
+fn check_with(files: &[(&str, &str)]) -> (std::process::Output, tempfile::TempDir) {
+    let t = temp_root();
+    for (rel, text) in files {
+        fs::write(t.path().join(rel), text).unwrap();
+    }
+    (check(t.path()), t)
+}
+
+/// The findings of a check run, one per line, with `file:line:` at the start of each.
+fn lines_naming(o: &std::process::Output, file: &Path, line: usize) -> Vec<String> {
+    let want = format!("{}:{line}:", file.display());
+    stderr(o)
+        .lines()
+        .filter(|l| l.starts_with(&want))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_bad_resolution_is_named_at_its_line_and_exits_2() {
+    let rel = "profiles/origin/debug.toml";
+    let (o, t) = check_with(&[(
+        rel,
+        "description = \"x\"\n\n[origin]\nvariants = [\n  { name = \"a\", resolution = \"1920x1080\", video = \"5000k\", maxrate = \"5500k\", bufsize = \"10000k\", audio = \"128k\" },\n  { name = \"b\", resolution = \"1280x\", video = \"2000k\", maxrate = \"2200k\", bufsize = \"4000k\", audio = \"128k\" },\n]\n",
+    )]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let found = lines_naming(&o, &t.path().join(rel), 6);
+    assert_eq!(found.len(), 1, "{}", stderr(&o));
+    assert!(
+        found[0].contains("resolution \"1280x\" is not WxH"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn zero_clients_is_named_at_its_line_and_exits_2() {
+    let rel = "profiles/swarm/gentle.toml";
+    let (o, t) = check_with(&[(
+        rel,
+        "description = \"x\"\n[swarm]\nramp_rate = 2\nclients = 0\n",
+    )]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let found = lines_naming(&o, &t.path().join(rel), 4);
+    assert_eq!(found.len(), 1, "{}", stderr(&o));
+    assert!(found[0].contains("swarm.clients"), "{found:?}");
+}
+
+#[test]
+fn a_bad_value_set_in_the_base_is_named_in_the_base() {
+    let base = "profiles/swarm/_base.toml";
+    let t = temp_root();
+    let p = t.path().join(base);
+    let text = fs::read_to_string(&p).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("variant ="))
+        .unwrap()
+        + 1;
+    fs::write(&p, text.replace("variant = \"all\"", "variant = \"every\"")).unwrap();
+    let o = check(t.path());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // Every swarm profile inherits it; each names the base's line.
+    let found = lines_naming(&o, &p, line);
+    assert!(!found.is_empty(), "{}", stderr(&o));
+    assert!(found[0].contains("swarm.variant \"every\""), "{found:?}");
+}
+
+#[test]
+fn a_layer_group_that_does_not_exist_is_named_at_the_profile_line() {
+    let rel = "profiles/origin/logged.toml";
+    let (o, t) = check_with(&[(
+        rel,
+        "description = \"x\"\n\n[image]\nlayers = [\"base\", \"extras\"]\n",
+    )]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let found = lines_naming(&o, &t.path().join(rel), 4);
+    assert_eq!(found.len(), 1, "{}", stderr(&o));
+    assert!(found[0].contains("\"extras\""), "{found:?}");
+    assert!(found[0].contains("layers/extras.toml"), "{found:?}");
+}
+
+#[test]
+fn a_profile_may_not_set_a_label_imgbuild_sets() {
+    for label in ["org.opencontainers.image.version", "hls.profile"] {
+        let rel = "profiles/origin/logged.toml";
+        let text = format!("description = \"x\"\n\n[image.labels]\n\"{label}\" = \"9\"\n");
+        let (o, t) = check_with(&[(rel, &text)]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let found = lines_naming(&o, &t.path().join(rel), 4);
+        assert_eq!(found.len(), 1, "{label}: {}", stderr(&o));
+        assert!(
+            found[0].contains(label) && found[0].contains("reserved"),
+            "{found:?}"
+        );
+        // The build refuses it the same way, in one line.
+        let b = imgbuild()
+            .args([
+                "--root",
+                t.path().to_str().unwrap(),
+                "container",
+                "origin/logged",
+                "--dry-run",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(b.status.code(), Some(2), "{}", stderr(&b));
+        let err = stderr(&b);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("logged.toml:4:") && err.contains("reserved"),
+            "{err}"
+        );
+    }
+    // Labels of its own are fine.
+    let (o, _t) = check_with(&[(
+        "profiles/origin/logged.toml",
+        "description = \"x\"\n\n[image.labels]\n\"com.example.team\" = \"video\"\n",
+    )]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

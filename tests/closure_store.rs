@@ -818,3 +818,48 @@ fn a_real_nix_closure_packs_byte_exact_and_its_programs_run() {
         String::from_utf8_lossy(&out.stdout).contains("hello from the imgbuild fixture closure")
     );
 }
+
+#[test]
+fn every_executable_that_cannot_start_is_listed_not_only_the_first() {
+    let mut t = Tree::new();
+    put(&mut t, &LD[1..], make_elf(3, None, &[], None), 0o555);
+    // app misses libz and libpng; tool misses its loader.
+    put(
+        &mut t,
+        "nix/store/6w1z088wcnwgiw7qnlrf5v4rnngspq7c-app/bin/app",
+        make_elf(2, Some(LD), &["libz.so.1", "libpng16.so.16"], None),
+        0o555,
+    );
+    put(
+        &mut t,
+        "nix/store/07v862jyjr4jfbiyxhkzm276y8p0dyv5-tool/bin/tool",
+        make_elf(2, Some("/lib64/ld-linux-x86-64.so.2"), &[], None),
+        0o555,
+    );
+    let all = closure::unresolved(&t);
+    let text: Vec<String> = all.iter().map(|e| e.to_string()).collect();
+    assert_eq!(all.len(), 3, "{text:#?}");
+    assert_eq!(
+        all.iter().filter_map(|e| e.binary()).collect::<Vec<_>>(),
+        [
+            "/nix/store/07v862jyjr4jfbiyxhkzm276y8p0dyv5-tool/bin/tool",
+            "/nix/store/6w1z088wcnwgiw7qnlrf5v4rnngspq7c-app/bin/app",
+            "/nix/store/6w1z088wcnwgiw7qnlrf5v4rnngspq7c-app/bin/app",
+        ],
+        "in image path order: {text:#?}"
+    );
+    let e = check_executables(&t).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, ClosureError::Executables(ref v) if v.len() == 3),
+        "{msg}"
+    );
+    for needle in [
+        "libz.so.1",
+        "libpng16.so.16",
+        "-tool/bin/tool",
+        "/lib64/ld-linux-x86-64.so.2",
+    ] {
+        assert!(msg.contains(needle), "{needle}: {msg}");
+    }
+}

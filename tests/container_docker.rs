@@ -8,33 +8,17 @@
 //! removed when the test binary exits. Full tier: `cargo test -- --ignored`.
 
 mod common;
+use common::{docker, docker_ok};
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("running docker")
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let o = docker(args);
-    assert!(
-        o.status.success(),
-        "docker {args:?}: {}",
-        common::stderr(&o)
-    );
-    common::stdout(&o)
-}
 
 /// One profile as `profiles list/show --json` describe it.
 #[derive(Clone, Debug)]

@@ -8,6 +8,7 @@
 //! pinned, in a venv) on the Kubernetes manifests; `imgbuild up … --engine swarm`.
 
 mod common;
+use common::{docker, docker_ok};
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -431,20 +432,6 @@ fn bad_deploy_input_is_one_line_and_leaves_nothing() {
 
 // ---------------------------------------------------------------------------------------------
 // Full tier: the real engines and tools
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker").args(args).output().expect("docker")
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let o = docker(args);
-    assert!(
-        o.status.success(),
-        "docker {args:?}: {}",
-        common::stderr(&o)
-    );
-    common::stdout(&o)
-}
 
 /// The tests that run containers or swarm mode take turns: two of them must not change the
 /// node's swarm state under each other, and each one loads the 2-core machine alone.
@@ -926,9 +913,9 @@ fn prometheus_scrapes_an_origin_and_a_swarm_with_the_generated_jobs() {
 
     // An origin and a swarm with host networking, on ports of their own.
     let (origin_port, metrics_port, web_port) = (
-        testkit::reserved_port(),
-        testkit::reserved_port(),
-        testkit::reserved_port(),
+        common::reserved_port(),
+        common::reserved_port(),
+        common::reserved_port(),
     );
     let containers = Containers(vec![format!("{prefix}-origin"), format!("{prefix}-swarm")]);
     docker_ok(&[

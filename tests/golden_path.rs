@@ -15,9 +15,9 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What `docker ARGS` printed on stdout, whatever its exit status.
 fn docker(args: &[&str]) -> String {
-    let o = Command::new("docker").args(args).output().expect("docker");
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    common::stdout(&common::docker(args))
 }
 
 /// Containers, networks and temp dirs an `up` with this pid would have made.
@@ -240,7 +240,7 @@ fn compose_file_reaches_healthy_and_the_swarm_reports_zero_errors() {
         Command::new("docker-compose")
             .current_dir(repo())
             .env("DURATION", "15s")
-            .env("ORIGIN_PORT", testkit::reserved_port().to_string())
+            .env("ORIGIN_PORT", common::reserved_port().to_string())
             .args(["-p", &project, "-f", "compose.yaml"])
             .args(args)
             .output()
@@ -292,7 +292,7 @@ fn iso_golden_path_the_swarm_loads_the_booted_origin_with_zero_errors() {
     let iso = dir.path().join("origin.iso");
     let o = run(&["iso", "origin/default", "-o", iso.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let port = testkit::reserved_port();
+    let port = common::reserved_port();
     let console = std::fs::File::create(dir.path().join("console.log")).unwrap();
     let vm = Group(
         imgbuild()

@@ -77,7 +77,7 @@ fn wait_healthy(port: u16, timeout: Duration) -> Duration {
 
 fn boots_and_serves(args: &[&str], timeout: Duration) {
     let iso = default_iso();
-    let port = testkit::reserved_port();
+    let port = common::reserved_port();
     let fwd = format!("{port}:17080");
     let mut all = vec!["--forward", fwd.as_str()];
     all.extend_from_slice(args);
@@ -129,7 +129,7 @@ fn uefi_disk_boot_answers_health_and_a_playlist() {
 fn the_tap_profile_comes_up_with_its_static_address() {
     let d = tempfile::tempdir().unwrap();
     let iso = build(d.path(), "origin/tap", &[]);
-    let port = testkit::reserved_port();
+    let port = common::reserved_port();
     let fwd = format!("{port}:17080");
     // User-mode networking here: tests/tap_net.rs boots it on a tap device.
     let mut vm = boot_vm(&iso, &["--forward", &fwd, "--net", "user"]);
@@ -156,7 +156,7 @@ fn a_killed_service_restarts_and_a_cmdline_port_override_answers() {
             "hls.PORT=18080",
         ],
     );
-    let port = testkit::reserved_port();
+    let port = common::reserved_port();
     let fwd = format!("{port}:18080");
     let mut vm = boot_vm(&iso, &["--forward", &fwd]);
     vm.wait_for(STARTED, 1, Duration::from_secs(90));
@@ -185,7 +185,7 @@ fn a_nocloud_seed_sets_the_hostname_and_the_port() {
         "#cloud-config\nhls:\n  PORT: 18090\n",
     )
     .unwrap();
-    let port = testkit::reserved_port();
+    let port = common::reserved_port();
     let fwd = format!("{port}:18090");
     let mut vm = boot_vm(
         &default_iso(),

@@ -171,7 +171,7 @@ fn the_microvm_boots_its_kernel_directly_and_answers_health() {
     let vm = d.path().join("origin-default.microvm");
     let o = microvm(&vm, &[]);
     assert!(o.status.success(), "{}", common::stderr(&o));
-    let port = testkit::reserved_port();
+    let port = common::reserved_port();
     let log = testkit::ChildLog::new("microvm-boot");
     let mut child = common::imgbuild()
         .arg("boot")
@@ -290,7 +290,7 @@ fn the_vga_console_shows_what_the_serial_console_shows() {
     assert!(o.status.success(), "{}", common::stderr(&o));
     let monitor = d.path().join("monitor.sock");
     let dump = d.path().join("vga.bin");
-    let port = testkit::reserved_port();
+    let port = common::reserved_port();
     let log = testkit::ChildLog::new("microvm-vga");
     let mut child = common::imgbuild()
         .arg("boot")

@@ -261,7 +261,7 @@ impl Registry {
                 .prefix("i15-registry-")
                 .tempdir()
                 .unwrap();
-            let port = testkit::reserved_port();
+            let port = common::reserved_port();
             let cfg = format!(
                 "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
                 dir.path().join("data").display(),

@@ -20,6 +20,7 @@
 //! Each image is built and loaded once (OnceLock); images and containers are removed.
 
 mod common;
+use common::{docker, docker_ok};
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
@@ -29,23 +30,6 @@ use std::time::{Duration, Instant};
 
 use imgbuild::oci::tar as itar;
 use serde_json::Value;
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("running docker")
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let o = docker(args);
-    assert!(
-        o.status.success(),
-        "docker {args:?}: {}",
-        common::stderr(&o)
-    );
-    common::stdout(&o).trim().to_string()
-}
 
 #[derive(Clone, Debug)]
 struct Image {

@@ -24,9 +24,9 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
     if report.findings.is_empty() {
         Ok(())
     } else {
-        Err(anyhow::anyhow!(
-            "check found {} problem(s)",
-            report.findings.len()
-        ))
+        Err(
+            crate::error::BadInput(format!("check found {} problem(s)", report.findings.len()))
+                .into(),
+        )
     }
 }

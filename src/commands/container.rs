@@ -88,6 +88,8 @@ pub struct ContainerArgs {
     pub push: Option<String>,
     #[command(flatten)]
     pub registry: crate::push::RegistryArgs,
+    #[command(flatten)]
+    pub elf_check: crate::closure::ElfCheckArgs,
 }
 
 impl ContainerArgs {
@@ -115,6 +117,7 @@ impl ContainerArgs {
             sbom: crate::sbom::SbomFormat::Spdx,
             push: None,
             registry: Default::default(),
+            elf_check: Default::default(),
         }
     }
 
@@ -263,6 +266,7 @@ pub struct Inputs {
     pub epoch: u64,
     pub version: String,
     pub sbom: crate::sbom::SbomFormat,
+    pub elf_check: crate::closure::ElfCheckArgs,
 }
 
 /// Stage 1: the profile, payload binaries and closure.
@@ -300,6 +304,7 @@ pub fn resolve(ctx: &Ctx, a: &ContainerArgs) -> Result<Inputs> {
         epoch: crate::buildenv::source_date_epoch()?,
         version: crate::buildenv::VERSION.to_string(),
         sbom: a.sbom,
+        elf_check: a.elf_check,
     })
 }
 
@@ -370,7 +375,9 @@ pub fn image_tree(ctx: &Ctx, i: &Inputs) -> Result<Tree> {
     }
     tracing::debug!("stage tree/sbom: {:.3}s", t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
-    crate::closure::check_executables(&tree).context("checking the executables of the image")?;
+    i.elf_check
+        .apply(&tree)
+        .context("checking the executables of the image")?;
     tracing::debug!("stage tree/executables: {:.3}s", t.elapsed().as_secs_f64());
     Ok(tree)
 }

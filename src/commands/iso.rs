@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use super::Ctx;
@@ -41,6 +41,8 @@ pub struct BootInputs {
     /// Initramfs compression.
     #[arg(long, value_enum, default_value = "zstd")]
     pub compression: initramfs::Compression,
+    #[command(flatten)]
+    pub elf_check: crate::closure::ElfCheckArgs,
 }
 
 impl BootInputs {
@@ -54,6 +56,7 @@ impl BootInputs {
             binary: vec![],
             cmdline: vec![],
             compression: initramfs::Compression::Zstd,
+            elf_check: Default::default(),
         }
     }
 }
@@ -144,7 +147,7 @@ pub fn boot_modules(assets: &assets::Assets) -> Result<Vec<modules::Module>> {
 }
 
 /// Stage 4: the compressed initramfs: the profile's base tree, its init contract, the
-/// programs and the modules.
+/// programs and the modules, its executables checked as `--elf-check` says.
 pub fn initramfs_image(
     ctx: &Ctx,
     p: &Profile,
@@ -152,7 +155,7 @@ pub fn initramfs_image(
     assets: &assets::Assets,
     mods: &[modules::Module],
     epoch: u64,
-    compression: initramfs::Compression,
+    inputs: &BootInputs,
 ) -> Result<Vec<u8>> {
     let t = Instant::now();
     let base = crate::rootfs::base_tree(&ctx.root, p, crate::buildenv::VERSION)?;
@@ -171,14 +174,18 @@ pub fn initramfs_image(
         mods,
     )
     .map_err(IsoError::from)?;
+    inputs
+        .elf_check
+        .apply(&itree)
+        .context("checking the executables of the initramfs")?;
     let epoch = crate::buildenv::signed(epoch);
-    let initrd = initramfs::write(&itree, epoch, compression).map_err(IsoError::from)?;
+    let initrd = initramfs::write(&itree, epoch, inputs.compression).map_err(IsoError::from)?;
     tracing::info!(
         "initramfs: {} entries, {} bytes → {} bytes {:?} in {}",
         itree.len(),
         itree.content_size(),
         initrd.len(),
-        compression,
+        inputs.compression,
         iso::ms(t)
     );
     Ok(initrd)
@@ -190,7 +197,7 @@ pub fn boot_payload(ctx: &Ctx, a: &BootInputs) -> Result<BootPayload> {
     let p = origin_profile(ctx, &a.profile)?;
     let (programs, assets) = payloads(&p, a)?;
     let mods = boot_modules(&assets)?;
-    let initrd = initramfs_image(ctx, &p, &programs, &assets, &mods, epoch, a.compression)?;
+    let initrd = initramfs_image(ctx, &p, &programs, &assets, &mods, epoch, a)?;
     let cmdline = bootcfg::cmdline(
         p.iso.as_ref().map_or("", |i| i.cmdline.as_str()),
         &a.cmdline,

@@ -392,7 +392,8 @@ pub fn write_archive_direct(
     lo: &super::layer::LayerOptions,
     meta: &ImageMeta,
 ) -> Result<(Documents, Vec<Blob>), OciError> {
-    use super::layer::{self, BlobSource, Cached, Store};
+    use super::layer::{self, BlobSource, Store};
+    use super::layer_cache::{self, Cached};
     use std::io::Seek;
     use std::os::unix::fs::FileExt;
     use std::sync::atomic::Ordering;
@@ -408,7 +409,7 @@ pub fn write_archive_direct(
     let mut blobs = Vec::with_capacity(plan.layers.len());
     let zeros = [0u8; tar::BLOCK];
     for l in &plan.layers {
-        let (key, cached) = layer::lookup(tree, l, lo)?;
+        let (key, cached) = layer_cache::lookup(tree, l, lo)?;
         match cached {
             Some(Cached::Blob(b)) => {
                 if seen.insert(b.digest.clone()) {
@@ -463,7 +464,7 @@ pub fn write_archive_direct(
                     pos = data_pos + p.size + pad as u64;
                     if let (Store::Cache(dir), None, Some(_)) = (&lo.store, &record, &key) {
                         if lo.compression != super::Compression::None {
-                            layer::store_blob_from(dir, f, data_pos, p.size, &p.digest)?;
+                            layer_cache::store_blob_from(dir, f, data_pos, p.size, &p.digest)?;
                         }
                     }
                 } else {
@@ -474,7 +475,7 @@ pub fn write_archive_direct(
                     pos = hdr_pos;
                 }
                 if let (Store::Cache(dir), None, Some(key)) = (&lo.store, &record, &key) {
-                    layer::store_record(dir, key, &p)?;
+                    layer_cache::store_record(dir, key, &p)?;
                 }
                 lo.progress.layers_done.fetch_add(1, Ordering::Relaxed);
                 blobs.push(Blob {

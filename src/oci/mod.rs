@@ -11,6 +11,8 @@ pub mod compress;
 pub mod files;
 pub mod image;
 pub mod layer;
+pub mod layer_cache;
+pub mod source;
 pub mod tar;
 
 use std::io::{self, IsTerminal, Write};
@@ -165,7 +167,7 @@ fn write_layers(
             .then(a.cmp(&b))
     });
     crate::pool::run_in_order(&order, threads, |li| {
-        layer::write_layer(tree, &plan.layers[li], o)
+        layer_cache::write_layer(tree, &plan.layers[li], o)
     })
 }
 

@@ -299,6 +299,37 @@ pub fn parse_pax(body: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
     Ok(out)
 }
 
+/// One member of [`test_archive`]: name, link target, kind, data.
+#[cfg(test)]
+pub type TestMember<'a> = (&'a [u8], &'a [u8], EntryType, &'a [u8]);
+
+/// An archive of `members` as the writers make them (mode 0644, owner 0, mtime 1), ended by
+/// the two zero blocks when `end`. For the tests of the readers.
+#[cfg(test)]
+pub fn test_archive(members: &[TestMember], end: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, link, kind, data) in members {
+        let h = Header {
+            name,
+            link,
+            kind: *kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: data.len() as u64,
+            mtime: 1,
+            dev: (0, 0),
+        };
+        header_bytes(&h, &mut out);
+        out.extend_from_slice(data);
+        out.resize(out.len() + padding(data.len() as u64), 0);
+    }
+    if end {
+        finish(&mut out).unwrap();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,32 @@
 //! Helpers shared by the integration tests: run the real imgbuild binary, find the
-//! workspace's payload binaries, make temp dirs. Each test file includes this with
+//! workspace's payload binaries, make temp dirs, run docker, take a port no other test gets
+//! ([`reserved_port`], from the workspace's testkit). Each test file includes this with
 //! `mod common;` and may use only part of it.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// A free loopback port that no other test of the run is handed (see testkit): the one port
+/// helper of the tests, for servers that must be told their port before they start.
+#[allow(unused_imports)] // not every test binary takes a port
+pub use testkit::reserved_port;
+
+/// Runs `docker ARGS` and returns what it did, whatever its exit status.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("running docker")
+}
+
+/// Runs `docker ARGS`, asserts it succeeded (showing its stderr when not) and returns its
+/// stdout, trimmed.
+pub fn docker_ok(args: &[&str]) -> String {
+    let o = docker(args);
+    assert!(o.status.success(), "docker {args:?}: {}", stderr(&o));
+    stdout(&o).trim().to_string()
+}
 
 /// The imgbuild binary cargo built for this test run.
 pub fn imgbuild_bin() -> PathBuf {

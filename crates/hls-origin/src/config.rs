@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use crate::payload_settings::origin;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Map, Value};
@@ -91,65 +92,65 @@ pub enum LogLevel {
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Listen port.
-    #[arg(long, env = "PORT", default_value_t = 17080)]
+    #[arg(long, env = origin::PORT.env, default_value = origin::PORT.default)]
     pub port: u16,
     /// Listen address.
-    #[arg(long, env = "BIND", default_value = "0.0.0.0")]
+    #[arg(long, env = origin::BIND.env, default_value = origin::BIND.default)]
     pub bind: IpAddr,
     /// Segment duration in seconds (may be fractional, e.g. 0.5).
-    #[arg(long, env = "SEGMENT_DURATION", default_value_t = 2.0, value_parser = positive_f64)]
+    #[arg(long, env = origin::SEGMENT_DURATION.env, default_value = origin::SEGMENT_DURATION.default, value_parser = positive_f64)]
     pub segment_duration: f64,
     /// Playlist window, in segments.
-    #[arg(long, env = "LIST_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = origin::LIST_SIZE.env, default_value = origin::LIST_SIZE.default, value_parser = clap::value_parser!(u64).range(1..))]
     pub list_size: u64,
     /// Segments kept after leaving the window before they answer 404.
-    #[arg(long, env = "DELETE_THRESHOLD", default_value_t = 5)]
+    #[arg(long, env = origin::DELETE_THRESHOLD.env, default_value = origin::DELETE_THRESHOLD.default)]
     pub delete_threshold: u64,
     /// Media playlist name.
-    #[arg(long, env = "PLAYLIST_NAME", default_value = "stream.m3u8", value_parser = file_name)]
+    #[arg(long, env = origin::PLAYLIST.env, default_value = origin::PLAYLIST.default, value_parser = file_name)]
     pub playlist_name: String,
     /// Master playlist name.
-    #[arg(long, env = "MASTER_NAME", default_value = "master.m3u8", value_parser = file_name)]
+    #[arg(long, env = origin::MASTER.env, default_value = origin::MASTER.default, value_parser = file_name)]
     pub master_name: String,
     /// Segment file name, printf-style with one %0Nd (or %d).
-    #[arg(long, env = "SEGMENT_PATTERN", default_value = "seg%05d.ts", value_parser = SegmentPattern::from_str)]
+    #[arg(long, env = origin::SEGMENT_PATTERN.env, default_value = origin::SEGMENT_PATTERN.default, value_parser = SegmentPattern::from_str)]
     pub segment_pattern: SegmentPattern,
     /// Frames per second (GOP = fps × segment duration: every segment starts with an IDR).
-    #[arg(long, env = "FPS", default_value_t = 30.0, value_parser = positive_f64)]
+    #[arg(long, env = origin::FPS.env, default_value = origin::FPS.default, value_parser = positive_f64)]
     pub fps: f64,
     /// Variant ladder, comma-separated NAME:WxH:VIDEO/MAX/BUFFER:AUDIO (rates in k).
-    #[arg(long, env = "VARIANTS", default_value = "1080p:1920x1080:5000k/5500k/10000k:128k", value_parser = parse_variants)]
+    #[arg(long, env = origin::VARIANTS.env, default_value = origin::VARIANTS.default, value_parser = parse_variants)]
     pub variants: Variants,
     /// Access log on stdout: off, segments, all (never blocks serving; drops and counts when full).
-    #[arg(long, env = "ACCESS_LOG", value_enum, default_value_t = AccessLog::Off)]
+    #[arg(long, env = origin::ACCESS_LOG.env, value_enum, default_value = origin::ACCESS_LOG.default)]
     pub access_log: AccessLog,
     /// Log level (stderr): error, warn(ing), info, debug, trace.
-    #[arg(long, env = "LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    #[arg(long, env = origin::LOG_LEVEL.env, value_enum, default_value = origin::LOG_LEVEL.default)]
     pub log_level: LogLevel,
     /// Serve the MPEG-TS segments (*.ts, in name order) of this directory as a looping live
     /// stream instead of the test pattern; empty: the test pattern.
-    #[arg(long, env = "SOURCE_DIR", default_value = "")]
+    #[arg(long, env = origin::SOURCE.env, default_value = origin::SOURCE.default)]
     pub source: String,
     /// Seconds a connection has to send a complete request header, counted from the accept
     /// (or from the first byte of a later request); one that sends nothing is closed too.
-    #[arg(long, env = "HEADER_TIMEOUT", default_value_t = 10.0, value_parser = positive_f64)]
+    #[arg(long, env = origin::HEADER_TIMEOUT.env, default_value = origin::HEADER_TIMEOUT.default, value_parser = positive_f64)]
     pub header_timeout: f64,
     /// Seconds a keep-alive connection may stay idle between requests.
-    #[arg(long, env = "KEEPALIVE_TIMEOUT", default_value_t = 75.0, value_parser = positive_f64)]
+    #[arg(long, env = origin::KEEPALIVE_TIMEOUT.env, default_value = origin::KEEPALIVE_TIMEOUT.default, value_parser = positive_f64)]
     pub keepalive_timeout: f64,
     /// Seconds without progress writing a response (a client that stops reading) before closing.
-    #[arg(long, env = "SEND_TIMEOUT", default_value_t = 60.0, value_parser = positive_f64)]
+    #[arg(long, env = origin::SEND_TIMEOUT.env, default_value = origin::SEND_TIMEOUT.default, value_parser = positive_f64)]
     pub send_timeout: f64,
     /// Most open client connections; further ones get a 503 and are closed. 0 = from the
     /// open-file limit (raised to its hard limit at start) minus a reserve.
-    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 0)]
+    #[arg(long, env = origin::MAX_CONNECTIONS.env, default_value = origin::MAX_CONNECTIONS.default)]
     pub max_connections: u64,
     /// PEM certificate (then its chain) to serve HTTPS instead of HTTP on --port; needs
     /// --tls-key. Empty: plain HTTP.
-    #[arg(long, env = "TLS_CERT", default_value = "", value_name = "FILE")]
+    #[arg(long, env = origin::TLS_CERT.env, default_value = origin::TLS_CERT.default, value_name = "FILE")]
     pub tls_cert: String,
     /// PEM private key of --tls-cert. Empty: plain HTTP.
-    #[arg(long, env = "TLS_KEY", default_value = "", value_name = "FILE")]
+    #[arg(long, env = origin::TLS_KEY.env, default_value = origin::TLS_KEY.default, value_name = "FILE")]
     pub tls_key: String,
 }
 

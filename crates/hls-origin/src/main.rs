@@ -41,6 +41,12 @@ mod h264;
 mod healthcheck;
 mod http;
 mod metrics;
+/// The one table of the payloads' setting names and defaults (crates/payload-settings),
+/// compiled in as a module rather than linked as a crate: the program's dependency list, and
+/// with it the SBOM imgbuild writes into every image, stays the program's own.
+#[allow(dead_code)]
+#[path = "../../payload-settings/src/lib.rs"]
+mod payload_settings;
 mod source;
 mod stream;
 mod tls;

@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::payload_settings::swarm;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Map, Value};
@@ -51,47 +52,47 @@ pub struct Settings {
     pub url_arg: Option<String>,
     /// Master (or media) playlist URL, the same as the positional argument (which wins when
     /// both are given).
-    #[arg(long = "url", env = "STREAM_URL", value_name = "URL")]
+    #[arg(long = "url", env = swarm::STREAM_URL.env, value_name = "URL")]
     pub url_flag: Option<String>,
     /// Number of simulated viewers.
-    #[arg(long, env = "CLIENTS", default_value = "50", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = swarm::CLIENTS.env, default_value = swarm::CLIENTS.default, value_parser = clap::value_parser!(u32).range(1..))]
     pub clients: u32,
     /// Viewers started per second.
-    #[arg(long, env = "RAMP_RATE", default_value = "5", value_parser = parse_rate)]
+    #[arg(long, env = swarm::RAMP_RATE.env, default_value = swarm::RAMP_RATE.default, value_parser = parse_rate)]
     pub ramp_rate: f64,
     /// Random extra delay before each viewer starts: milliseconds, or with a unit (100ms, 1s).
-    #[arg(long, env = "RAMP_JITTER", default_value = "100", value_parser = parse_millis)]
+    #[arg(long, env = swarm::RAMP_JITTER_MS.env, default_value = swarm::RAMP_JITTER_MS.default, value_parser = parse_millis)]
     pub ramp_jitter: Duration,
     /// Port of /metrics and /health (0 = off).
-    #[arg(long, env = "METRICS_PORT", default_value = "9090")]
+    #[arg(long, env = swarm::METRICS_PORT.env, default_value = swarm::METRICS_PORT.default)]
     pub metrics_port: u16,
     /// Log level: error, warning (warn), info, debug.
-    #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
+    #[arg(long, env = swarm::LOG_LEVEL.env, default_value = swarm::LOG_LEVEL.default, value_parser = parse_log_level)]
     pub log_level: LogLevel,
     /// Variant choice: all (round-robin over every variant), first, highest, lowest, random.
-    #[arg(long, env = "VARIANT", default_value = "all", ignore_case = true)]
+    #[arg(long, env = swarm::VARIANT.env, default_value = swarm::VARIANT.default, ignore_case = true)]
     pub variant: VariantChoice,
     /// Per-request timeout, connect to last byte: seconds, or with a unit (500ms, 1m).
-    #[arg(long, env = "TIMEOUT", default_value = "15", value_parser = parse_positive_seconds)]
+    #[arg(long, env = swarm::TIMEOUT.env, default_value = swarm::TIMEOUT.default, value_parser = parse_positive_seconds)]
     pub timeout: Duration,
     /// TCP connect timeout: seconds, or with a unit.
-    #[arg(long, env = "CONNECT_TIMEOUT", default_value = "5", value_parser = parse_positive_seconds)]
+    #[arg(long, env = swarm::CONNECT_TIMEOUT.env, default_value = swarm::CONNECT_TIMEOUT.default, value_parser = parse_positive_seconds)]
     pub connect_timeout: Duration,
     /// Time from request sent to the first response byte: seconds, or with a unit.
-    #[arg(long, env = "FIRST_BYTE_TIMEOUT", default_value = "10", value_parser = parse_positive_seconds)]
+    #[arg(long, env = swarm::FIRST_BYTE_TIMEOUT.env, default_value = swarm::FIRST_BYTE_TIMEOUT.default, value_parser = parse_positive_seconds)]
     pub first_byte_timeout: Duration,
     /// Least bytes per second a response must keep up once it started, judged over 2 s
     /// windows (a trickling server is a `slow` error); 0 = off. Suffixes k and M (×1000).
-    #[arg(long, env = "MIN_RATE", default_value = "1000", value_name = "BYTES/S", value_parser = parse_byte_rate)]
+    #[arg(long, env = swarm::MIN_RATE.env, default_value = swarm::MIN_RATE.default, value_name = "BYTES/S", value_parser = parse_byte_rate)]
     pub min_rate: u64,
     /// Reconnect after a failed playlist load: true/false/yes/no/1/0.
-    #[arg(long, env = "RECONNECT", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    #[arg(long, env = swarm::RECONNECT.env, default_value = swarm::RECONNECT.default, value_parser = parse_bool, action = clap::ArgAction::Set)]
     pub reconnect: bool,
     /// Upper bound of the jittered exponential reconnect backoff: seconds, or with a unit.
-    #[arg(long, env = "RECONNECT_DELAY_MAX", default_value = "5", value_parser = parse_seconds)]
+    #[arg(long, env = swarm::RECONNECT_DELAY_MAX.env, default_value = swarm::RECONNECT_DELAY_MAX.default, value_parser = parse_seconds)]
     pub reconnect_delay_max: Duration,
     /// Retries of a failed segment download before it is skipped.
-    #[arg(long, env = "SEGMENT_RETRIES", default_value = "3")]
+    #[arg(long, env = swarm::SEGMENT_RETRIES.env, default_value = swarm::SEGMENT_RETRIES.default)]
     pub segment_retries: u32,
     /// Run time (20s, 2m, plain seconds); 0 = until SIGINT/SIGTERM.
     #[arg(long, env = "DURATION", default_value = "0", value_parser = parse_seconds)]

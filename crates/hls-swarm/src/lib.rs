@@ -9,6 +9,12 @@ pub mod live;
 pub mod m3u8;
 pub mod metrics;
 pub mod outputs;
+/// The one table of the payloads' setting names and defaults (crates/payload-settings),
+/// compiled in as a module rather than linked as a crate: the program's dependency list, and
+/// with it the SBOM imgbuild writes into every image, stays the program's own.
+#[allow(dead_code)]
+#[path = "../../payload-settings/src/lib.rs"]
+mod payload_settings;
 pub mod report;
 pub mod report_html;
 pub mod resolve;

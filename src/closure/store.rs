@@ -1,0 +1,559 @@
+//! Reading the store: merging the inputs into one closed closure, NAR sizes and reference
+//! scanning (as Nix does: the 32-character hash of each path in names, contents and link
+//! targets), and the image entries of every store path.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::tree::{display_path, Content, Entry, Group, Kind, Tree};
+
+use super::input::{parse_input, Parsed};
+use super::{
+    hash_part, malformed, Closure, ClosureError, StorePath, BASE32_TABLE, HASH_LEN, STORE_DIR,
+};
+
+/// Where the files of store path `path` (`/nix/store/…`) are on the host.
+fn host_path(store_root: Option<&Path>, path: &str) -> PathBuf {
+    match store_root {
+        Some(r) => r.join(path.trim_start_matches('/')),
+        None => PathBuf::from(path),
+    }
+}
+
+struct Merged {
+    nar_size: Option<u64>,
+    nar_hash: Option<String>,
+    references: BTreeSet<String>,
+    /// Input that named the path first (for error messages).
+    input: String,
+    /// References must be found by scanning (plain list only).
+    scan: bool,
+}
+
+/// Reads closure inputs (format auto-detected per input, see the module doc) and merges
+/// them into one closed, sorted closure. `store_root`: read store files (for scanning and
+/// sizes) from `DIR/nix/store` instead of `/nix/store`.
+pub fn load(inputs: &[PathBuf], store_root: Option<&Path>) -> Result<Closure, ClosureError> {
+    let mut merged: BTreeMap<String, Merged> = BTreeMap::new();
+    let mut add = |input: &str,
+                   path: String,
+                   size: Option<u64>,
+                   hash: Option<String>,
+                   refs: Vec<String>,
+                   scan| {
+        let m = merged.entry(path).or_insert_with(|| Merged {
+            nar_size: None,
+            nar_hash: None,
+            references: BTreeSet::new(),
+            input: input.to_string(),
+            scan,
+        });
+        m.nar_size = m.nar_size.or(size);
+        m.nar_hash = m.nar_hash.take().or(hash);
+        m.references.extend(refs);
+        m.scan &= scan;
+    };
+    for input in inputs {
+        let name = input.display().to_string();
+        let read = |p: &Path| {
+            fs::read(p).map_err(|err| ClosureError::ReadInput {
+                input: p.display().to_string(),
+                err,
+            })
+        };
+        let meta = fs::metadata(input).map_err(|err| ClosureError::ReadInput {
+            input: name.clone(),
+            err,
+        })?;
+        let (name, parsed) = if meta.is_dir() {
+            // closureInfo: registration (with the graph) or at least store-paths.
+            let reg = input.join("registration");
+            let list = input.join("store-paths");
+            let file = if reg.exists() {
+                reg
+            } else if list.exists() {
+                list
+            } else {
+                return Err(malformed(&name, "is a directory without registration or store-paths; expected a closureInfo directory"));
+            };
+            let fname = file.display().to_string();
+            let p = parse_input(&fname, &read(&file)?)?;
+            (fname, p)
+        } else {
+            let p = parse_input(&name, &read(input)?)?;
+            (name, p)
+        };
+        match parsed {
+            Parsed::Records(recs) => {
+                for r in recs {
+                    add(&name, r.path, r.nar_size, r.nar_hash, r.references, false);
+                }
+            }
+            Parsed::List(paths) => {
+                for p in paths {
+                    add(&name, p, None, None, Vec::new(), true);
+                }
+            }
+        }
+    }
+
+    // Scan (plain lists) and size (inputs without narSize) from the store.
+    let known: Vec<String> = merged.keys().cloned().collect();
+    let hashes: HashMap<[u8; HASH_LEN], usize> = known
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (hash_part(p), i))
+        .collect();
+    let todo: Vec<(usize, bool)> = merged
+        .values()
+        .enumerate()
+        .filter(|(_, m)| m.scan || m.nar_size.is_none())
+        .map(|(i, m)| (i, m.scan))
+        .collect();
+    let results = parallel_map(&todo, |&(i, scan)| {
+        let host = host_path(store_root, &known[i]);
+        let mut found = BTreeSet::new();
+        let scanner = scan.then_some(Scanner {
+            hashes: &hashes,
+            found: &mut found,
+        });
+        let size = nar_walk(&host, scanner).map_err(|err| {
+            match err.get_ref().and_then(|e| e.downcast_ref::<SpecialFile>()) {
+                Some(SpecialFile(file, what)) => ClosureError::UnsupportedFile {
+                    path: known[i].clone(),
+                    host: file.display().to_string(),
+                    what,
+                },
+                None => ClosureError::StoreRead {
+                    path: known[i].clone(),
+                    host: host.display().to_string(),
+                    err,
+                },
+            }
+        })?;
+        Ok((i, size, found))
+    })?;
+    let mut values: Vec<&mut Merged> = merged.values_mut().collect();
+    for (i, size, found) in results {
+        let m = &mut values[i];
+        m.nar_size = m.nar_size.or(Some(size));
+        m.references
+            .extend(found.into_iter().map(|j| known[j].clone()));
+    }
+
+    let mut paths = Vec::with_capacity(merged.len());
+    for (path, m) in &merged {
+        if let Some(missing) = m.references.iter().find(|r| !merged.contains_key(*r)) {
+            return Err(ClosureError::MissingReference {
+                input: m.input.clone(),
+                path: path.clone(),
+                reference: missing.clone(),
+            });
+        }
+        paths.push(StorePath {
+            path: PathBuf::from(path),
+            nar_size: m.nar_size,
+            nar_hash: m.nar_hash.clone(),
+            references: m.references.iter().map(PathBuf::from).collect(),
+        });
+    }
+    Ok(Closure { paths })
+}
+
+/// Runs `f` over `items` on up to `available_parallelism` threads; results in item order.
+fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R, ClosureError> + Sync,
+) -> Result<Vec<R>, ClosureError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len().max(1));
+    let next = AtomicUsize::new(0);
+    let out: Mutex<Vec<Option<Result<R, ClosureError>>>> =
+        Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                out.lock().unwrap()[i] = Some(r);
+            });
+        }
+    });
+    out.into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.expect("every item ran"))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// NAR size and reference scanning
+
+/// Finds the hash parts of known store paths in bytes (as Nix's reference scanner does:
+/// the NAR of a path — file names, contents, symlink targets — is searched for each
+/// 32-character hash).
+struct Scanner<'a> {
+    hashes: &'a HashMap<[u8; HASH_LEN], usize>,
+    found: &'a mut BTreeSet<usize>,
+}
+
+impl Scanner<'_> {
+    /// Searches like Nix's `RefScanSink`: test a window from its end backwards and, at the
+    /// first byte that cannot be in a hash, skip past it (most windows cost one byte).
+    fn scan(&mut self, data: &[u8]) {
+        let mut i = 0;
+        while i + HASH_LEN <= data.len() {
+            let w = &data[i..i + HASH_LEN];
+            match w.iter().rposition(|&c| !BASE32_TABLE[c as usize]) {
+                Some(j) => i += j + 1,
+                None => {
+                    if let Some(&idx) = self.hashes.get(w) {
+                        self.found.insert(idx);
+                    }
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// Scans a file in chunks, keeping the last 31 bytes so hashes across chunks are found.
+    fn scan_file(&mut self, path: &Path) -> io::Result<()> {
+        const CHUNK: usize = 1 << 20;
+        let mut f = fs::File::open(path)?;
+        let mut buf = vec![0u8; HASH_LEN - 1 + CHUNK];
+        let mut keep = 0;
+        loop {
+            let n = f.read(&mut buf[keep..])?;
+            if n == 0 {
+                return Ok(());
+            }
+            let len = keep + n;
+            self.scan(&buf[..len]);
+            let k = (HASH_LEN - 1).min(len);
+            buf.copy_within(len - k..len, 0);
+            keep = k;
+        }
+    }
+}
+
+/// A file a store cannot hold (FIFO, socket, device), found while walking a store path.
+#[derive(Debug)]
+struct SpecialFile(PathBuf, &'static str);
+
+impl std::fmt::Display for SpecialFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is a {}", self.0.display(), self.1)
+    }
+}
+
+impl std::error::Error for SpecialFile {}
+
+/// Length of a NAR string field: 8-byte length + bytes padded to 8.
+fn nar_str(len: u64) -> u64 {
+    8 + len.div_ceil(8) * 8
+}
+
+/// Walks a store path on the host without following symlinks, returning its exact NAR
+/// size; with a scanner, also scans names, contents and symlink targets for hashes.
+fn nar_walk(host: &Path, mut scanner: Option<Scanner<'_>>) -> io::Result<u64> {
+    fn node(path: &Path, sc: &mut Option<Scanner<'_>>) -> io::Result<u64> {
+        // Name the file inside the store path in every error.
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        let meta = fs::symlink_metadata(path).map_err(named)?;
+        let ft = meta.file_type();
+        // "(" "type" <type> … ")"
+        let mut size = nar_str(1) + nar_str(4) + nar_str(1);
+        if ft.is_symlink() {
+            let target = fs::read_link(path)?;
+            let t = target.as_os_str().as_bytes();
+            if let Some(s) = sc {
+                s.scan(t);
+            }
+            size += nar_str(7) + nar_str(6) + nar_str(t.len() as u64);
+        } else if ft.is_dir() {
+            size += nar_str(9);
+            let mut names: Vec<_> = fs::read_dir(path)
+                .map_err(named)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<io::Result<_>>()?;
+            names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            for name in names {
+                let n = name.as_bytes();
+                if let Some(s) = sc {
+                    s.scan(n);
+                }
+                // "entry" "(" "name" <name> "node" <node> ")"
+                size += nar_str(5) + nar_str(1) + nar_str(4) + nar_str(n.len() as u64);
+                size += nar_str(4) + node(&path.join(&name), sc)? + nar_str(1);
+            }
+        } else if ft.is_file() {
+            size += nar_str(7); // "regular"
+            if meta.mode() & 0o100 != 0 {
+                size += nar_str(10) + nar_str(0); // "executable" ""
+            }
+            size += nar_str(8) + nar_str(meta.len()); // "contents" <bytes>
+            if let Some(s) = sc {
+                s.scan_file(path).map_err(named)?;
+            }
+        } else {
+            return Err(io::Error::other(SpecialFile(
+                path.to_path_buf(),
+                file_type_name(ft),
+            )));
+        }
+        Ok(size)
+    }
+    Ok(nar_str(13) + node(host, &mut scanner)?) // "nix-archive-1"
+}
+
+// ---------------------------------------------------------------------------------------
+// Into the image tree
+
+/// One entry found while walking the store, before hard links are decided.
+struct Walked {
+    image: Vec<u8>,
+    entry: Entry,
+    inode: Option<(u64, u64)>,
+}
+
+fn file_type_name(ft: fs::FileType) -> &'static str {
+    if ft.is_fifo() {
+        "named pipe"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() {
+        "block device"
+    } else if ft.is_char_device() {
+        "character device"
+    } else {
+        "special file"
+    }
+}
+
+/// Normalises `/nix/store/` + a symlink target (absolute or relative) and says whether it
+/// stays inside the store.
+fn link_stays_in_store(target: &[u8]) -> bool {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    let full: Vec<u8> = if target.starts_with(b"/") {
+        target.to_vec()
+    } else {
+        [STORE_DIR.as_bytes(), b"/", target].concat()
+    };
+    for c in full.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.len() >= 3 && parts[0] == b"nix" && parts[1] == b"store"
+}
+
+impl Closure {
+    /// Adds every store path to `tree` under `nix/store/<hash>-<name>`: directories, files
+    /// (`Content::Host`, read at write time), symlinks (kept as symlinks, never followed)
+    /// and hard links (files sharing an inode within the closure: the byte-first image path
+    /// stays a file, the others become `Kind::HardLink` to it). Modes are the store's
+    /// permission bits; owners are left at 0. Every entry's group is
+    /// `Group::StorePath(basename)`; `nix` and `nix/store` are added (0755, `Group::Base`)
+    /// when the tree lacks them. Reads from `DIR/nix/store` with `store_root`.
+    pub fn add_to_tree(
+        &self,
+        tree: &mut Tree,
+        store_root: Option<&Path>,
+    ) -> Result<(), ClosureError> {
+        let per_path = parallel_map(&self.paths, |sp| walk_store_path(sp, store_root))?;
+        let mut all: Vec<Walked> = per_path.into_iter().flatten().collect();
+
+        // Hard links: group by inode; the byte-smallest image path is the file.
+        let mut by_inode: BTreeMap<(u64, u64), Vec<usize>> = BTreeMap::new();
+        for (i, w) in all.iter().enumerate() {
+            if let Some(ino) = w.inode {
+                by_inode.entry(ino).or_default().push(i);
+            }
+        }
+        for idxs in by_inode.values().filter(|v| v.len() > 1) {
+            let first = *idxs
+                .iter()
+                .min_by(|&&a, &&b| all[a].image.cmp(&all[b].image))
+                .expect("non-empty");
+            let target = all[first].image.clone();
+            for &i in idxs.iter().filter(|&&i| i != first) {
+                all[i].entry.kind = Kind::HardLink(target.clone());
+            }
+        }
+
+        for dir in ["nix", "nix/store"] {
+            if tree.get(dir).is_none() {
+                tree.insert(dir, Entry::dir(0o755, Group::Base))
+                    .map_err(|err| ClosureError::Tree {
+                        path: STORE_DIR.to_string(),
+                        err,
+                    })?;
+            }
+        }
+        for w in all {
+            let path = display_path(&w.image);
+            tree.insert(&w.image, w.entry)
+                .map_err(|err| ClosureError::Tree { path, err })?;
+        }
+        Ok(())
+    }
+
+    /// Total NAR size of the closure (bytes; 0 for paths whose size is unknown).
+    pub fn size(&self) -> u64 {
+        self.paths.iter().filter_map(|p| p.nar_size).sum()
+    }
+
+    /// The store path `path` (`/nix/store/…`), if it is in the closure.
+    pub fn get(&self, path: &Path) -> Option<&StorePath> {
+        self.paths
+            .binary_search_by(|p| p.path.as_path().cmp(path))
+            .ok()
+            .map(|i| &self.paths[i])
+    }
+}
+
+/// Walks one store path on the host (never following symlinks) into tree entries.
+fn walk_store_path(sp: &StorePath, store_root: Option<&Path>) -> Result<Vec<Walked>, ClosureError> {
+    let name = sp.path.display().to_string();
+    let base = sp.basename();
+    let group = Group::StorePath(base.clone());
+    let host_root = host_path(store_root, &name);
+    let read_err = |host: &Path, err| ClosureError::StoreRead {
+        path: name.clone(),
+        host: host.display().to_string(),
+        err,
+    };
+    let mut out = Vec::new();
+    // (host path, image path) still to visit.
+    let mut stack = vec![(host_root.clone(), image_of(&sp.path))];
+    while let Some((host, image)) = stack.pop() {
+        let meta = fs::symlink_metadata(&host).map_err(|e| read_err(&host, e))?;
+        let ft = meta.file_type();
+        let mode = meta.mode() & 0o7777;
+        let entry = if ft.is_symlink() {
+            let target = fs::read_link(&host).map_err(|e| read_err(&host, e))?;
+            let t = target.as_os_str().as_bytes().to_vec();
+            if host == host_root && !link_stays_in_store(&t) {
+                return Err(ClosureError::EscapingSymlink {
+                    path: name.clone(),
+                    target: String::from_utf8_lossy(&t).into_owned(),
+                });
+            }
+            Entry::symlink(t, group.clone())
+        } else if ft.is_dir() {
+            let mut children: Vec<_> = fs::read_dir(&host)
+                .map_err(|e| read_err(&host, e))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<io::Result<_>>()
+                .map_err(|e| read_err(&host, e))?;
+            children.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes())); // popped in order
+            for c in children {
+                let mut img = image.clone();
+                img.push(b'/');
+                img.extend_from_slice(c.as_bytes());
+                stack.push((host.join(&c), img));
+            }
+            Entry::dir(mode, group.clone())
+        } else if ft.is_file() {
+            let content = Content::Host {
+                path: host.clone(),
+                size: meta.len(),
+                stamp: Some(crate::tree::HostStamp::of(&meta)),
+            };
+            let inode = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
+            out.push(Walked {
+                image,
+                entry: Entry::file(content, mode, group.clone()),
+                inode,
+            });
+            continue;
+        } else {
+            return Err(ClosureError::UnsupportedFile {
+                path: name.clone(),
+                host: host.display().to_string(),
+                what: file_type_name(ft),
+            });
+        };
+        out.push(Walked {
+            image,
+            entry,
+            inode: None,
+        });
+    }
+    Ok(out)
+}
+
+/// `/nix/store/x` → `nix/store/x` as image-path bytes.
+fn image_of(p: &Path) -> Vec<u8> {
+    crate::tree::image_path(p.as_os_str().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "/nix/store/0kwfpbiwpkrc415hz2ykpagpzw5pk1mr-busybox-static";
+    const B: &str = "/nix/store/6w1z088wcnwgiw7qnlrf5v4rnngspq7c-greeting";
+    const C: &str = "/nix/store/07v862jyjr4jfbiyxhkzm276y8p0dyv5-fixture-lib";
+
+    #[test]
+    fn nar_size_matches_nix_for_a_single_file() {
+        // The fixture's `greeting` (builtins.toFile, 40 bytes): Nix reports narSize 152.
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("g");
+        fs::write(&f, "hello from the imgbuild fixture closure\n").unwrap();
+        assert_eq!(nar_walk(&f, None).unwrap(), 152);
+    }
+
+    #[test]
+    fn scanner_finds_hashes_across_chunk_boundaries_and_in_names() {
+        let hashes: HashMap<[u8; HASH_LEN], usize> =
+            [(hash_part(A), 0), (hash_part(B), 1), (hash_part(C), 2)].into();
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("blob");
+        let mut data = vec![b'x'; (1 << 20) - 10];
+        data.extend_from_slice(&hash_part(A)); // straddles the 1 MiB chunk edge
+        data.extend_from_slice(b"-busybox\0");
+        fs::write(&f, &data).unwrap();
+        let mut found = BTreeSet::new();
+        Scanner {
+            hashes: &hashes,
+            found: &mut found,
+        }
+        .scan_file(&f)
+        .unwrap();
+        assert_eq!(found, [0].into());
+        let mut found = BTreeSet::new();
+        let mut s = Scanner {
+            hashes: &hashes,
+            found: &mut found,
+        };
+        s.scan(format!("x{}y", &B[11..43]).as_bytes());
+        s.scan(b"0kwfpbiwpkrc415hz2ykpagpzw5pk1m"); // 31 chars: too short
+        assert_eq!(found, [1].into());
+    }
+
+    #[test]
+    fn store_symlinks_must_stay_in_the_store() {
+        assert!(link_stays_in_store(A.as_bytes()));
+        assert!(link_stays_in_store(
+            b"0kwfpbiwpkrc415hz2ykpagpzw5pk1mr-busybox-static"
+        ));
+        assert!(link_stays_in_store(b"../store/x-y"));
+        assert!(!link_stays_in_store(b"/etc/passwd"));
+        assert!(!link_stays_in_store(b"../../etc"));
+        assert!(!link_stays_in_store(b"/nix/store"));
+    }
+}

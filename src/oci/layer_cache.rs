@@ -1,0 +1,323 @@
+//! The layer cache: a layer's content key, and what the cache keeps under it — the digests
+//! and sizes of every layer (`keys/<key>`), and compressed blobs whole (`blobs/sha256/…`) —
+//! and [`write_layer`], which produces a layer blob through it.
+//!
+//! The cache key is a sha256 over everything that decides the layer's bytes: the format
+//! version, compression, mtime, and per entry its path, kind, mode, owner, link target and
+//! content identity — inline bytes by their hash, host files by path, size, device, inode,
+//! mtime and ctime (nanoseconds). ctime changes on every write, chmod, rename-over or
+//! hard-link count change and cannot be set by a user, so a host file whose key is unchanged
+//! has not been modified; content hashing every file on each build would cost as much as the
+//! build itself.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use sha2::{Digest, Sha256};
+
+use super::compress::Compression;
+use super::files::{scratch_in, Pending};
+use super::layer::{
+    hex, planned_entry, produce, resolve_link, Blob, BlobSource, LayerOptions, Link, Produced,
+    Store,
+};
+use super::OciError;
+use crate::plan::Layer;
+use crate::tree::{Content, Kind, Tree};
+
+/// Bumped whenever the tar or compression output for the same input changes.
+const FORMAT: &str = "imgbuild-layer-v1";
+
+/// The layer's content key (see the module doc).
+pub fn cache_key(
+    tree: &Tree,
+    layer: &Layer,
+    epoch: u64,
+    compression: Compression,
+) -> Result<String, OciError> {
+    let mut h = Sha256::new();
+    let mut put = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    put(FORMAT.as_bytes());
+    put(compression.as_str().as_bytes());
+    put(&epoch.to_le_bytes());
+    let content_id = |c: &Content| -> Result<Vec<u8>, OciError> {
+        Ok(match c {
+            Content::Bytes(b) => {
+                let mut v = b"bytes:".to_vec();
+                v.extend_from_slice(&Sha256::digest(b));
+                v
+            }
+            Content::Host { path, size, stamp } => {
+                // The stamp taken when the file was added (the closure walk's lstat), else
+                // a stat now: the same fields either way.
+                let stamp = match stamp {
+                    Some(s) => *s,
+                    None => crate::tree::HostStamp::of(
+                        &std::fs::metadata(path).map_err(|e| OciError::io(path, e))?,
+                    ),
+                };
+                let mut v = b"host:".to_vec();
+                v.extend_from_slice(path.as_os_str().as_encoded_bytes());
+                v.extend_from_slice(&size.to_le_bytes());
+                for x in stamp.0 {
+                    v.extend_from_slice(&x.to_le_bytes());
+                }
+                v
+            }
+        })
+    };
+    for p in &layer.paths {
+        let e = planned_entry(tree, p)?;
+        put(p);
+        put(&[e.mode, e.uid, e.gid].map(u32::to_le_bytes).concat());
+        match &e.kind {
+            Kind::Dir => put(b"dir"),
+            Kind::File(c) => {
+                put(b"file");
+                put(&content_id(c)?);
+            }
+            Kind::Symlink(t) => {
+                put(b"symlink");
+                put(t);
+            }
+            Kind::HardLink(t) => match resolve_link(tree, layer, p, t)? {
+                Link::Tar(t) => {
+                    put(b"hardlink");
+                    put(t);
+                }
+                Link::File(target) => {
+                    put(b"linkfile");
+                    put(&[target.mode, target.uid, target.gid]
+                        .map(u32::to_le_bytes)
+                        .concat());
+                    if let Kind::File(c) = &target.kind {
+                        put(&content_id(c)?);
+                    }
+                }
+            },
+            Kind::CharDevice { major, minor } => {
+                put(b"chardev");
+                put(&[*major, *minor].map(u32::to_le_bytes).concat());
+            }
+        }
+    }
+    Ok(hex(h.finalize()))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeyRecord {
+    diff_id: String,
+    digest: String,
+    size: u64,
+    tar_size: u64,
+}
+
+/// What the cache knows about a layer.
+pub enum Cached {
+    /// A compressed blob, stored whole.
+    Blob(Blob),
+    /// An uncompressed layer: only its digests and size. Storing a copy of every plain layer
+    /// would double the bytes written by every cold build and the disk used, to save only
+    /// the hashing on a rebuild — the tar is cheap to re-stream from the sources.
+    Record(Produced),
+}
+
+/// The layer's cache key (when there is a cache) and what the cache holds for it.
+pub fn lookup(
+    tree: &Tree,
+    layer: &Layer,
+    o: &LayerOptions,
+) -> Result<(Option<String>, Option<Cached>), OciError> {
+    let Store::Cache(dir) = &o.store else {
+        return Ok((None, None));
+    };
+    let key = cache_key(tree, layer, o.mtime, o.compression)?;
+    let found = (|| {
+        let rec: KeyRecord =
+            serde_json::from_slice(&std::fs::read(dir.join("keys").join(&key)).ok()?).ok()?;
+        let produced = Produced {
+            diff_id: rec.diff_id,
+            tar_size: rec.tar_size,
+            digest: rec.digest,
+            size: rec.size,
+        };
+        if o.compression == Compression::None {
+            return Some(Cached::Record(produced));
+        }
+        let path = dir
+            .join("blobs/sha256")
+            .join(produced.digest.strip_prefix("sha256:")?);
+        (std::fs::metadata(&path).ok()?.len() == produced.size).then_some(Cached::Blob(Blob {
+            diff_id: produced.diff_id,
+            digest: produced.digest,
+            size: produced.size,
+            tar_size: produced.tar_size,
+            media_type: o.compression.media_type(),
+            source: BlobSource::Path(path),
+            cached: true,
+        }))
+    })();
+    Ok((Some(key), found))
+}
+
+/// Records a layer under its key (atomically).
+pub fn store_record(dir: &Path, key: &str, p: &Produced) -> Result<(), OciError> {
+    let rec = KeyRecord {
+        diff_id: p.diff_id.clone(),
+        digest: p.digest.clone(),
+        size: p.size,
+        tar_size: p.tar_size,
+    };
+    let kdir = dir.join("keys");
+    let mut kp = Pending::new_in(&kdir, "key").map_err(|e| OciError::io(&kdir, e))?;
+    kp.file
+        .write_all(&serde_json::to_vec(&rec).expect("json"))
+        .map_err(OciError::Write)?;
+    let kdest = kdir.join(key);
+    kp.persist(&kdest, true)
+        .map_err(|e| OciError::io(&kdest, e))?;
+    Ok(())
+}
+
+/// Copies `len` bytes at `offset` of `from` into the cache as blob `digest` (in the kernel
+/// where it can: `copy_file_range`).
+pub fn store_blob_from(
+    dir: &Path,
+    from: &File,
+    offset: u64,
+    len: u64,
+    digest: &str,
+) -> Result<PathBuf, OciError> {
+    let d = dir.join("blobs/sha256");
+    let dest = d.join(digest.trim_start_matches("sha256:"));
+    if std::fs::metadata(&dest).is_ok_and(|m| m.len() == len) {
+        return Ok(dest);
+    }
+    let p = Pending::new_in(&d, "blob").map_err(|e| OciError::io(&d, e))?;
+    copy_range(from, offset, &p.file, len).map_err(|e| OciError::io(&dest, e))?;
+    p.persist(&dest, false)
+        .map_err(|e| OciError::io(&dest, e))?;
+    Ok(dest)
+}
+
+/// Copies a byte range between files: `copy_file_range`, else pread/write.
+pub fn copy_range(from: &File, mut offset: u64, to: &File, mut len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    while len > 0 {
+        let mut off = offset as libc::loff_t;
+        let chunk = len.min(1 << 30) as usize;
+        // SAFETY: valid fds; the kernel copies at `off` of `from` to the current position of `to`.
+        let n = unsafe {
+            libc::copy_file_range(
+                from.as_raw_fd(),
+                &mut off,
+                to.as_raw_fd(),
+                std::ptr::null_mut(),
+                chunk,
+                0,
+            )
+        };
+        if n > 0 {
+            offset += n as u64;
+            len -= n as u64;
+            continue;
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "source shorter than expected",
+            ));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut to = to;
+                while len > 0 {
+                    let want = (buf.len() as u64).min(len) as usize;
+                    let k = from.read_at(&mut buf[..want], offset)?;
+                    if k == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "source shorter than expected",
+                        ));
+                    }
+                    to.write_all(&buf[..k])?;
+                    offset += k as u64;
+                    len -= k as u64;
+                }
+                return Ok(());
+            }
+            _ => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Produces one layer blob as a file of its own (for stdout and OCI directories), from the
+/// cache when its key is there.
+pub fn write_layer(tree: &Tree, layer: &Layer, o: &LayerOptions) -> Result<Blob, OciError> {
+    let media_type = o.compression.media_type();
+    let (key, cached) = lookup(tree, layer, o)?;
+    let scratch_dir = match &o.store {
+        Store::Cache(d) => d.join("blobs/sha256"),
+        Store::Scratch(d) => d.clone(),
+    };
+    let done = |b: Blob| {
+        o.progress.layers_done.fetch_add(1, Ordering::Relaxed);
+        Ok(b)
+    };
+    match cached {
+        Some(Cached::Blob(b)) => {
+            o.progress.bytes.fetch_add(b.tar_size, Ordering::Relaxed);
+            return done(b);
+        }
+        Some(Cached::Record(rec)) => {
+            let file = scratch_in(&scratch_dir).map_err(|e| OciError::io(&scratch_dir, e))?;
+            let sink =
+                BufWriter::with_capacity(1 << 20, file.try_clone().map_err(OciError::Write)?);
+            let (p, _) = produce(tree, layer, o, sink, false)?;
+            if p.tar_size != rec.tar_size {
+                return Err(OciError::Input(format!("layer {:?} is {} bytes, its cache record says {}; a source changed without changing its metadata: rebuild with --no-cache", layer.name, p.tar_size, rec.tar_size)));
+            }
+            return done(Blob {
+                diff_id: rec.diff_id,
+                digest: rec.digest,
+                size: rec.size,
+                tar_size: rec.tar_size,
+                media_type,
+                source: BlobSource::Scratch(file),
+                cached: true,
+            });
+        }
+        None => {}
+    }
+    let file = scratch_in(&scratch_dir).map_err(|e| OciError::io(&scratch_dir, e))?;
+    let sink = BufWriter::with_capacity(1 << 20, file.try_clone().map_err(OciError::Write)?);
+    let (p, _) = produce(tree, layer, o, sink, true)?;
+    let mut source = BlobSource::Scratch(file);
+    if let (Store::Cache(dir), Some(key)) = (&o.store, &key) {
+        if o.compression != Compression::None {
+            let BlobSource::Scratch(f) = &source else {
+                unreachable!()
+            };
+            source = BlobSource::Path(store_blob_from(dir, f, 0, p.size, &p.digest)?);
+        }
+        store_record(dir, key, &p)?;
+    }
+    done(Blob {
+        diff_id: p.diff_id,
+        digest: p.digest,
+        size: p.size,
+        tar_size: p.tar_size,
+        media_type,
+        source,
+        cached: false,
+    })
+}
