@@ -33,6 +33,7 @@ pub mod sbom_read;
 pub mod signals;
 pub mod tree;
 pub mod vm;
+pub mod vmlinux;
 
 /// Runs the command line: logging, dispatch, one-line error report and exit code.
 pub fn main_entry() -> ! {

@@ -154,7 +154,7 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
     let (meta, medium) = if microvm {
         let vm = crate::microvm::read_meta(&a.image)?;
         let medium = Medium::Kernel {
-            kernel: a.image.join(crate::microvm::KERNEL_FILE),
+            kernel: a.image.join(&vm.kernel_file),
             initrd: a.image.join(crate::microvm::INITRD_FILE),
             cmdline: vm.cmdline.clone(),
             machine: vm.machine.clone(),

@@ -5,13 +5,14 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use super::iso::{boot_payload, output_path, BootInputs};
 use super::Ctx;
+use crate::error::BadInput;
 use crate::iso::{bootcfg, modules, IsoError};
-use crate::microvm::{self, MicrovmMeta};
+use crate::microvm::{self, Kernel, MicrovmMeta};
 
 #[derive(Args, Debug, Clone)]
 pub struct MicrovmArgs {
@@ -21,6 +22,11 @@ pub struct MicrovmArgs {
     /// only when it is a MicroVM directory or empty.
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
+    /// Unpack the kernel and boot it through its PVH entry point (DIR/vmlinux): about 0.3 s
+    /// sooner to /health under TCG, but the kernel then has no VGA text console (the serial
+    /// console only), and the directory holds the kernel unpacked (Debian's: 53 MB).
+    #[arg(long)]
+    pub pvh: bool,
 }
 
 pub fn run(ctx: &Ctx, a: MicrovmArgs) -> Result<()> {
@@ -47,6 +53,7 @@ pub fn build(ctx: &Ctx, a: &MicrovmArgs) -> Result<PathBuf> {
     let payload = boot_payload(ctx, &a.input)?;
     let p = &payload.profile;
     let output = output_path(a.output.as_deref(), p, ".microvm")?;
+    let kernel = kernel(&payload.assets.kernel, a.pvh)?;
     let meta = MicrovmMeta {
         imgbuild: crate::buildenv::VERSION.into(),
         profile: p.id(),
@@ -55,12 +62,32 @@ pub fn build(ctx: &Ctx, a: &MicrovmArgs) -> Result<PathBuf> {
         memory: crate::vm::memory(p),
         machine: microvm::MACHINE.into(),
         kernel: payload.assets.kver.clone(),
+        kernel_file: kernel.file_name().into(),
         cmdline: bootcfg::full(
             bootcfg::CONSOLES_DEFAULT,
             &machine_cmdline(&payload.cmdline, &payload.assets.modules)?,
         ),
         network: crate::vm::network(p),
     };
-    microvm::write(&output, &payload.assets.kernel, &payload.initrd, &meta)?;
+    microvm::write(&output, &kernel, &payload.initrd, &meta)?;
     Ok(output)
+}
+
+/// The bzImage as it is, or with `--pvh` the kernel unpacked (refused in one line, naming
+/// the kernel and why, when it cannot be booted that way: no silent fallback).
+fn kernel(bzimage: &Path, pvh: bool) -> Result<Kernel<'_>> {
+    if !pvh {
+        return Ok(Kernel::BzImage(bzimage));
+    }
+    let bytes = std::fs::read(bzimage)
+        .with_context(|| format!("reading the kernel {}", bzimage.display()))?;
+    crate::vmlinux::pvh_kernel(&bytes)
+        .map(Kernel::Pvh)
+        .map_err(|e| {
+            BadInput(format!(
+                "--pvh: {}: {e}; build without --pvh to boot it as the bzImage it is",
+                bzimage.display()
+            ))
+            .into()
+        })
 }

@@ -573,6 +573,7 @@ fn up_microvm(ctx: &Ctx, p: &Profile) -> Result<()> {
         &MicrovmArgs {
             input: BootInputs::new(&p.id()),
             output: Some(cleanup.dir().join(format!("hls-origin-{}.microvm", p.name))),
+            pvh: false,
         },
     )?;
     super::boot::run(ctx, BootArgs::new(dir)?)
