@@ -63,6 +63,14 @@ impl Body {
     }
 }
 
+/// The error a send timeout ends a connection with.
+pub fn send_timed_out(after: Duration) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no send progress for {after:?} (--send-timeout)"),
+    )
+}
+
 /// `len` bytes of `file` from `off`: what one response sends of a segment's memfd.
 pub struct FileRange<'a> {
     pub file: &'a File,
@@ -96,7 +104,7 @@ pub async fn send_file(
     let writable = || async {
         tokio::time::timeout(send_timeout, sock.writable())
             .await
-            .map_err(|_| crate::http::send_timed_out(send_timeout))?
+            .map_err(|_| send_timed_out(send_timeout))?
     };
     let sfd = sock.as_raw_fd();
     let mut h = head;

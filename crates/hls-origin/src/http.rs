@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::body::{send_file, Body, FileRange};
+use crate::body::{send_file, send_timed_out, Body, FileRange};
 use crate::config::AccessLog;
 use crate::metrics::{CloseReason, Kind, Metrics};
 use crate::stream::{Resource, Stream};
@@ -740,14 +740,6 @@ async fn write_progressing<S: tokio::io::AsyncWrite + Unpin>(
         *b = &b[n - from_h..];
     }
     Ok(())
-}
-
-/// The error a send timeout ends a connection with.
-pub fn send_timed_out(after: Duration) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!("no send progress for {after:?} (--send-timeout)"),
-    )
 }
 
 #[cfg(test)]

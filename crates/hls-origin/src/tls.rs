@@ -19,7 +19,7 @@ use rustls::ServerConfig;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::FileRange;
+use crate::body::{send_timed_out, FileRange};
 
 /// Why `--tls-cert` / `--tls-key` cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -80,10 +80,9 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
     send_timeout: Duration,
 ) -> io::Result<()> {
     let (mut off, mut len) = (body.off, body.len);
-    let timed = |d| crate::http::send_timed_out(d);
     tokio::time::timeout(send_timeout, sock.write_all(head))
         .await
-        .map_err(|_| timed(send_timeout))??;
+        .map_err(|_| send_timed_out(send_timeout))??;
     let mut chunk = vec![0u8; FILE_CHUNK.min(len.max(1))];
     while len > 0 {
         let n = len.min(chunk.len());
@@ -92,7 +91,7 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
         while !b.is_empty() {
             let w = tokio::time::timeout(send_timeout, sock.write(b))
                 .await
-                .map_err(|_| timed(send_timeout))??;
+                .map_err(|_| send_timed_out(send_timeout))??;
             if w == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
