@@ -63,6 +63,21 @@ impl Body {
     }
 }
 
+/// The error a send timeout ends a connection with.
+pub fn send_timed_out(after: Duration) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no send progress for {after:?} (--send-timeout)"),
+    )
+}
+
+/// `len` bytes of `file` from `off`: what one response sends of a segment's memfd.
+pub struct FileRange<'a> {
+    pub file: &'a File,
+    pub off: u64,
+    pub len: usize,
+}
+
 fn memfd(data: &[u8]) -> io::Result<File> {
     // SAFETY: the name is a valid C string; the returned fd is owned by the File below.
     let fd = unsafe { libc::memfd_create(c"hls-origin-segment".as_ptr(), libc::MFD_CLOEXEC) };
@@ -75,22 +90,21 @@ fn memfd(data: &[u8]) -> io::Result<File> {
     Ok(file)
 }
 
-/// Write `head` then `len` bytes of `file` from `off` to the socket: the head goes out with
-/// MSG_MORE so it shares a TCP segment with the start of the file data. Fails with `TimedOut`
-/// when the socket stays unwritable for `send_timeout`.
+/// Write `head` then `body` to the socket: the head goes out with MSG_MORE so it shares a TCP
+/// segment with the start of the file data. Fails with `TimedOut` when the socket stays
+/// unwritable for `send_timeout`.
 pub async fn send_file(
     sock: &TcpStream,
     head: &[u8],
-    file: &File,
-    mut off: u64,
-    mut len: usize,
+    body: FileRange<'_>,
     send_timeout: Duration,
 ) -> io::Result<()> {
+    let (ffd, mut off, mut len) = (body.file.as_raw_fd(), body.off, body.len);
     // A client that stops reading leaves the socket unwritable: give up after send_timeout.
     let writable = || async {
         tokio::time::timeout(send_timeout, sock.writable())
             .await
-            .map_err(|_| crate::http::send_timed_out(send_timeout))?
+            .map_err(|_| send_timed_out(send_timeout))?
     };
     let sfd = sock.as_raw_fd();
     let mut h = head;
@@ -117,7 +131,6 @@ pub async fn send_file(
             Err(e) => return Err(e),
         }
     }
-    let ffd = file.as_raw_fd();
     while len > 0 {
         writable().await?;
         match sock.try_io(Interest::WRITABLE, || {

@@ -6,6 +6,7 @@
 //! generic over [`Transport`]; the plain `TcpStream` instance is the one it always was, with
 //! `sendfile(2)`); TLS handshakes must finish within `--header-timeout`.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io::IoSlice;
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::body::{send_file, Body};
+use crate::body::{send_file, send_timed_out, Body, FileRange};
 use crate::config::AccessLog;
 use crate::metrics::{CloseReason, Kind, Metrics};
 use crate::stream::{Resource, Stream};
@@ -94,79 +95,150 @@ impl App {
     }
 }
 
-/// Live connections per worker thread, for balanced accepting.
-pub type Live = Arc<[AtomicUsize]>;
+/// The worker threads as the accept loops see them: how many connections each holds, and
+/// where to hand it a connection another worker accepted.
+pub struct Workers {
+    live: Vec<AtomicUsize>,
+    inbox: Vec<mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
+}
 
-/// Accept loop of one worker. All workers wait on the same listening socket; a worker that
-/// already holds more than one connection above the least-loaded worker leaves new connections
-/// to the others, so long-lived keep-alive connections end up spread evenly over the cores
-/// (there is no work stealing between the single-threaded workers).
+/// What one worker receives connections on that others accepted for it.
+pub type Inbox = mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>;
+
+impl Workers {
+    /// `n` workers, and the inbox of each (in worker order).
+    pub fn new(n: usize) -> (Arc<Workers>, Vec<Inbox>) {
+        let (inbox, rx): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
+        let live = (0..n).map(|_| AtomicUsize::new(0)).collect();
+        (Arc::new(Workers { live, inbox }), rx)
+    }
+
+    /// The worker that should serve the next connection `me` accepts: `me` while it holds no
+    /// more than the least-loaded worker, else that one.
+    fn pick(&self, me: usize) -> usize {
+        let mine = self.live[me].load(Relaxed);
+        let (least, count) = self
+            .live
+            .iter()
+            .map(|c| c.load(Relaxed))
+            .enumerate()
+            .min_by_key(|&(_, c)| c)
+            .unwrap_or((me, mine));
+        if mine <= count {
+            me
+        } else {
+            least
+        }
+    }
+}
+
+/// Accept loop of one worker. All workers wait on the same listening socket and accept as fast
+/// as connections arrive; a worker holding more connections than the least-loaded one hands
+/// the new connection to that worker (through its inbox) instead of serving it, so long-lived
+/// keep-alive connections end up spread evenly over the cores (there is no work stealing
+/// between the single-threaded workers). The accept itself never waits for the balance: a
+/// burst of a thousand connections is taken at the speed of `accept(2)` (docs/origin-performance.md).
 ///
 /// Beyond `--max-connections` open connections a new one is answered 503 without waiting
 /// (one non-blocking write) and closed at once, so a flood of idle peers costs no descriptor
 /// for longer than the accept.
-pub async fn serve(listener: TcpListener, app: Arc<App>, worker: usize, live: Live) {
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    me: usize,
+    workers: Arc<Workers>,
+    mut inbox: Inbox,
+) {
     loop {
-        let mine = live[worker].load(Relaxed);
-        let least = live.iter().map(|c| c.load(Relaxed)).min().unwrap_or(0);
-        if mine > least + 1 {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            continue;
-        }
-        match listener.accept().await {
-            Ok((sock, peer)) => {
-                app.metrics.connections.fetch_add(1, Relaxed);
-                if app.metrics.open.fetch_add(1, Relaxed) >= app.limits.max_connections {
-                    app.metrics.open.fetch_sub(1, Relaxed);
-                    app.metrics.refused.fetch_add(1, Relaxed);
-                    let _ = sock.try_write(REFUSED);
-                    tracing::debug!(%peer, "refused: --max-connections reached");
+        let (sock, peer) = tokio::select! {
+            biased;
+            Some((sock, peer)) = inbox.recv() => match TcpStream::from_std(sock) {
+                Ok(sock) => {
+                    start(sock, peer, &app, me, &workers);
                     continue;
                 }
-                let _ = sock.set_nodelay(true);
-                let app = app.clone();
-                let live = live.clone();
-                live[worker].fetch_add(1, Relaxed);
-                tokio::spawn(async move {
-                    let served = match &app.tls {
-                        None => connection(sock, peer, &app).await,
-                        Some(acceptor) => {
-                            let hs = tokio::time::timeout(app.limits.header, acceptor.accept(sock));
-                            match hs.await {
-                                Ok(Ok(tls)) => connection(tls, peer, &app).await,
-                                Ok(Err(e)) => {
-                                    app.metrics.tls_handshake_errors.fetch_add(1, Relaxed);
-                                    tracing::debug!(%peer, "TLS handshake failed: {e}");
-                                    Ok(None)
-                                }
-                                Err(_) => Ok(Some(CloseReason::Header)),
-                            }
-                        }
-                    };
-                    match served {
-                        Ok(Some(reason)) => {
-                            app.metrics.closed_by(reason);
-                            tracing::trace!(%peer, reason = reason.name(), "connection closed");
-                        }
-                        Ok(None) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                            app.metrics.closed_by(CloseReason::Send);
-                            tracing::trace!(%peer, "connection closed: {e}");
-                        }
-                        Err(e) => tracing::trace!(%peer, "connection ended: {e}"),
-                    }
+                Err(e) => {
+                    // Registering with this worker's reactor failed: the connection is lost.
+                    tracing::warn!(%peer, "cannot take over a connection: {e}");
                     app.metrics.open.fetch_sub(1, Relaxed);
-                    live[worker].fetch_sub(1, Relaxed);
-                });
-            }
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                app.metrics.accept_errors.fetch_add(1, Relaxed);
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
+                    workers.live[me].fetch_sub(1, Relaxed);
+                    continue;
+                }
+            },
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    app.metrics.accept_errors.fetch_add(1, Relaxed);
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        app.metrics.connections.fetch_add(1, Relaxed);
+        if app.metrics.open.fetch_add(1, Relaxed) >= app.limits.max_connections {
+            app.metrics.open.fetch_sub(1, Relaxed);
+            app.metrics.refused.fetch_add(1, Relaxed);
+            let _ = sock.try_write(REFUSED);
+            tracing::debug!(%peer, "refused: --max-connections reached");
+            continue;
+        }
+        let _ = sock.set_nodelay(true);
+        let to = workers.pick(me);
+        workers.live[to].fetch_add(1, Relaxed);
+        if to == me {
+            start(sock, peer, &app, me, &workers);
+            continue;
+        }
+        // Leave this worker's reactor and join the other's: one epoll_ctl each side.
+        let handed = sock
+            .into_std()
+            .map_err(|e| e.to_string())
+            .and_then(|s| workers.inbox[to].send((s, peer)).map_err(|e| e.to_string()));
+        if let Err(e) = handed {
+            tracing::warn!(%peer, "cannot hand a connection to worker {to}: {e}");
+            app.metrics.open.fetch_sub(1, Relaxed);
+            workers.live[to].fetch_sub(1, Relaxed);
         }
     }
+}
+
+/// Serve `sock` on this worker (already counted in `workers.live[me]` and `metrics.open`).
+fn start(sock: TcpStream, peer: SocketAddr, app: &Arc<App>, me: usize, workers: &Arc<Workers>) {
+    let app = app.clone();
+    let workers = workers.clone();
+    tokio::spawn(async move {
+        let served = match &app.tls {
+            None => connection(sock, peer, &app).await,
+            Some(acceptor) => {
+                let hs = tokio::time::timeout(app.limits.header, acceptor.accept(sock));
+                match hs.await {
+                    Ok(Ok(tls)) => connection(tls, peer, &app).await,
+                    Ok(Err(e)) => {
+                        app.metrics.tls_handshake_errors.fetch_add(1, Relaxed);
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        Ok(None)
+                    }
+                    Err(_) => Ok(Some(CloseReason::Header)),
+                }
+            }
+        };
+        match served {
+            Ok(Some(reason)) => {
+                app.metrics.closed_by(reason);
+                tracing::trace!(%peer, reason = reason.name(), "connection closed");
+            }
+            Ok(None) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                app.metrics.closed_by(CloseReason::Send);
+                tracing::trace!(%peer, "connection closed: {e}");
+            }
+            Err(e) => tracing::trace!(%peer, "connection ended: {e}"),
+        }
+        app.metrics.open.fetch_sub(1, Relaxed);
+        workers.live[me].fetch_sub(1, Relaxed);
+    });
 }
 
 struct Response {
@@ -175,8 +247,8 @@ struct Response {
     content_type: &'static str,
     cache_control: Option<&'static str>,
     body: Body,
-    /// Extra header lines, each ending in CRLF.
-    extra: String,
+    /// Extra header lines, each ending in CRLF (static but for a Content-Range).
+    extra: Cow<'static, str>,
     head_only: bool,
     no_length: bool,
 }
@@ -192,7 +264,7 @@ impl Response {
             content_type,
             cache_control: Some(CC_NONE),
             body,
-            extra: String::new(),
+            extra: Cow::Borrowed(""),
             head_only: false,
             no_length: false,
         }
@@ -218,44 +290,20 @@ fn reason(status: u16) -> &'static str {
 
 /// What a connection runs over: plain TCP (segments by `sendfile(2)`) or TLS.
 pub trait Transport: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {
-    /// Whether written bytes can wait in a user-space buffer (TLS records) until a flush.
-    const BUFFERED: bool;
-    /// Write `head` then `len` bytes of `file` from `off`.
-    fn send_file<'a>(
-        &'a mut self,
-        head: &'a [u8],
-        file: &'a std::fs::File,
-        off: u64,
-        len: usize,
-        send_timeout: Duration,
-    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'a;
+    /// The socket itself when bytes go to it unencrypted (then segment bodies go out by
+    /// `sendfile(2)` and nothing waits in a user-space buffer); None for TLS.
+    fn plain(&self) -> Option<&TcpStream>;
 }
 
 impl Transport for TcpStream {
-    const BUFFERED: bool = false;
-    fn send_file<'a>(
-        &'a mut self,
-        head: &'a [u8],
-        file: &'a std::fs::File,
-        off: u64,
-        len: usize,
-        send_timeout: Duration,
-    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'a {
-        send_file(self, head, file, off, len, send_timeout)
+    fn plain(&self) -> Option<&TcpStream> {
+        Some(self)
     }
 }
 
 impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
-    const BUFFERED: bool = true;
-    fn send_file<'a>(
-        &'a mut self,
-        head: &'a [u8],
-        file: &'a std::fs::File,
-        off: u64,
-        len: usize,
-        send_timeout: Duration,
-    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'a {
-        crate::tls::send_file(self, head, file, off, len, send_timeout)
+    fn plain(&self) -> Option<&TcpStream> {
+        None
     }
 }
 
@@ -320,14 +368,12 @@ async fn connection<S: Transport>(
             } else {
                 resp.body.len() as u64
             };
-            app.metrics
-                .end(resp.kind, resp.status, bytes, started.elapsed());
+            // One clock read ends this request and starts the wait for the next.
+            let done = Instant::now();
+            let took = done - started;
+            app.metrics.end(resp.kind, resp.status, bytes, took);
             if let (Some(line), Some(tx)) = (line, &app.access_log) {
-                let line = format!(
-                    "{line} {} {bytes} {}us",
-                    resp.status,
-                    started.elapsed().as_micros()
-                );
+                let line = format!("{line} {} {bytes} {}us", resp.status, took.as_micros());
                 if tx.try_send(line).is_err() {
                     app.metrics.access_log_dropped.fetch_add(1, Relaxed);
                 }
@@ -342,10 +388,10 @@ async fn connection<S: Transport>(
             // The next request starts now: its bytes are already here, or it is awaited.
             if filled == 0 {
                 request_began = None;
-                idle_since = Instant::now();
+                idle_since = done;
                 break;
             }
-            request_began = Some(Instant::now());
+            request_began = Some(done);
         }
         if filled == buf.len() {
             buf.resize((buf.len() * 2).min(MAX_HEAD + 4096), 0);
@@ -453,12 +499,12 @@ fn handle(app: &App, req: &httparse::Request) -> Response {
             let mut r = Response::new(204, kind, "", Bytes::new());
             r.cache_control = None;
             r.no_length = true;
-            r.extra = "Allow: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Methods: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Headers: Range\r\nAccess-Control-Max-Age: 86400\r\n".into();
+            r.extra = Cow::Borrowed("Allow: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Methods: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Headers: Range\r\nAccess-Control-Max-Age: 86400\r\n");
             return r;
         }
         _ => {
             let mut r = Response::text(405, kind, "Method Not Allowed\n");
-            r.extra = "Allow: GET, HEAD, OPTIONS\r\n".into();
+            r.extra = Cow::Borrowed("Allow: GET, HEAD, OPTIONS\r\n");
             return r;
         }
     };
@@ -496,21 +542,27 @@ fn segment_response(req: &httparse::Request, body: Body) -> Response {
         .find(|h| h.name.eq_ignore_ascii_case("range"))
         .map(|h| h.value);
     let mut r = match range.map(|v| parse_range(v, len)) {
-        None | Some(RangeSpec::Ignore) => Response::with_body(200, Kind::Segment, MIME_TS, body),
+        None | Some(RangeSpec::Ignore) => {
+            let mut r = Response::with_body(200, Kind::Segment, MIME_TS, body);
+            // Static: a whole-segment response allocates nothing for its header.
+            r.extra = Cow::Borrowed("Accept-Ranges: bytes\r\n");
+            r
+        }
         Some(RangeSpec::Unsatisfiable) => {
             let mut r = Response::text(416, Kind::Segment, "Range Not Satisfiable\n");
-            r.extra = format!("Content-Range: bytes */{len}\r\n");
+            r.extra = Cow::Owned(format!("Content-Range: bytes */{len}\r\n"));
             return r;
         }
         Some(RangeSpec::Range(a, b)) => {
             let part = body.slice(a as usize, (b - a + 1) as usize);
             let mut r = Response::with_body(206, Kind::Segment, MIME_TS, part);
-            r.extra = format!("Content-Range: bytes {a}-{b}/{len}\r\n");
+            r.extra = Cow::Owned(format!(
+                "Content-Range: bytes {a}-{b}/{len}\r\nAccept-Ranges: bytes\r\n"
+            ));
             r
         }
     };
     r.cache_control = Some(CC_SEGMENT);
-    r.extra.push_str("Accept-Ranges: bytes\r\n");
     r
 }
 
@@ -634,7 +686,15 @@ async fn write_response<S: Transport>(
         (_, true) => &[],
         (Body::Mem(b), false) => b,
         (Body::File { file, off, len }, false) => {
-            sock.send_file(head, file, *off, *len, send_timeout).await?;
+            let part = FileRange {
+                file,
+                off: *off,
+                len: *len,
+            };
+            match sock.plain() {
+                Some(tcp) => send_file(tcp, head, part, send_timeout).await?,
+                None => crate::tls::send_file(sock, head, part, send_timeout).await?,
+            }
             return flush(sock, send_timeout).await;
         }
     };
@@ -651,7 +711,7 @@ async fn write_response<S: Transport>(
 
 /// Push out what a buffering transport (TLS) still holds; nothing to do for plain TCP.
 async fn flush<S: Transport>(sock: &mut S, send_timeout: Duration) -> std::io::Result<()> {
-    if !S::BUFFERED {
+    if sock.plain().is_some() {
         return Ok(());
     }
     tokio::time::timeout(send_timeout, sock.flush())
@@ -682,14 +742,6 @@ async fn write_progressing<S: tokio::io::AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// The error a send timeout ends a connection with.
-pub fn send_timed_out(after: Duration) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!("no send progress for {after:?} (--send-timeout)"),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -707,5 +759,64 @@ mod tests {
         assert_eq!(parse_range(b"bytes=0-1,5-6", 1000), RangeSpec::Ignore);
         assert_eq!(parse_range(b"items=0-1", 1000), RangeSpec::Ignore);
         assert_eq!(parse_range(b"bytes=5-1", 1000), RangeSpec::Ignore);
+    }
+
+    #[test]
+    fn a_worker_keeps_a_connection_while_it_is_among_the_least_loaded() {
+        let (workers, _inboxes) = Workers::new(3);
+        assert_eq!(workers.pick(0), 0);
+        workers.live[0].store(2, Relaxed);
+        workers.live[1].store(1, Relaxed);
+        workers.live[2].store(2, Relaxed);
+        assert_eq!(workers.pick(0), 1);
+        assert_eq!(workers.pick(2), 1);
+        assert_eq!(workers.pick(1), 1);
+        workers.live[1].store(2, Relaxed);
+        assert_eq!(workers.pick(0), 0);
+    }
+
+    /// Worker 0 accepts every connection (worker 1 listens on a socket nobody connects to):
+    /// the hand-off still leaves them spread evenly, and the handed ones are served.
+    #[test]
+    fn connections_accepted_by_one_worker_are_spread_over_all() {
+        use std::io::{Read, Write};
+        let argv: Vec<String> = ["hls-origin", "--variants=360p:640x360:500k/550k/1000k:64k"]
+            .map(String::from)
+            .to_vec();
+        let settings = crate::config::parse_from(&argv).unwrap().0.settings;
+        let app = Arc::new(App::new(Stream::new(settings, None), None, 1000));
+        let (workers, inboxes) = Workers::new(2);
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let quiet = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = busy.local_addr().unwrap();
+        for ((me, inbox), listener) in inboxes.into_iter().enumerate().zip([busy, quiet]) {
+            listener.set_nonblocking(true).unwrap();
+            let (app, workers) = (app.clone(), workers.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let listener = TcpListener::from_std(listener).unwrap();
+                    serve(listener, app, me, workers, inbox).await
+                })
+            });
+        }
+        let mut clients: Vec<std::net::TcpStream> = (0..10)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        for c in &mut clients {
+            // A connection nobody serves fails the test rather than hanging it.
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut answer = [0u8; 512];
+            let n = c.read(&mut answer).unwrap();
+            assert!(answer[..n].starts_with(b"HTTP/1.1 200 OK\r\n"));
+        }
+        let live: Vec<usize> = workers.live.iter().map(|c| c.load(Relaxed)).collect();
+        assert_eq!(live, [5, 5]);
+        assert_eq!(app.metrics.open.load(Relaxed), 10);
     }
 }

@@ -55,7 +55,6 @@ mod ts;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,8 +132,8 @@ fn main() {
 }
 
 /// One single-threaded runtime per core, each accepting on its own descriptor of the one
-/// listening socket (the kernel wakes an idle one, as with nginx workers); no work stealing
-/// between threads on the request path. The main thread runs the clock, signals and the
+/// listening socket and handing a connection to the least-loaded worker when it holds more
+/// (see [`http::serve`]); no work stealing between threads on the request path. The main thread runs the clock, signals and the
 /// access-log writer.
 fn run(
     cli: Cli,
@@ -200,13 +199,13 @@ fn run(
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<()>();
-    let live: http::Live = (0..threads).map(|_| AtomicUsize::new(0)).collect();
-    for i in 0..threads {
+    let (workers, inboxes) = http::Workers::new(threads);
+    for (i, inbox) in inboxes.into_iter().enumerate() {
         let fd = listener.try_clone()?;
         let app = app.clone();
         let mut stop = stop_rx.clone();
         let closed = closed_tx.clone();
-        let live = live.clone();
+        let workers = workers.clone();
         std::thread::Builder::new()
             .name(format!("http-{i}"))
             .spawn(move || {
@@ -218,7 +217,7 @@ fn run(
                     match tokio::net::TcpListener::from_std(fd) {
                         Ok(l) => {
                             tokio::select! {
-                                _ = http::serve(l, app, i, live) => {}
+                                _ = http::serve(l, app, i, workers, inbox) => {}
                                 _ = stop.changed() => {}
                             }
                         }

@@ -8,9 +8,12 @@
 //! *complete* segment `L = ⌊now/D⌋ - 1`; the playlist lists `L-list_size+1 ..= L`, and segments
 //! stay servable `delete_threshold` segments longer; older ones and not-yet-complete ones answer
 //! 404. If the system clock steps backwards the window holds still (it never moves backwards
-//! within a process) until the clock catches up; a step forwards skips segments. Segment bodies are built on first request and cached (in a memfd, see
-//! [`crate::body`]; a response is a refcount clone, never a copy) until they expire.
+//! within a process) until the clock catches up; a step forwards skips segments. Segment
+//! bodies are built one segment duration before the window lists them (or on first request)
+//! and cached (in a memfd, see [`crate::body`]; a response is a refcount clone, never a copy)
+//! until they expire.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,12 +93,22 @@ impl Timing {
 }
 
 pub struct VariantStream {
+    /// Unique in the process, so a thread's playlist copies cannot be taken for another
+    /// stream's (tests run several in one process).
+    id: u64,
     pub info: Variant,
     /// URL prefix: "/" for a single variant, "/<name>/" otherwise.
     pub prefix: String,
     pub content: Content,
     segments: RwLock<BTreeMap<u64, Body>>,
     playlist: RwLock<Option<(u64, Bytes)>>,
+}
+
+static NEXT_VARIANT_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's copy of each variant's current playlist: (variant id, media sequence, body).
+    static LOCAL_PLAYLISTS: RefCell<Vec<(u64, u64, Bytes)>> = const { RefCell::new(Vec::new()) };
 }
 
 pub struct Stream {
@@ -124,6 +137,7 @@ impl Stream {
                     .list
                     .iter()
                     .map(|v| VariantStream {
+                        id: NEXT_VARIANT_ID.fetch_add(1, Ordering::Relaxed),
                         info: v.clone(),
                         prefix: if many {
                             format!("/{}/", v.name)
@@ -157,6 +171,7 @@ impl Stream {
                     audio_kbps: 0,
                 };
                 let v = VariantStream {
+                    id: NEXT_VARIANT_ID.fetch_add(1, Ordering::Relaxed),
                     info,
                     prefix: "/".into(),
                     content: Content::Source(Arc::new(src)),
@@ -181,8 +196,13 @@ impl Stream {
     pub fn media_sequence(&self) -> u64 {
         let in_progress = self.timing.at(unix_ns());
         let ms = in_progress.saturating_sub(self.settings.list_size);
-        let prev = self.high_water.fetch_max(ms, Ordering::Relaxed);
-        ms.max(prev)
+        // A plain load on every request: the read-modify-write (which takes the cache line
+        // away from the other cores) only when the window has moved.
+        let prev = self.high_water.load(Ordering::Relaxed);
+        if ms <= prev {
+            return prev;
+        }
+        self.high_water.fetch_max(ms, Ordering::Relaxed).max(ms)
     }
 
     /// Time until the window next moves.
@@ -224,17 +244,44 @@ impl Stream {
         None
     }
 
-    /// The media playlist of a variant, cached until the window moves.
+    /// The media playlist of a variant, rendered once per media sequence.
+    ///
+    /// Each worker thread keeps its own copy of the current rendering, so a request touches
+    /// no memory another core writes (no lock, no shared reference count): the shared copy is
+    /// read once per thread per window move. See docs/origin-performance.md.
     pub fn playlist(&self, v: &VariantStream) -> Bytes {
         let ms = self.media_sequence();
+        LOCAL_PLAYLISTS.with(|local| {
+            let mut local = local.borrow_mut();
+            if let Some((_, _, b)) = local.iter().find(|(id, s, _)| *id == v.id && *s == ms) {
+                return b.clone();
+            }
+            let shared = self.shared_playlist(v, ms);
+            // A private copy: clones of it count references on this thread's allocation only.
+            let mine = Bytes::copy_from_slice(&shared);
+            local.retain(|(id, _, _)| *id != v.id);
+            local.push((v.id, ms, mine.clone()));
+            mine
+        })
+    }
+
+    /// The playlist for `ms` from the variant's shared cache, rendered by the first thread
+    /// that needs it.
+    fn shared_playlist(&self, v: &VariantStream, ms: u64) -> Bytes {
         if let Some((s, b)) = &*v.playlist.read().unwrap() {
             if *s == ms {
                 return b.clone();
             }
         }
-        let body = Bytes::from(self.media_playlist(ms));
-        *v.playlist.write().unwrap() = Some((ms, body.clone()));
-        body
+        let mut cached = v.playlist.write().unwrap();
+        match &*cached {
+            Some((s, b)) if *s == ms => b.clone(),
+            _ => {
+                let body = Bytes::from(self.media_playlist(ms));
+                *cached = Some((ms, body.clone()));
+                body
+            }
+        }
     }
 
     /// A segment body, or None when it is expired or not yet produced.
@@ -243,18 +290,26 @@ impl Stream {
         if seq < lo || seq > hi {
             return None;
         }
+        Some(self.cached_or_built(v, seq, lo))
+    }
+
+    /// Segment `seq` from the cache, built (and cached) if it is not there yet; whatever is
+    /// older than `lo` leaves the cache.
+    fn cached_or_built(&self, v: &VariantStream, seq: u64, lo: u64) -> Body {
         if let Some(b) = v.segments.read().unwrap().get(&seq) {
-            return Some(b.clone());
+            return b.clone();
         }
         let body = Body::seal(v.content.segment(seq));
         let mut map = v.segments.write().unwrap();
         let body = map.entry(seq).or_insert(body).clone();
         // Drop what has expired.
         *map = map.split_off(&lo);
-        Some(body)
+        body
     }
 
-    /// Drop expired segments and pre-build the newest one of each variant (called on every tick).
+    /// Drop expired segments and build the next segment of each variant, one segment
+    /// duration before the window lists it (called on every tick), so no request for the
+    /// newest segment waits for it to be built, and render the new playlist.
     pub fn advance(&self) {
         let ms = self.media_sequence();
         let (lo, hi) = self.servable(ms);
@@ -263,7 +318,8 @@ impl Stream {
                 let mut map = v.segments.write().unwrap();
                 *map = map.split_off(&lo);
             }
-            let _ = self.segment(v, hi);
+            let _ = self.cached_or_built(v, hi, lo);
+            let _ = self.cached_or_built(v, hi + 1, lo);
             let _ = self.playlist(v);
         }
     }
@@ -363,6 +419,42 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_segment_is_built_before_the_window_lists_it() {
+        let argv: Vec<String> = [
+            "hls-origin",
+            "--list-size=3",
+            "--delete-threshold=2",
+            "--variants=360p:640x360:500k/550k/1000k:64k",
+        ]
+        .map(String::from)
+        .to_vec();
+        let settings = crate::config::parse_from(&argv).unwrap().0.settings;
+        let stream = Stream::new(settings, None);
+        // advance() builds for the window it sees: retry if the window moved meanwhile.
+        let ms = loop {
+            let before = stream.media_sequence();
+            stream.advance();
+            if stream.media_sequence() == before {
+                break before;
+            }
+        };
+        let (lo, hi) = stream.servable(ms);
+        let v = &stream.variants[0];
+        let cached: Vec<u64> = v.segments.read().unwrap().keys().copied().collect();
+        // The newest listed one and the next; nothing expired, nothing further ahead.
+        assert!(
+            cached.contains(&hi) && cached.contains(&(hi + 1)),
+            "{cached:?}"
+        );
+        assert!(cached.iter().all(|&s| s >= lo && s <= hi + 1), "{cached:?}");
+        // Not servable before its time, though it is built (unless the window just moved).
+        let early = stream.segment(v, hi + 1);
+        if stream.media_sequence() == ms {
+            assert!(early.is_none());
+        }
+    }
 
     #[test]
     fn dates() {

@@ -6,7 +6,6 @@
 //! and a 4096-entry session cache for TLS 1.2 session ids, so viewers that reconnect skip the
 //! full handshake.
 
-use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -17,10 +16,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::ServerSessionMemoryCache;
 use rustls::ServerConfig;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
+
+use crate::body::{send_timed_out, FileRange};
 
 /// Why `--tls-cert` / `--tls-key` cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -71,31 +70,28 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsSetupError> {
 /// Bytes of a memfd segment read per TLS write (one TLS record's worth of plaintext).
 const FILE_CHUNK: usize = 16 * 1024;
 
-/// Write `head` then `len` bytes of `file` from `off` through TLS: the bytes must pass through
-/// user space to be encrypted, so they are read from the memfd in 16 KiB chunks (no copy of
-/// the whole segment per response). Fails with `TimedOut` when a write makes no progress for
-/// `send_timeout`.
-pub async fn send_file(
-    sock: &mut TlsStream<TcpStream>,
+/// Write `head` then `body` through TLS (`sock`): the bytes must pass through user space to be
+/// encrypted, so they are read from the memfd in 16 KiB chunks (no copy of the whole segment
+/// per response). Fails with `TimedOut` when a write makes no progress for `send_timeout`.
+pub async fn send_file<W: AsyncWrite + Unpin>(
+    sock: &mut W,
     head: &[u8],
-    file: &File,
-    mut off: u64,
-    mut len: usize,
+    body: FileRange<'_>,
     send_timeout: Duration,
 ) -> io::Result<()> {
-    let timed = |d| crate::http::send_timed_out(d);
+    let (mut off, mut len) = (body.off, body.len);
     tokio::time::timeout(send_timeout, sock.write_all(head))
         .await
-        .map_err(|_| timed(send_timeout))??;
+        .map_err(|_| send_timed_out(send_timeout))??;
     let mut chunk = vec![0u8; FILE_CHUNK.min(len.max(1))];
     while len > 0 {
         let n = len.min(chunk.len());
-        file.read_exact_at(&mut chunk[..n], off)?;
+        body.file.read_exact_at(&mut chunk[..n], off)?;
         let mut b = &chunk[..n];
         while !b.is_empty() {
             let w = tokio::time::timeout(send_timeout, sock.write(b))
                 .await
-                .map_err(|_| timed(send_timeout))??;
+                .map_err(|_| send_timed_out(send_timeout))??;
             if w == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
