@@ -1,8 +1,9 @@
 //! The Justfile at the top of the repository: `just --list` names every recipe, and the
 //! `main-container` recipe builds the origin image and loads it into a real docker engine.
 //! `just` is not a Debian package: it is installed from crates.io with `cargo install just
-//! --locked` into ~/.cache/imgbuild/just (scripts/test does it for the full tier; this test
-//! does it when it is missing). Full tier.
+//! --locked` into ~/.cache/imgbuild/just (scripts/test starts that in the background for the
+//! full tier and says so in `IMGBUILD_JUST_INSTALL_PID`; this test waits for it, and installs
+//! `just` itself when it is still missing). Full tier.
 
 mod common;
 
@@ -13,6 +14,16 @@ use std::process::Command;
 fn just() -> PathBuf {
     let root = PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/imgbuild/just");
     let bin = root.join("bin/just");
+    // scripts/test's background install: wait for it rather than race it for the same root.
+    if let Ok(pid) = std::env::var("IMGBUILD_JUST_INSTALL_PID") {
+        let t0 = std::time::Instant::now();
+        while !bin.exists()
+            && std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && t0.elapsed() < std::time::Duration::from_secs(1800)
+        {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+        }
+    }
     if !bin.exists() {
         let st = Command::new(env!("CARGO"))
             .args([
