@@ -537,9 +537,20 @@ impl Client {
         body: &Body,
         scope: &str,
     ) -> R<Resp> {
+        // One request; on a 401, authenticate as the challenge says and send once more.
+        let authed = || -> R<Resp> {
+            let r = self.send_once(method, path, headers, body)?;
+            if r.0 != 401 {
+                return self.check(method, path, r);
+            }
+            let challenge = r.1.clone();
+            self.authenticate(&challenge, scope, path)?;
+            let r = self.send_once(method, path, headers, body)?;
+            self.check(method, path, r)
+        };
         let mut attempt = 0;
         loop {
-            match self.send_authed(method, path, headers, body, scope) {
+            match authed() {
                 Err(e) if e.retryable() && attempt < self.retries => {
                     attempt += 1;
                     let wait = Duration::from_millis(250 << attempt.min(6));
@@ -549,24 +560,6 @@ impl Client {
                 r => return r,
             }
         }
-    }
-
-    fn send_authed(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &Body,
-        scope: &str,
-    ) -> R<Resp> {
-        let r = self.send_once(method, path, headers, body)?;
-        if r.0 != 401 {
-            return self.check(method, path, r);
-        }
-        let challenge = r.1.clone();
-        self.authenticate(&challenge, scope, path)?;
-        let r = self.send_once(method, path, headers, body)?;
-        self.check(method, path, r)
     }
 
     /// (status, www-authenticate, location, digest header, body)

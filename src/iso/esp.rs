@@ -6,18 +6,9 @@
 use std::path::Path;
 
 use super::bootcfg;
-use super::hadris::{self, HadrisError};
-use crate::tree::{Content, Entry, Group, Tree, TreeError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum EspError {
-    #[error(transparent)]
-    Tree(#[from] TreeError),
-    #[error("{0}: cannot read: {1}")]
-    Read(String, std::io::Error),
-    #[error(transparent)]
-    Hadris(#[from] HadrisError),
-}
+use super::hadris;
+use super::PartError;
+use crate::tree::{Content, Entry, Group, Tree};
 
 const MIB: u64 = 1 << 20;
 
@@ -33,9 +24,9 @@ pub fn tree(
     initrd: &[u8],
     title: &str,
     cmdline: &str,
-) -> Result<Tree, EspError> {
+) -> Result<Tree, PartError> {
     let host = |p: &Path| {
-        crate::tree::host_content(p).map_err(|e| EspError::Read(p.display().to_string(), e))
+        crate::tree::host_content(p).map_err(|e| PartError::Read(p.display().to_string(), e))
     };
     let mut t = Tree::new();
     let f = |c, mode| Entry::file(c, mode, Group::Base);
@@ -59,7 +50,7 @@ pub fn tree(
 }
 
 /// The FAT image bytes of `t`.
-pub fn image(t: &Tree, epoch: i64, seed: u64) -> Result<Vec<u8>, EspError> {
+pub fn image(t: &Tree, epoch: i64, seed: u64) -> Result<Vec<u8>, PartError> {
     let time = hadris::time(epoch)?;
     let ht = hadris::convert(t, time)?;
     Ok(hadris::write_fat(

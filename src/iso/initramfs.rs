@@ -10,9 +10,10 @@ use std::path::Path;
 
 use init_contract::{Config, CONFIG_PATH};
 
-use super::hadris::{self, HadrisError};
+use super::hadris;
 use super::modules::Module;
-use crate::tree::{Content, Entry, Group, Kind, Tree, TreeError};
+use super::PartError;
+use crate::tree::{Content, Entry, Group, Kind, Tree};
 
 /// The initramfs tree: base tree + /init + service + config + modules + device nodes.
 pub fn tree(
@@ -23,9 +24,9 @@ pub fn tree(
     config: &Config,
     kver: &str,
     modules: &[Module],
-) -> Result<Tree, InitramfsError> {
+) -> Result<Tree, PartError> {
     let host = |p: &Path| {
-        crate::tree::host_content(p).map_err(|e| InitramfsError::Read(p.display().to_string(), e))
+        crate::tree::host_content(p).map_err(|e| PartError::Read(p.display().to_string(), e))
     };
     let payload = |n: &str| Group::Payload(n.to_string());
     t.replace(
@@ -71,9 +72,8 @@ pub fn tree(
 /// segment of the program headers), without section headers, symbols and debug info. The
 /// initramfs lives in RAM and is read by the boot loader through the firmware, so a debug
 /// build's 40 MB of DWARF would cost memory and seconds of boot for nothing.
-fn program(path: &Path) -> Result<Content, InitramfsError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| InitramfsError::Read(path.display().to_string(), e))?;
+fn program(path: &Path) -> Result<Content, PartError> {
+    let bytes = std::fs::read(path).map_err(|e| PartError::Read(path.display().to_string(), e))?;
     Ok(match loaded_part(&bytes) {
         Some(stripped) => Content::bytes(stripped),
         None => Content::bytes(bytes),
@@ -108,18 +108,6 @@ pub fn loaded_part(b: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum InitramfsError {
-    #[error(transparent)]
-    Tree(#[from] TreeError),
-    #[error("{0}: cannot read: {1}")]
-    Read(String, std::io::Error),
-    #[error(transparent)]
-    Hadris(#[from] HadrisError),
-    #[error("compressing the initramfs: {0}")]
-    Compress(std::io::Error),
-}
-
 /// How the initramfs is compressed (the Debian kernel has RD_GZIP and RD_ZSTD).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Compression {
@@ -131,7 +119,7 @@ pub enum Compression {
 }
 
 /// The compressed initramfs bytes.
-pub fn write(t: &Tree, epoch: i64, compression: Compression) -> Result<Vec<u8>, InitramfsError> {
+pub fn write(t: &Tree, epoch: i64, compression: Compression) -> Result<Vec<u8>, PartError> {
     let time = hadris::time(epoch)?;
     let ht = hadris::convert(t, time)?;
     let cap = t.content_size() as usize / 2;
@@ -142,15 +130,15 @@ pub fn write(t: &Tree, epoch: i64, compression: Compression) -> Result<Vec<u8>, 
                 .mtime(0)
                 .write(Vec::with_capacity(cap), flate2::Compression::new(6));
             let gz = finish_buf(hadris::write_cpio(buffered(gz), &ht, time)?)?;
-            gz.finish().map_err(InitramfsError::Compress)
+            gz.finish().map_err(PartError::Compress)
         }
         Compression::Zstd => {
             let mut z = zstd::stream::Encoder::new(Vec::with_capacity(cap), 3)
-                .map_err(InitramfsError::Compress)?;
+                .map_err(PartError::Compress)?;
             // A checksum lets the kernel notice a damaged image.
-            z.include_checksum(true).map_err(InitramfsError::Compress)?;
+            z.include_checksum(true).map_err(PartError::Compress)?;
             let z = finish_buf(hadris::write_cpio(buffered(z), &ht, time)?)?;
-            z.finish().map_err(InitramfsError::Compress)
+            z.finish().map_err(PartError::Compress)
         }
     }
 }
@@ -159,11 +147,11 @@ fn buffered<W: Write>(w: W) -> std::io::BufWriter<W> {
     std::io::BufWriter::with_capacity(1 << 20, w)
 }
 
-fn finish_buf<W: Write>(b: std::io::BufWriter<W>) -> Result<W, InitramfsError> {
+fn finish_buf<W: Write>(b: std::io::BufWriter<W>) -> Result<W, PartError> {
     let mut w = b
         .into_inner()
-        .map_err(|e| InitramfsError::Compress(e.into_error()))?;
-    w.flush().map_err(InitramfsError::Compress)?;
+        .map_err(|e| PartError::Compress(e.into_error()))?;
+    w.flush().map_err(PartError::Compress)?;
     Ok(w)
 }
 

@@ -35,15 +35,27 @@ pub enum IsoError {
     #[error(transparent)]
     Module(#[from] modules::ModuleError),
     #[error(transparent)]
-    Initramfs(#[from] initramfs::InitramfsError),
-    #[error(transparent)]
-    Esp(#[from] esp::EspError),
+    Part(#[from] PartError),
     #[error(transparent)]
     Hadris(#[from] hadris::HadrisError),
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
     #[error("kernel {0} is {1} bytes: the UEFI boot partition (FAT) holds files below 4 GiB, so the ISO cannot boot it; use a kernel image under 4 GiB")]
     KernelTooLarge(String, u64),
+}
+
+/// Why a tree the ISO carries as one file (the initramfs, the UEFI boot partition) could not
+/// be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PartError {
+    #[error(transparent)]
+    Tree(#[from] crate::tree::TreeError),
+    #[error("{0}: cannot read: {1}")]
+    Read(String, std::io::Error),
+    #[error(transparent)]
+    Hadris(#[from] hadris::HadrisError),
+    #[error("compressing the initramfs: {0}")]
+    Compress(std::io::Error),
 }
 
 impl Classify for IsoError {

@@ -198,6 +198,55 @@ fn progress_thread(
     })
 }
 
+/// What writing the layers needs around it: the compression pool, the progress counters and,
+/// on a terminal, the thread that shows them. [`LayerRun::finish`] stops the pool and the
+/// thread.
+struct LayerRun {
+    pool: Arc<compress::Pool>,
+    stop: Arc<AtomicBool>,
+    shower: Option<std::thread::JoinHandle<()>>,
+    lo: layer::LayerOptions,
+}
+
+impl LayerRun {
+    fn start(plan: &Plan, o: &WriteOptions) -> Result<LayerRun, OciError> {
+        o.store.prepare()?;
+        let pool = compress::Pool::new(o.threads);
+        let progress = Arc::new(layer::Progress::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let shower = (o.progress && io::stderr().is_terminal())
+            .then(|| progress_thread(Arc::clone(&progress), plan.layers.len(), Arc::clone(&stop)));
+        let lo = layer::LayerOptions {
+            compression: o.compression,
+            mtime: o.epoch,
+            store: o.store.clone(),
+            pool: Arc::clone(&pool),
+            progress,
+        };
+        Ok(LayerRun {
+            pool,
+            stop,
+            shower,
+            lo,
+        })
+    }
+
+    fn finish(self) {
+        self.pool.shutdown();
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.shower {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The directory the layer blobs are written to (named in errors).
+fn store_dir(o: &WriteOptions) -> PathBuf {
+    match &o.store {
+        Store::Cache(d) | Store::Scratch(d) => d.clone(),
+    }
+}
+
 /// Builds the image: layers, config, manifest, index, and the archive or directory.
 pub fn write_image(
     tree: &Tree,
@@ -206,26 +255,7 @@ pub fn write_image(
     out: &Output,
     o: &WriteOptions,
 ) -> Result<Summary, OciError> {
-    o.store.prepare()?;
-    let pool = compress::Pool::new(o.threads);
-    let progress = Arc::new(layer::Progress::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let shower = (o.progress && io::stderr().is_terminal())
-        .then(|| progress_thread(Arc::clone(&progress), plan.layers.len(), Arc::clone(&stop)));
-    let lo = layer::LayerOptions {
-        compression: o.compression,
-        mtime: o.epoch,
-        store: o.store.clone(),
-        pool: Arc::clone(&pool),
-        progress: Arc::clone(&progress),
-    };
-    let store_dir = match &o.store {
-        Store::Cache(d) | Store::Scratch(d) => d.clone(),
-    };
-    let finish = || {
-        pool.shutdown();
-        stop.store(true, Ordering::Relaxed);
-    };
+    let run = LayerRun::start(plan, o)?;
     // The common case, a tar file: layers go straight into it (one write of every byte).
     if let (Format::DockerArchive, Output::File(path)) = (o.format, out) {
         let dir = path
@@ -234,17 +264,15 @@ pub fn write_image(
             .unwrap_or(Path::new("."));
         let result = (|| {
             let pending = files::Pending::new_in(dir, "image").map_err(|e| OciError::io(dir, e))?;
-            let (docs, blobs) = image::write_archive_direct(&pending.file, tree, plan, &lo, meta)
-                .map_err(|e| e.at(path))?;
+            let (docs, blobs) =
+                image::write_archive_direct(&pending.file, tree, plan, &run.lo, meta)
+                    .map_err(|e| e.at(path))?;
             pending
                 .persist(path, true)
                 .map_err(|e| OciError::io(path, e))?;
             Ok((docs, blobs))
         })();
-        finish();
-        if let Some(h) = shower {
-            let _ = h.join();
-        }
+        run.finish();
         let (docs, blobs) = result?;
         return Ok(summary(
             path.display().to_string(),
@@ -255,12 +283,9 @@ pub fn write_image(
             o,
         ));
     }
-    let blobs = write_layers(tree, plan, &lo, o.threads);
-    finish();
-    if let Some(h) = shower {
-        let _ = h.join();
-    }
-    let blobs = blobs.map_err(|e| e.at(&store_dir))?;
+    let blobs = write_layers(tree, plan, &run.lo, o.threads);
+    run.finish();
+    let blobs = blobs.map_err(|e| e.at(&store_dir(o)))?;
     let docs = image::Documents::new(meta, plan, &blobs);
     let written = match (o.format, out) {
         (Format::DockerArchive, Output::File(_)) => unreachable!("written above"),
@@ -295,29 +320,10 @@ pub fn build_blobs(
     meta: &ImageMeta,
     o: &WriteOptions,
 ) -> Result<(image::Documents, Vec<Blob>), OciError> {
-    o.store.prepare()?;
-    let pool = compress::Pool::new(o.threads);
-    let progress = Arc::new(layer::Progress::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let shower = (o.progress && io::stderr().is_terminal())
-        .then(|| progress_thread(Arc::clone(&progress), plan.layers.len(), Arc::clone(&stop)));
-    let lo = layer::LayerOptions {
-        compression: o.compression,
-        mtime: o.epoch,
-        store: o.store.clone(),
-        pool: Arc::clone(&pool),
-        progress: Arc::clone(&progress),
-    };
-    let blobs = write_layers(tree, plan, &lo, o.threads);
-    pool.shutdown();
-    stop.store(true, Ordering::Relaxed);
-    if let Some(h) = shower {
-        let _ = h.join();
-    }
-    let store_dir = match &o.store {
-        Store::Cache(d) | Store::Scratch(d) => d.clone(),
-    };
-    let blobs = blobs.map_err(|e| e.at(&store_dir))?;
+    let run = LayerRun::start(plan, o)?;
+    let blobs = write_layers(tree, plan, &run.lo, o.threads);
+    run.finish();
+    let blobs = blobs.map_err(|e| e.at(&store_dir(o)))?;
     let docs = image::Documents::new(meta, plan, &blobs);
     Ok((docs, blobs))
 }

@@ -287,15 +287,56 @@ pub struct VariantPoint {
 /// A histogram of one point: (bucket, count) for the buckets with samples, by bucket.
 type Sparse = Vec<(u16, u32)>;
 
-/// Cumulative readings, to diff the next ones against.
-#[derive(Default, Clone)]
-struct Cumulative {
+/// The run's counters by request kind (and error kind), cumulative in a reading and per
+/// interval in a point.
+#[derive(Default, Clone, Debug, PartialEq)]
+struct Counters {
     requests: [u64; 3],
     bytes: [u64; 3],
     errors: [[u64; ERROR_KINDS.len()]; 3],
     stalls: u64,
     reconnects: u64,
     skipped: u64,
+}
+
+impl Counters {
+    /// Adds `b` to these counters.
+    fn add(&mut self, b: &Counters) {
+        for k in 0..3 {
+            self.requests[k] += b.requests[k];
+            self.bytes[k] += b.bytes[k];
+            for e in 0..ERROR_KINDS.len() {
+                self.errors[k][e] += b.errors[k][e];
+            }
+        }
+        self.stalls += b.stalls;
+        self.reconnects += b.reconnects;
+        self.skipped += b.skipped;
+    }
+
+    /// What these (later) counters hold beyond `before`.
+    fn since(&self, before: &Counters) -> Counters {
+        let mut d = Counters {
+            stalls: self.stalls - before.stalls,
+            reconnects: self.reconnects - before.reconnects,
+            skipped: self.skipped - before.skipped,
+            ..Default::default()
+        };
+        for k in 0..3 {
+            d.requests[k] = self.requests[k] - before.requests[k];
+            d.bytes[k] = self.bytes[k] - before.bytes[k];
+            for e in 0..ERROR_KINDS.len() {
+                d.errors[k][e] = self.errors[k][e] - before.errors[k][e];
+            }
+        }
+        d
+    }
+}
+
+/// Cumulative readings, to diff the next ones against.
+#[derive(Default, Clone)]
+struct Cumulative {
+    counters: Counters,
     latency: Vec<u64>,
     variants: Vec<(String, VariantCum)>,
     extras: Vec<Vec<u64>>,
@@ -317,12 +358,7 @@ struct RawPoint {
     dur: f64,
     viewers: i64,
     watching: i64,
-    requests: [u64; 3],
-    bytes: [u64; 3],
-    errors: [[u64; ERROR_KINDS.len()]; 3],
-    stalls: u64,
-    reconnects: u64,
-    skipped: u64,
+    counters: Counters,
     latency: Sparse,
     variants: Vec<RawVariant>,
     extras: Vec<Sparse>,
@@ -407,16 +443,7 @@ impl RawPoint {
         self.dur += b.dur;
         self.viewers = b.viewers;
         self.watching = b.watching;
-        for k in 0..3 {
-            self.requests[k] += b.requests[k];
-            self.bytes[k] += b.bytes[k];
-            for e in 0..ERROR_KINDS.len() {
-                self.errors[k][e] += b.errors[k][e];
-            }
-        }
-        self.stalls += b.stalls;
-        self.reconnects += b.reconnects;
-        self.skipped += b.skipped;
+        self.counters.add(&b.counters);
         self.latency = merge_sparse(&self.latency, &b.latency);
         if self.variants.len() < b.variants.len() {
             self.variants
@@ -472,12 +499,14 @@ impl Recorder {
     fn read(&self, m: &Metrics) -> Cumulative {
         let l = |a: &AtomicU64| a.load(Relaxed);
         let mut c = Cumulative {
-            requests: [l(&m.requests[0]), l(&m.requests[1]), l(&m.requests[2])],
-            bytes: [l(&m.bytes[0]), l(&m.bytes[1]), l(&m.bytes[2])],
-            errors: Default::default(),
-            stalls: l(&m.stalls),
-            reconnects: l(&m.reconnects),
-            skipped: l(&m.segments_skipped),
+            counters: Counters {
+                requests: [l(&m.requests[0]), l(&m.requests[1]), l(&m.requests[2])],
+                bytes: [l(&m.bytes[0]), l(&m.bytes[1]), l(&m.bytes[2])],
+                errors: Default::default(),
+                stalls: l(&m.stalls),
+                reconnects: l(&m.reconnects),
+                skipped: l(&m.segments_skipped),
+            },
             latency: m.fine_counts(),
             variants: m.per_variant.read(),
             extras: self
@@ -488,7 +517,7 @@ impl Recorder {
         };
         for (_, k) in KINDS {
             for e in 0..ERROR_KINDS.len() {
-                c.errors[k as usize][e] = l(&m.errors[k as usize][e]);
+                c.counters.errors[k as usize][e] = l(&m.errors[k as usize][e]);
             }
         }
         c
@@ -510,19 +539,10 @@ impl Recorder {
             dur: (t - self.prev_t).max(0.0),
             viewers: m.active.load(Relaxed),
             watching: now.variants.iter().map(|(_, v)| v.watching).sum(),
-            stalls: now.stalls - p.stalls,
-            reconnects: now.reconnects - p.reconnects,
-            skipped: now.skipped - p.skipped,
+            counters: now.counters.since(&p.counters),
             latency: diff_sparse(&now.latency, &p.latency),
             ..Default::default()
         };
-        for k in 0..3 {
-            raw.requests[k] = now.requests[k] - p.requests[k];
-            raw.bytes[k] = now.bytes[k] - p.bytes[k];
-            for e in 0..ERROR_KINDS.len() {
-                raw.errors[k][e] = now.errors[k][e] - p.errors[k][e];
-            }
-        }
         let empty = VariantCum::default();
         raw.variants = now
             .variants
@@ -625,12 +645,13 @@ impl Recorder {
             .map(|r| {
                 let mut error_kinds = BTreeMap::new();
                 for (e, name) in ERROR_KINDS.iter().enumerate() {
-                    let n: u64 = (0..3).map(|k| r.errors[k][e]).sum();
+                    let n: u64 = (0..3).map(|k| r.counters.errors[k][e]).sum();
                     if n > 0 {
                         error_kinds.insert(name.to_string(), n);
                     }
                 }
-                let err_by_req: [u64; 3] = std::array::from_fn(|k| r.errors[k].iter().sum::<u64>());
+                let err_by_req: [u64; 3] =
+                    std::array::from_fn(|k| r.counters.errors[k].iter().sum::<u64>());
                 let mut vs: Vec<VariantPoint> = r
                     .variants
                     .iter()
@@ -667,13 +688,13 @@ impl Recorder {
                     dur_s: round3(r.dur),
                     viewers: r.viewers,
                     watching: r.watching,
-                    requests: KindCounts::from(&r.requests),
-                    bytes: KindCounts::from(&r.bytes),
+                    requests: KindCounts::from(&r.counters.requests),
+                    bytes: KindCounts::from(&r.counters.bytes),
                     errors: KindCounts::from(&err_by_req),
                     error_kinds,
-                    stalls: r.stalls,
-                    reconnects: r.reconnects,
-                    segments_skipped: r.skipped,
+                    stalls: r.counters.stalls,
+                    reconnects: r.counters.reconnects,
+                    segments_skipped: r.counters.skipped,
                     segment_latency_ms: ms(&r.latency),
                     extra,
                     variants: vs,
