@@ -15,7 +15,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::error::BadInput;
-use crate::inspect::Source;
+use crate::oci::source::Source;
 use crate::oci::{self, Blob};
 use crate::registry::{Client, ClientOptions, Credentials, Reference, RegistryError};
 

@@ -1,5 +1,5 @@
 //! Reading an image's SBOM and files out of its layers (a container tar or OCI directory
-//! opened as an [`crate::inspect::Source`]): used by `imgbuild sbom`, `push` (the SBOM it
+//! opened as an [`crate::oci::source::Source`]): used by `imgbuild sbom`, `push` (the SBOM it
 //! attaches as a referrer) and `inspect`.
 
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::error::BadInput;
-use crate::inspect::Source;
+use crate::oci::source::Source;
 use crate::oci::tar;
 use crate::sbom::SbomFormat;
 

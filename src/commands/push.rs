@@ -11,7 +11,7 @@ use clap::Args;
 use super::container::{build_blobs, ContainerArgs, ProfileInputs};
 use super::Ctx;
 use crate::error::BadInput;
-use crate::inspect::Source;
+use crate::oci::source::Source;
 use crate::oci::Compression;
 use crate::push::{client, from_built, from_source, push_image, report, RegistryArgs};
 use crate::registry::Reference;

@@ -12,7 +12,7 @@ use clap::Args;
 use super::container::{resolve, sbom_input, ContainerArgs, ProfileInputs};
 use super::Ctx;
 use crate::error::BadInput;
-use crate::inspect::Source;
+use crate::oci::source::Source;
 use crate::sbom::SbomFormat;
 use crate::sbom_read::from_image;
 

@@ -26,7 +26,7 @@ mod layer_check;
 
 /// The image reader lives with the OCI code (push and sbom read through it too); this name
 /// keeps their imports working.
-pub(crate) use crate::oci::source::Source;
+use crate::oci::source::Source;
 use layer_check::check_layer;
 
 #[derive(Args, Debug)]
