@@ -14,18 +14,26 @@ const MAGIC: [u8; 4] = [99, 130, 83, 99];
 /// The classic BOOTP message size; some servers drop anything shorter.
 const BOOTP_SIZE: usize = 548;
 
+/// An all-zero BOOTP header followed by the magic cookie: a message with no fields set.
+fn blank_message() -> Message {
+    let mut b = [0u8; 240];
+    b[236..].copy_from_slice(&MAGIC);
+    // 236 header bytes, the cookie and no options: decoding cannot fail (tests run it).
+    Message::decode(&mut Decoder::new(&b)).expect("a blank BOOTP header decodes")
+}
+
 /// A client message (DISCOVER or REQUEST) from `mac` with the broadcast flag set, asking for
 /// mask, router, DNS, hostname, domain, lease time and server id.
+///
+/// Built from [`blank_message`], not `Message::new`/`default`: those draw a random xid from
+/// the kernel's RNG, and `getrandom` blocks PID 1 of a fresh VM until the RNG is seeded
+/// (minutes under QEMU TCG without virtio-rng). The xid comes from [`xid_from`] instead.
 pub fn client_message(kind: MessageType, xid: u32, mac: [u8; 6]) -> Message {
-    let unspecified = Ipv4Addr::UNSPECIFIED;
-    let mut m = Message::new_with_id(
-        xid,
-        unspecified,
-        unspecified,
-        unspecified,
-        unspecified,
-        &mac,
-    );
+    let mut m = blank_message();
+    m.set_opcode(Opcode::BootRequest)
+        .set_htype(HType::Eth)
+        .set_xid(xid)
+        .set_chaddr(&mac);
     m.set_flags(Flags::default().set_broadcast());
     let opts = m.opts_mut();
     opts.insert(DhcpOption::MessageType(kind));

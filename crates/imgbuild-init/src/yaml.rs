@@ -5,7 +5,7 @@
 //! ignored, only the first document is read. A syntax error never fails a boot: what was read
 //! before it is kept and the error is returned beside it, for one warning line.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
@@ -52,7 +52,7 @@ enum Open {
 #[derive(Default)]
 struct Builder {
     open: Vec<Open>,
-    anchors: HashMap<usize, Value>,
+    anchors: BTreeMap<usize, Value>,
     root: Option<Value>,
 }
 
