@@ -1,6 +1,7 @@
 //! A minimal DHCPv4 client (RFC 2131): DISCOVER → OFFER → REQUEST → ACK over a UDP socket
 //! bound to port 68 on one interface. No renewal: QEMU user networking leases for a day and
-//! never takes an address back; a boot that outlives the lease keeps its address.
+//! never takes an address back; a boot that outlives the lease keeps its address. The
+//! messages are encoded and decoded by `dhcproto`; the exchange, socket and timeouts are here.
 
 use crate::net::{mask_to_prefix, StaticNet};
 use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
