@@ -71,7 +71,7 @@ fn boot(config_path: &Path) -> Result<(), String> {
         if let Some(id) = &nc.meta.instance_id {
             say!("NoCloud instance-id {id}");
         }
-        for n in nc.meta.notes.iter().chain(&nc.user.notes) {
+        for n in &nc.user.notes {
             say!("NoCloud: {n}");
         }
     }
@@ -264,15 +264,16 @@ fn network(cfg: &Config, cmd: &Cmdline) {
             let t = Instant::now();
             let mut how = "dhcp";
             let mut lease = match dhcp::obtain(&dev, mac, DHCP_TIMEOUT) {
-                Ok(lease) => {
+                Ok(ack) => {
+                    let l = ack.lease();
                     say!(
                         "DHCP lease {}/{} from {} in {:.1}s",
-                        lease.net.address,
-                        lease.net.prefix,
-                        lease.server,
+                        l.address,
+                        l.prefix,
+                        ack.server_id.unwrap_or(ack.siaddr),
                         t.elapsed().as_secs_f64()
                     );
-                    lease.net
+                    l
                 }
                 Err(e) => {
                     let f = net::qemu_fallback();
