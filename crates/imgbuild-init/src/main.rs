@@ -70,7 +70,9 @@
 //!   loaded`, or `NOT loaded (PATH): why`), `link eth0 up`, `DHCP lease A/N from S in Ts`
 //!   or `DHCP failed (why); static fallback 10.0.2.15/24 gw 10.0.2.2`, `address A/N on eth0
 //!   (dhcp|static|fallback)`, `default route via G dev eth0`, `DNS …`, `NoCloud: CIDATA
-//!   volume on /dev/sr0`, `hostname H`, `service env K=V (NoCloud|kernel command line)`,
+//!   volume on /dev/sr0`, `NoCloud: NOTE` (a user-data key ignored, a `write_files` item
+//!   skipped, `user-data is not valid YAML (why at line L column C); using only what comes
+//!   before the error`, …), `hostname H`, `service env K=V (NoCloud|kernel command line)`,
 //!   `power off`.
 
 mod boot;

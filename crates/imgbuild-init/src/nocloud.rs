@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 pub struct MetaData {
     pub instance_id: Option<String>,
     pub local_hostname: Option<String>,
+    /// Problems, one line each.
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,11 +67,24 @@ fn text(v: Option<&Value>) -> Option<String> {
         .map(String::from)
 }
 
+/// The tree of `file`, with a note when a YAML error cut the reading short.
+fn read_yaml(file: &str, src: &str, notes: &mut Vec<String>) -> Value {
+    let parsed = yaml::parse(src);
+    if let Some(e) = parsed.error {
+        notes.push(format!(
+            "{file} is not valid YAML ({e}); using only what comes before the error"
+        ));
+    }
+    parsed.value
+}
+
 pub fn parse_meta_data(src: &str) -> MetaData {
-    let v = yaml::parse(src);
+    let mut notes = Vec::new();
+    let v = read_yaml("meta-data", src, &mut notes);
     MetaData {
         instance_id: text(v.get("instance-id")),
         local_hostname: text(v.get("local-hostname")).or_else(|| text(v.get("hostname"))),
+        notes,
     }
 }
 
@@ -85,7 +100,7 @@ pub fn parse_user_data(src: &str, env_key: &str) -> UserData {
         }
         return u;
     }
-    let v = yaml::parse(src);
+    let v = read_yaml("user-data", src, &mut u.notes);
     u.hostname = text(v.get("hostname")).or_else(|| text(v.get("fqdn")));
     match v.get("write_files") {
         None | Some(Value::Null) => {}
@@ -371,6 +386,26 @@ hls:
             user: u,
         };
         assert_eq!(nc.hostname(), Some("edge-1"));
+    }
+
+    /// Broken YAML never stops a boot: what precedes the error is used, with one note.
+    #[test]
+    fn broken_yaml_keeps_what_came_before() {
+        let u = parse_user_data(
+            "#cloud-config\nhostname: h\nhls: {PORT: 1\nfqdn: x\n",
+            "hls",
+        );
+        assert_eq!(u.hostname.as_deref(), Some("h"));
+        assert_eq!(u.notes.len(), 1, "{:?}", u.notes);
+        assert!(
+            u.notes[0].starts_with("user-data is not valid YAML (") && u.notes[0].contains("line"),
+            "{:?}",
+            u.notes
+        );
+        let m = parse_meta_data("local-hostname: m\ninstance-id: [i\n");
+        assert_eq!(m.local_hostname.as_deref(), Some("m"));
+        assert_eq!(m.notes.len(), 1, "{:?}", m.notes);
+        assert!(m.notes[0].starts_with("meta-data is not valid YAML"));
     }
 
     #[test]

@@ -1,8 +1,13 @@
-//! Just enough YAML for cloud-init NoCloud `meta-data` and `#cloud-config` user-data:
-//! block maps and sequences by indentation, `- key: value` items, plain, 'single' and
-//! "double" quoted scalars, literal `|` and folded `>` block scalars (with `-`/`+`),
-//! one-line flow `[a, b]` / `{k: v}` collections, comments and `---`. Anything else is kept
-//! as text rather than failing, so an unusual user-data never stops a boot.
+//! The YAML tree of cloud-init NoCloud `meta-data` and `#cloud-config` user-data, read with
+//! `yaml-rust2`'s event parser. Every scalar is kept as the text it was written as (no
+//! integers, booleans or YAML-1.2 octals: `permissions: 0600` stays "0600", as cloud-init reads
+//! it), except that a plain empty, `~` or `null` value is `Null`. Aliases are resolved, tags
+//! ignored, only the first document is read. A syntax error never fails a boot: what was read
+//! before it is kept and the error is returned beside it, for one warning line.
+
+use std::collections::BTreeMap;
+use yaml_rust2::parser::{Event, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
@@ -13,6 +18,7 @@ pub enum Value {
 }
 
 impl Value {
+    /// The value of `key` in a map (the last one when a key repeats).
     pub fn get(&self, key: &str) -> Option<&Value> {
         match self {
             Value::Map(m) => m.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
@@ -27,339 +33,157 @@ impl Value {
     }
 }
 
-struct Line {
-    indent: usize,
-    text: String,
+/// A parsed document: its tree, and the syntax error that ended the parse early, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub value: Value,
+    pub error: Option<String>,
 }
 
-/// Parse a document. Tabs used for indentation count as one column each.
-pub fn parse(src: &str) -> Value {
-    let mut lines: Vec<Line> = Vec::new();
-    for raw in src.lines() {
-        let raw = raw.trim_end_matches('\r');
-        if raw == "---" || raw == "..." || raw.starts_with("--- ") {
-            continue;
+/// A collection still being read, with the anchor it will be stored under.
+enum Open {
+    Seq(Vec<Value>, usize),
+    /// Entries, and the key read whose value is awaited (`Some(None)`: a key that is not a
+    /// scalar, whose entry is dropped).
+    Map(Vec<(String, Value)>, Option<Option<String>>, usize),
+}
+
+/// Builds the tree from parser events.
+#[derive(Default)]
+struct Builder {
+    open: Vec<Open>,
+    anchors: BTreeMap<usize, Value>,
+    root: Option<Value>,
+}
+
+impl Builder {
+    /// Whether the next node is a map key.
+    fn awaits_key(&self) -> bool {
+        matches!(self.open.last(), Some(Open::Map(_, None, _)))
+    }
+
+    /// A complete node: store it under its anchor, then hand it to its parent.
+    fn node(&mut self, v: Value, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, v.clone());
         }
-        let indent = raw.len() - raw.trim_start_matches(' ').len();
-        lines.push(Line {
-            indent,
-            text: raw[indent..].to_string(),
-        });
-    }
-    let mut i = 0;
-    block(&mut lines, &mut i, 0)
-}
-
-fn is_blank(l: &Line) -> bool {
-    let t = l.text.trim();
-    t.is_empty() || t.starts_with('#')
-}
-
-fn skip_blank(lines: &[Line], i: &mut usize) {
-    while *i < lines.len() && is_blank(&lines[*i]) {
-        *i += 1;
-    }
-}
-
-fn is_seq_item(text: &str) -> bool {
-    text == "-" || text.starts_with("- ")
-}
-
-/// A block (map, sequence or lone scalar) whose lines are indented at least `min`.
-fn block(lines: &mut [Line], i: &mut usize, min: usize) -> Value {
-    skip_blank(lines, i);
-    if *i >= lines.len() || lines[*i].indent < min {
-        return Value::Null;
-    }
-    let n = lines[*i].indent;
-    if is_seq_item(&lines[*i].text) {
-        seq(lines, i, n)
-    } else if split_key(&lines[*i].text).is_some() {
-        map(lines, i, n)
-    } else {
-        let v = scalar(&lines[*i].text);
-        *i += 1;
-        v
-    }
-}
-
-fn seq(lines: &mut [Line], i: &mut usize, n: usize) -> Value {
-    let mut items = Vec::new();
-    loop {
-        skip_blank(lines, i);
-        if *i >= lines.len() || lines[*i].indent != n || !is_seq_item(&lines[*i].text) {
-            break;
-        }
-        let rest = lines[*i].text[1..].to_string();
-        let inner = rest.trim_start();
-        if inner.is_empty() || inner.starts_with('#') {
-            *i += 1;
-            items.push(block(lines, i, n + 1));
-        } else {
-            // "- key: v" or "- - x": re-read the rest of the line as a block at its column.
-            let col = n + 1 + (rest.len() - inner.len());
-            lines[*i].indent = col;
-            lines[*i].text = inner.to_string();
-            if split_key(inner).is_some() || is_seq_item(inner) {
-                items.push(block(lines, i, col));
-            } else {
-                items.push(scalar_or_block(lines, i, inner.to_string(), n));
+        match self.open.last_mut() {
+            None => {
+                self.root.get_or_insert(v);
             }
-        }
-    }
-    Value::Seq(items)
-}
-
-fn map(lines: &mut [Line], i: &mut usize, n: usize) -> Value {
-    let mut entries = Vec::new();
-    loop {
-        skip_blank(lines, i);
-        if *i >= lines.len() || lines[*i].indent != n {
-            break;
-        }
-        let Some((key, rest)) = split_key(&lines[*i].text) else {
-            break;
-        };
-        let rest = rest.trim().to_string();
-        let value = if rest.is_empty() || rest.starts_with('#') {
-            *i += 1;
-            skip_blank(lines, i);
-            // A sequence may sit at the key's own indentation.
-            if *i < lines.len() && lines[*i].indent == n && is_seq_item(&lines[*i].text) {
-                seq(lines, i, n)
-            } else {
-                block(lines, i, n + 1)
-            }
-        } else {
-            scalar_or_block(lines, i, rest, n)
-        };
-        entries.push((key, value));
-    }
-    Value::Map(entries)
-}
-
-/// The value text after `key:` or `- `; a block scalar header pulls in the following lines.
-fn scalar_or_block(lines: &mut [Line], i: &mut usize, rest: String, n: usize) -> Value {
-    *i += 1;
-    let head = strip_comment(&rest);
-    let Some(style) = head.chars().next().filter(|c| *c == '|' || *c == '>') else {
-        return scalar(&rest);
-    };
-    let chomp = if head.contains('-') {
-        '-'
-    } else if head.contains('+') {
-        '+'
-    } else {
-        ' '
-    };
-    // Collect the lines indented deeper than the parent, plus blank lines among them.
-    let start = *i;
-    let mut end = start;
-    while end < lines.len() && (lines[end].indent > n || lines[end].text.trim().is_empty()) {
-        end += 1;
-    }
-    let content: Vec<&Line> = lines[start..end].iter().collect();
-    let ind = content
-        .iter()
-        .filter(|l| !l.text.trim().is_empty())
-        .map(|l| l.indent)
-        .min()
-        .unwrap_or(n + 1);
-    let mut body: Vec<String> = content
-        .iter()
-        .map(|l| {
-            if l.text.trim().is_empty() {
-                String::new()
-            } else {
-                format!("{}{}", " ".repeat(l.indent - ind), l.text)
-            }
-        })
-        .collect();
-    // Trailing blank lines that were consumed belong to the chomping, not to the next key.
-    *i = end;
-    let trailing = body.iter().rev().take_while(|l| l.is_empty()).count();
-    body.truncate(body.len() - trailing);
-    let mut text = if style == '|' {
-        body.join("\n")
-    } else {
-        fold(&body)
-    };
-    match chomp {
-        '-' => {}
-        '+' => {
-            text.push('\n');
-            text.push_str(&"\n".repeat(trailing));
-        }
-        _ if !body.is_empty() => text.push('\n'),
-        _ => {}
-    }
-    Value::Str(text)
-}
-
-fn fold(body: &[String]) -> String {
-    let mut out = String::new();
-    let mut prev_more_indented = false;
-    for (idx, l) in body.iter().enumerate() {
-        let more = l.starts_with(' ');
-        if idx > 0 {
-            if l.is_empty() || body[idx - 1].is_empty() || more || prev_more_indented {
-                out.push('\n');
-            } else {
-                out.push(' ');
-            }
-        }
-        out.push_str(l);
-        prev_more_indented = more;
-    }
-    out
-}
-
-/// `key: rest` → (key, rest). The key may be quoted.
-fn split_key(text: &str) -> Option<(String, String)> {
-    let t = text.trim_start();
-    if t.starts_with('"') || t.starts_with('\'') {
-        let (k, after) = quoted(t)?;
-        let after = after.trim_start();
-        let rest = after.strip_prefix(':')?;
-        return (rest.is_empty() || rest.starts_with(' ')).then(|| (k, rest.to_string()));
-    }
-    if t.starts_with('#') || t.starts_with('[') || t.starts_with('{') || is_seq_item(t) {
-        return None;
-    }
-    let mut search = 0;
-    while let Some(p) = t[search..].find(':') {
-        let p = search + p;
-        let after = &t[p + 1..];
-        if after.is_empty() || after.starts_with(' ') || after.starts_with('\t') {
-            return Some((t[..p].trim_end().to_string(), after.to_string()));
-        }
-        search = p + 1;
-    }
-    None
-}
-
-fn strip_comment(s: &str) -> &str {
-    let b = s.as_bytes();
-    for i in 0..b.len() {
-        if b[i] == b'#' && (i == 0 || b[i - 1] == b' ' || b[i - 1] == b'\t') {
-            return s[..i].trim_end();
-        }
-    }
-    s.trim_end()
-}
-
-/// A quoted scalar at the start of `s`: (value, what follows the closing quote).
-fn quoted(s: &str) -> Option<(String, &str)> {
-    let q = s.chars().next()?;
-    let mut out = String::new();
-    let mut it = s.char_indices().skip(1).peekable();
-    while let Some((idx, c)) = it.next() {
-        if q == '\'' && c == '\'' {
-            if let Some((_, '\'')) = it.peek() {
-                it.next();
-                out.push('\'');
-                continue;
-            }
-            return Some((out, &s[idx + 1..]));
-        }
-        if q == '"' && c == '"' {
-            return Some((out, &s[idx + 1..]));
-        }
-        if q == '"' && c == '\\' {
-            let (_, e) = it.next()?;
-            match e {
-                'n' => out.push('\n'),
-                't' => out.push('\t'),
-                'r' => out.push('\r'),
-                '0' => out.push('\0'),
-                'u' | 'x' => {
-                    let n = if e == 'u' { 4 } else { 2 };
-                    let hex: String = (0..n).filter_map(|_| it.next().map(|(_, c)| c)).collect();
-                    out.push(
-                        u32::from_str_radix(&hex, 16)
-                            .ok()
-                            .and_then(char::from_u32)
-                            .unwrap_or('\u{fffd}'),
-                    );
-                }
-                other => out.push(other),
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    None
-}
-
-/// A one-line scalar or flow collection.
-fn scalar(text: &str) -> Value {
-    let t = text.trim();
-    if t.starts_with('"') || t.starts_with('\'') {
-        if let Some((v, _)) = quoted(t) {
-            return Value::Str(v);
-        }
-    }
-    let t = strip_comment(t);
-    if (t.starts_with('[') && t.ends_with(']')) || (t.starts_with('{') && t.ends_with('}')) {
-        return flow(t);
-    }
-    match t {
-        "" | "~" | "null" | "Null" | "NULL" => Value::Null,
-        _ => Value::Str(t.to_string()),
-    }
-}
-
-/// `[a, "b, c"]` or `{k: v, "x": 'y'}` (one level; nested flow items stay text).
-fn flow(t: &str) -> Value {
-    let inner = &t[1..t.len() - 1];
-    let mut items = Vec::new();
-    let mut cur = String::new();
-    let mut quote: Option<char> = None;
-    let mut depth = 0;
-    for c in inner.chars() {
-        match (quote, c) {
-            (Some(q), c) if c == q => {
-                quote = None;
-                cur.push(c)
-            }
-            (Some(_), c) => cur.push(c),
-            (None, '"' | '\'') => {
-                quote = Some(c);
-                cur.push(c)
-            }
-            (None, '[' | '{') => {
-                depth += 1;
-                cur.push(c)
-            }
-            (None, ']' | '}') => {
-                depth -= 1;
-                cur.push(c)
-            }
-            (None, ',') if depth == 0 => items.push(std::mem::take(&mut cur)),
-            (None, c) => cur.push(c),
-        }
-    }
-    if !cur.trim().is_empty() {
-        items.push(cur);
-    }
-    if t.starts_with('[') {
-        Value::Seq(items.iter().map(|s| scalar(s)).collect())
-    } else {
-        Value::Map(
-            items
-                .iter()
-                .filter_map(|s| {
-                    let (k, v) = split_key(s.trim()).or_else(|| {
-                        // JSON style "k":"v" without a space after the colon.
-                        let s = s.trim();
-                        let (k, after) = quoted(s)?;
-                        let v = after.trim_start().strip_prefix(':')?;
-                        Some((k, v.to_string()))
-                    })?;
-                    Some((k, scalar(&v)))
+            Some(Open::Seq(items, _)) => items.push(v),
+            Some(Open::Map(_, key @ None, _)) => {
+                *key = Some(match v {
+                    Value::Str(s) => Some(s),
+                    Value::Null => Some(String::new()),
+                    _ => None,
                 })
-                .collect(),
-        )
+            }
+            Some(Open::Map(entries, key @ Some(_), _)) => {
+                if let Some(Some(k)) = key.take() {
+                    entries.push((k, v));
+                }
+            }
+        }
+    }
+
+    /// Close the innermost collection.
+    fn close(&mut self) {
+        match self.open.pop() {
+            Some(Open::Seq(items, anchor)) => self.node(Value::Seq(items), anchor),
+            Some(Open::Map(mut entries, key, anchor)) => {
+                if let Some(Some(k)) = key {
+                    entries.push((k, Value::Null));
+                }
+                self.node(Value::Map(entries), anchor)
+            }
+            None => {}
+        }
+    }
+
+    /// Take one event; false once the first document is complete.
+    fn event(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::Scalar(text, style, anchor, _tag) => {
+                let v = if self.awaits_key() {
+                    Value::Str(text)
+                } else {
+                    scalar(text, style)
+                };
+                self.node(v, anchor)
+            }
+            Event::Alias(id) => {
+                let v = self.anchors.get(&id).cloned().unwrap_or(Value::Null);
+                self.node(v, 0)
+            }
+            Event::SequenceStart(anchor, _) => self.open.push(Open::Seq(Vec::new(), anchor)),
+            Event::MappingStart(anchor, _) => self.open.push(Open::Map(Vec::new(), None, anchor)),
+            Event::SequenceEnd | Event::MappingEnd => self.close(),
+            Event::DocumentEnd | Event::StreamEnd => return false,
+            Event::Nothing | Event::StreamStart | Event::DocumentStart => {}
+        }
+        true
+    }
+}
+
+/// A scalar value: plain empty, `~` and `null` are `Null`, everything else its text.
+fn scalar(text: String, style: TScalarStyle) -> Value {
+    match (style, text.as_str()) {
+        (TScalarStyle::Plain, "" | "~" | "null" | "Null" | "NULL") => Value::Null,
+        _ => Value::Str(text),
+    }
+}
+
+/// `yaml-rust2` reads an empty `|` or `>` block at the very end of the input as "\n"; YAML
+/// (and cloud-init's PyYAML) make it "" unless its header keeps line breaks (`|+`).
+fn empty_block_fix(src: &str, ev: Event, mark: &Marker) -> Event {
+    match ev {
+        Event::Scalar(text, style @ (TScalarStyle::Literal | TScalarStyle::Folded), a, t)
+            if text == "\n" =>
+        {
+            let header: String = src
+                .lines()
+                .nth(mark.line().saturating_sub(1))
+                .unwrap_or("")
+                .chars()
+                .skip(mark.col())
+                .take_while(|c| !c.is_whitespace())
+                .collect();
+            let text = if header.contains('+') {
+                text
+            } else {
+                String::new()
+            };
+            Event::Scalar(text, style, a, t)
+        }
+        ev => ev,
+    }
+}
+
+/// Parse the first document of `src`; never fails (see [`Parsed`]).
+pub fn parse(src: &str) -> Parsed {
+    let mut parser = Parser::new_from_str(src);
+    let mut b = Builder::default();
+    let mut error = None;
+    loop {
+        match parser.next_token() {
+            Ok((ev, mark)) => {
+                if !b.event(empty_block_fix(src, ev, &mark)) {
+                    break;
+                }
+            }
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    while !b.open.is_empty() {
+        b.close();
+    }
+    Parsed {
+        value: b.root.unwrap_or(Value::Null),
+        error,
     }
 }
 
@@ -371,9 +195,16 @@ mod tests {
         Value::Str(v.into())
     }
 
+    /// The tree of a document that must parse without error.
+    fn parse_ok(src: &str) -> Value {
+        let p = parse(src);
+        assert_eq!(p.error, None, "{src:?}");
+        p.value
+    }
+
     #[test]
     fn maps_sequences_and_scalars() {
-        let v = parse(
+        let v = parse_ok(
             "#cloud-config\nhostname: box # comment\nempty:\nlist:\n  - a\n  - 'b c'\nsame_indent:\n- x\n- y\nnested:\n  k: \"v\\tw\"\n  n: 1\n",
         );
         assert_eq!(v.get("hostname"), Some(&s("box")));
@@ -389,7 +220,7 @@ mod tests {
 
     #[test]
     fn sequence_of_maps_with_block_scalars() {
-        let v = parse(
+        let v = parse_ok(
             "write_files:\n  - path: /etc/a\n    content: |\n      line 1\n        indented\n\n      line 3\n    permissions: '0600'\n  - path: /etc/b\n    content: >-\n      folded\n      text\n  - content: \"x\"\n    path: /etc/c\nafter: yes\n",
         );
         let Some(Value::Seq(files)) = v.get("write_files") else {
@@ -408,10 +239,10 @@ mod tests {
 
     #[test]
     fn flow_and_json() {
-        let v = parse("{\"instance-id\": \"i-1\", \"local-hostname\":\"h\"}");
+        let v = parse_ok("{\"instance-id\": \"i-1\", \"local-hostname\":\"h\"}");
         assert_eq!(v.get("instance-id"), Some(&s("i-1")));
         assert_eq!(v.get("local-hostname"), Some(&s("h")));
-        let v = parse("hls: {PORT: 18080, 'A': \"b, c\"}\nkeys: [x, 'y']\nurl: http://a:b/c\n");
+        let v = parse_ok("hls: {PORT: 18080, 'A': \"b, c\"}\nkeys: [x, 'y']\nurl: http://a:b/c\n");
         assert_eq!(v.get("hls").and_then(|h| h.get("A")), Some(&s("b, c")));
         assert_eq!(v.get("keys"), Some(&Value::Seq(vec![s("x"), s("y")])));
         assert_eq!(v.get("url"), Some(&s("http://a:b/c")));
@@ -431,6 +262,57 @@ mod tests {
         ] {
             let _ = parse(src);
         }
-        assert_eq!(parse("a: |\n"), Value::Map(vec![("a".into(), s(""))]));
+        assert_eq!(parse_ok("a: |\n"), Value::Map(vec![("a".into(), s(""))]));
+        assert_eq!(
+            parse_ok("a:\n - >2\n").get("a"),
+            Some(&Value::Seq(vec![s("")]))
+        );
+        assert_eq!(
+            parse_ok("a: |+\n\n"),
+            Value::Map(vec![("a".into(), s("\n"))])
+        );
+        assert_eq!(parse_ok(""), Value::Null);
+    }
+
+    /// A syntax error keeps what was read before it and says where it is.
+    #[test]
+    fn error_keeps_what_came_before() {
+        let p = parse("hostname: h\nhls:\n  PORT: 1\nbad: [x\nafter: y\n");
+        assert_eq!(p.value.get("hostname"), Some(&s("h")));
+        assert_eq!(
+            p.value.get("hls").and_then(|h| h.get("PORT")),
+            Some(&s("1"))
+        );
+        assert_eq!(p.value.get("after"), None);
+        let e = p.error.expect("an error");
+        assert!(e.contains("line"), "{e}");
+        let p = parse("a:\n\tb: c");
+        assert!(p.error.is_some());
+    }
+
+    /// Scalars stay the text they were written as; only plain null-likes are `Null`.
+    #[test]
+    fn scalars_keep_their_text() {
+        let v = parse_ok(
+            "mode: 0600\noct: 0o17\nyes: true\nq: 'null'\nn: ~\nnull: k\nf: 1.50\ndoc: ---\n",
+        );
+        assert_eq!(v.get("mode"), Some(&s("0600")));
+        assert_eq!(v.get("oct"), Some(&s("0o17")));
+        assert_eq!(v.get("yes"), Some(&s("true")));
+        assert_eq!(v.get("q"), Some(&s("null")));
+        assert_eq!(v.get("n"), Some(&Value::Null));
+        assert_eq!(v.get("null"), Some(&s("k")));
+        assert_eq!(v.get("f"), Some(&s("1.50")));
+    }
+
+    #[test]
+    fn anchors_documents_and_complex_keys() {
+        let v =
+            parse_ok("base: &b {PORT: 1}\nhls: *b\n? [x]\n: dropped\nlast: 1\n---\nsecond: 2\n");
+        assert_eq!(v.get("hls").and_then(|h| h.get("PORT")), Some(&s("1")));
+        assert_eq!(v.get("last"), Some(&s("1")));
+        assert_eq!(v.get("second"), None);
+        let Value::Map(m) = &v else { panic!("{v:?}") };
+        assert_eq!(m.len(), 3, "{m:?}");
     }
 }
