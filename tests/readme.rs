@@ -95,10 +95,17 @@ fn troubleshooting_rows_are_errors_imgbuild_really_prints() {
         &[],
     );
     trigger(&["--root", broken.path().to_str().unwrap(), "check"], &[]);
-    // The KVM lines and the OVMF error come from `imgbuild boot`, which needs an ISO and QEMU
-    // (the ISO boot tests see the KVM note on this machine); here their text is checked
-    // against the source that prints them.
-    for f in ["src/qemu/mod.rs", "src/qemu/accel.rs"] {
+    // The KVM lines and the OVMF error come from `imgbuild boot` (src/commands/boot.rs and
+    // src/qemu/), which needs an ISO and QEMU (the ISO boot tests see the KVM note on this
+    // machine), and the executables error needs a closure with broken ELF files
+    // (tests/bad_input.rs builds one); here their text is checked against the source that
+    // prints them.
+    for f in [
+        "src/qemu/mod.rs",
+        "src/qemu/accel.rs",
+        "src/commands/boot.rs",
+        "src/closure/mod.rs",
+    ] {
         actual.push(std::fs::read_to_string(repo().join(f)).unwrap());
     }
     for msg in troubleshooting_messages() {

@@ -109,22 +109,18 @@ impl Packet {
             return None;
         }
         let ip = |o: usize| Ipv4Addr::new(b[o], b[o + 1], b[o + 2], b[o + 3]);
+        // The header's fields over a message without options, which the loop below reads.
         let mut p = Packet {
             op: b[0],
-            xid: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
             flags: u16::from_be_bytes([b[10], b[11]]),
             ciaddr: ip(12),
             yiaddr: ip(16),
             siaddr: ip(20),
-            chaddr: b[28..34].try_into().ok()?,
-            msg_type: 0,
-            subnet_mask: None,
-            routers: vec![],
-            dns: vec![],
-            server_id: None,
-            requested_ip: None,
-            lease_secs: None,
-            hostname: None,
+            ..Packet::client(
+                0,
+                u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+                b[28..34].try_into().ok()?,
+            )
         };
         let mut i = 240;
         while i < b.len() {
