@@ -435,17 +435,36 @@ fn walk_store_path(sp: &StorePath, store_root: Option<&Path>) -> Result<Vec<Walk
         host: host.display().to_string(),
         err,
     };
+    let root_image = image_of(&sp.path);
     let mut out = Vec::new();
-    // (host path, image path) still to visit.
-    let mut stack = vec![(host_root.clone(), image_of(&sp.path))];
-    while let Some((host, image)) = stack.pop() {
-        let meta = fs::symlink_metadata(&host).map_err(|e| read_err(&host, e))?;
+    // Depth first, each directory's entries in byte order (`OsStr` compares bytes on Unix),
+    // the store path itself not followed when it is a symlink.
+    let walk = walkdir::WalkDir::new(&host_root)
+        .follow_links(false)
+        .follow_root_links(false)
+        .sort_by(|a, b| a.file_name().cmp(b.file_name()));
+    for dent in walk {
+        let dent = dent.map_err(|e| {
+            let host = e.path().unwrap_or(&host_root).to_path_buf();
+            read_err(&host, e.into())
+        })?;
+        let host = dent.path();
+        // Not following links, this is the entry's `lstat`; the layer cache keys on it too.
+        let meta = dent.metadata().map_err(|e| read_err(host, e.into()))?;
+        let mut image = root_image.clone();
+        if dent.depth() > 0 {
+            let rel = host
+                .strip_prefix(&host_root)
+                .expect("walked under the root");
+            image.push(b'/');
+            image.extend_from_slice(rel.as_os_str().as_bytes());
+        }
         let ft = meta.file_type();
         let mode = meta.mode() & 0o7777;
         let entry = if ft.is_symlink() {
-            let target = fs::read_link(&host).map_err(|e| read_err(&host, e))?;
+            let target = fs::read_link(host).map_err(|e| read_err(host, e))?;
             let t = target.as_os_str().as_bytes().to_vec();
-            if host == host_root && !link_stays_in_store(&t) {
+            if dent.depth() == 0 && !link_stays_in_store(&t) {
                 return Err(ClosureError::EscapingSymlink {
                     path: name.clone(),
                     target: String::from_utf8_lossy(&t).into_owned(),
@@ -453,22 +472,10 @@ fn walk_store_path(sp: &StorePath, store_root: Option<&Path>) -> Result<Vec<Walk
             }
             Entry::symlink(t, group.clone())
         } else if ft.is_dir() {
-            let mut children: Vec<_> = fs::read_dir(&host)
-                .map_err(|e| read_err(&host, e))?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<io::Result<_>>()
-                .map_err(|e| read_err(&host, e))?;
-            children.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes())); // popped in order
-            for c in children {
-                let mut img = image.clone();
-                img.push(b'/');
-                img.extend_from_slice(c.as_bytes());
-                stack.push((host.join(&c), img));
-            }
             Entry::dir(mode, group.clone())
         } else if ft.is_file() {
             let content = Content::Host {
-                path: host.clone(),
+                path: host.to_path_buf(),
                 size: meta.len(),
                 stamp: Some(crate::tree::HostStamp::of(&meta)),
             };
