@@ -292,4 +292,24 @@ mod tests {
         let (_, problems) = check_layer(&trailing[..]).unwrap();
         assert_eq!(problems, ["data after the end-of-archive marker"]);
     }
+
+    #[test]
+    fn an_unknown_entry_type_is_named() {
+        let mut t = tar_of(&[(b"odd", b"", EntryType::File, b"")], true);
+        t[156] = b'Z'; // no tar type at all
+        let sum: u32 = t[..tar::BLOCK]
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    b as u32
+                }
+            })
+            .sum();
+        t[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let (_, problems) = check_layer(&t[..]).unwrap();
+        assert_eq!(problems, ["entry odd: unknown type 'Z'"]);
+    }
 }
