@@ -11,7 +11,6 @@ use serde_json::Value;
 
 use crate::error::BadInput;
 use crate::oci::source::Source;
-use crate::oci::tar;
 use crate::sbom::SbomFormat;
 
 fn blob_name(digest: &str) -> String {
@@ -28,68 +27,51 @@ pub(crate) fn decompress<'a>(
 
 /// Every entry name of a layer tar, and the hex sha256 of the regular files in `hash`.
 pub(crate) fn scan_layer(
-    mut r: impl Read,
+    r: impl Read,
     hash: &std::collections::BTreeSet<String>,
 ) -> Result<(Vec<String>, BTreeMap<String, String>), String> {
     use sha2::Digest;
     let mut names = Vec::new();
     let mut sums = BTreeMap::new();
-    let mut block = [0u8; tar::BLOCK];
-    let mut long: Option<Vec<u8>> = None;
-    let mut pax_size: Option<u64> = None;
-    loop {
-        if r.read_exact(&mut block).is_err() {
-            break;
-        }
-        let Some(mut h) = tar::parse_block(&block)? else {
-            break;
-        };
-        if !matches!(h.flag, b'x' | b'L') {
-            h.size = pax_size.take().unwrap_or(h.size);
-        }
-        let padded = h.size.div_ceil(tar::BLOCK as u64) * tar::BLOCK as u64;
-        if matches!(h.flag, b'x' | b'L') {
-            let mut body = Vec::new();
-            (&mut r)
-                .take(padded)
-                .read_to_end(&mut body)
-                .map_err(|e| e.to_string())?;
-            body.truncate(h.size as usize);
-            long = if h.flag == b'x' {
-                let recs = tar::parse_pax(&body)?;
-                pax_size = pax_size_of(&recs);
-                recs.into_iter().find(|(k, _)| k == "path").map(|(_, v)| v)
-            } else {
-                Some(body.split(|&b| b == 0).next().unwrap_or(&[]).to_vec())
-            };
-            continue;
-        }
-        let name = String::from_utf8_lossy(long.take().as_deref().unwrap_or(&h.name))
-            .trim_start_matches("./")
-            .trim_end_matches('/')
-            .to_string();
-        if (h.flag == b'0' || h.flag == 0) && hash.contains(&name) {
+    let mut archive = ::tar::Archive::new(r);
+    for entry in archive.entries().map_err(|e| e.to_string())? {
+        let mut entry = entry.map_err(|e| e.to_string())?;
+        let name = entry_name(&entry).trim_end_matches('/').to_string();
+        if entry.header().entry_type() == ::tar::EntryType::Regular && hash.contains(&name) {
             let mut d = sha2::Sha256::new();
-            let mut left = h.size;
-            let mut buf = vec![0u8; 1 << 16];
-            while left > 0 {
-                let n = (left as usize).min(buf.len());
-                r.read_exact(&mut buf[..n]).map_err(|e| e.to_string())?;
-                d.update(&buf[..n]);
-                left -= n as u64;
-            }
-            io::copy(&mut (&mut r).take(padded - h.size), &mut io::sink())
-                .map_err(|e| e.to_string())?;
+            copy_whole(&mut entry, &mut d, &name)?;
             sums.insert(
                 name.clone(),
                 d.finalize().iter().map(|x| format!("{x:02x}")).collect(),
             );
-        } else {
-            io::copy(&mut (&mut r).take(padded), &mut io::sink()).map_err(|e| e.to_string())?;
         }
         names.push(name);
     }
     Ok((names, sums))
+}
+
+/// An entry's name as the image holds it (GNU long name or PAX `path` when there is one),
+/// without a leading `./`.
+fn entry_name<R: Read>(entry: &::tar::Entry<'_, R>) -> String {
+    String::from_utf8_lossy(&entry.path_bytes())
+        .trim_start_matches("./")
+        .to_string()
+}
+
+/// Copies all of an entry's data, failing when the tar ends before it does.
+fn copy_whole<R: Read>(
+    entry: &mut ::tar::Entry<'_, R>,
+    out: &mut impl io::Write,
+    name: &str,
+) -> Result<(), String> {
+    let want = entry.size();
+    let got = io::copy(entry, out).map_err(|e| e.to_string())?;
+    if got != want {
+        return Err(format!(
+            "entry {name} is cut short: {got} of {want} bytes (truncated tar)"
+        ));
+    }
+    Ok(())
 }
 
 fn layer_reader<'a>(r: Box<dyn Read + 'a>, media_type: &str) -> io::Result<Box<dyn Read + 'a>> {
@@ -104,68 +86,26 @@ fn layer_reader<'a>(r: Box<dyn Read + 'a>, media_type: &str) -> io::Result<Box<d
     )
 }
 
-fn pax_size_of(recs: &[(String, Vec<u8>)]) -> Option<u64> {
-    recs.iter()
-        .find(|(k, _)| k == "size")
-        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
-}
-
 /// The first regular file of `wants` (no leading `/`) in one layer tar: (its index in
 /// `wants`, its bytes).
 pub(crate) fn find_in_layer(
-    mut r: impl Read,
+    r: impl Read,
     wants: &[&str],
 ) -> Result<Option<(usize, Vec<u8>)>, String> {
-    let mut block = [0u8; tar::BLOCK];
-    let mut long: Option<Vec<u8>> = None;
-    // A PAX `size` record: the next entry's real size (the writer emits one past 8 GiB).
-    let mut pax_size: Option<u64> = None;
-    loop {
-        if r.read_exact(&mut block).is_err() {
-            return Ok(None);
+    let mut archive = ::tar::Archive::new(r);
+    for entry in archive.entries().map_err(|e| e.to_string())? {
+        let mut entry = entry.map_err(|e| e.to_string())?;
+        if entry.header().entry_type() != ::tar::EntryType::Regular {
+            continue;
         }
-        let Some(mut h) = tar::parse_block(&block)? else {
-            return Ok(None);
-        };
-        if !matches!(h.flag, b'x' | b'L') {
-            h.size = pax_size.take().unwrap_or(h.size);
-        }
-        let padded = h.size.div_ceil(tar::BLOCK as u64) * tar::BLOCK as u64;
-        let mut body = Vec::new();
-        let hit = if h.flag == b'0' || h.flag == 0 {
-            let name = long.as_deref().unwrap_or(&h.name);
-            let name = String::from_utf8_lossy(name);
-            wants
-                .iter()
-                .position(|w| name.trim_start_matches("./") == *w)
-        } else {
-            None
-        };
-        let take_body = matches!(h.flag, b'x' | b'L') || hit.is_some();
-        if take_body {
-            (&mut r)
-                .take(padded)
-                .read_to_end(&mut body)
-                .map_err(|e| e.to_string())?;
-            body.truncate(h.size as usize);
-        } else {
-            io::copy(&mut (&mut r).take(padded), &mut io::sink()).map_err(|e| e.to_string())?;
-        }
-        match h.flag {
-            b'x' => {
-                let recs = tar::parse_pax(&body)?;
-                pax_size = pax_size_of(&recs);
-                long = recs.into_iter().find(|(k, _)| k == "path").map(|(_, v)| v);
-            }
-            b'L' => long = Some(body.split(|&b| b == 0).next().unwrap_or(&[]).to_vec()),
-            _ => {
-                if let Some(i) = hit {
-                    return Ok(Some((i, body)));
-                }
-                long = None;
-            }
+        let name = entry_name(&entry);
+        if let Some(i) = wants.iter().position(|w| name == *w) {
+            let mut body = Vec::new();
+            copy_whole(&mut entry, &mut body, &name)?;
+            return Ok(Some((i, body)));
         }
     }
+    Ok(None)
 }
 
 /// The SBOM an image holds: (format, bytes). imgbuild puts it in the image's last layer,

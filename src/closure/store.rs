@@ -261,47 +261,59 @@ fn nar_str(len: u64) -> u64 {
     8 + len.div_ceil(8) * 8
 }
 
+/// The walk of one store path on the host: depth first, each directory's entries in byte
+/// order (`OsStr` compares bytes on Unix), symlinks never followed — not even the store path
+/// itself when it is one. `DirEntry::metadata` is then the entry's `lstat`.
+fn store_walk(root: &Path) -> walkdir::WalkDir {
+    walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .follow_root_links(false)
+        .sort_by(|a, b| a.file_name().cmp(b.file_name()))
+}
+
 /// Walks a store path on the host without following symlinks, returning its exact NAR
 /// size; with a scanner, also scans names, contents and symlink targets for hashes.
 fn nar_walk(host: &Path, mut scanner: Option<Scanner<'_>>) -> io::Result<u64> {
-    fn node(path: &Path, sc: &mut Option<Scanner<'_>>) -> io::Result<u64> {
-        // Name the file inside the store path in every error.
-        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-        let meta = fs::symlink_metadata(path).map_err(named)?;
-        let ft = meta.file_type();
+    // Name the file inside the store path in every error.
+    let named =
+        |path: &Path, e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let mut size = nar_str(13); // "nix-archive-1"
+    for dent in store_walk(host) {
+        let dent = dent.map_err(|e| {
+            let path = e.path().unwrap_or(host).to_path_buf();
+            named(&path, e.into())
+        })?;
+        let path = dent.path();
+        let meta = dent.metadata().map_err(|e| named(path, e.into()))?;
+        if dent.depth() > 0 {
+            // Inside its directory: "entry" "(" "name" <name> "node" <node> ")"
+            let n = dent.file_name().as_bytes();
+            if let Some(s) = &mut scanner {
+                s.scan(n);
+            }
+            size += nar_str(5) + nar_str(1) + nar_str(4) + nar_str(n.len() as u64);
+            size += nar_str(4) + nar_str(1);
+        }
         // "(" "type" <type> … ")"
-        let mut size = nar_str(1) + nar_str(4) + nar_str(1);
+        size += nar_str(1) + nar_str(4) + nar_str(1);
+        let ft = meta.file_type();
         if ft.is_symlink() {
-            let target = fs::read_link(path)?;
+            let target = fs::read_link(path).map_err(|e| named(path, e))?;
             let t = target.as_os_str().as_bytes();
-            if let Some(s) = sc {
+            if let Some(s) = &mut scanner {
                 s.scan(t);
             }
             size += nar_str(7) + nar_str(6) + nar_str(t.len() as u64);
         } else if ft.is_dir() {
             size += nar_str(9);
-            let mut names: Vec<_> = fs::read_dir(path)
-                .map_err(named)?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<io::Result<_>>()?;
-            names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-            for name in names {
-                let n = name.as_bytes();
-                if let Some(s) = sc {
-                    s.scan(n);
-                }
-                // "entry" "(" "name" <name> "node" <node> ")"
-                size += nar_str(5) + nar_str(1) + nar_str(4) + nar_str(n.len() as u64);
-                size += nar_str(4) + node(&path.join(&name), sc)? + nar_str(1);
-            }
         } else if ft.is_file() {
             size += nar_str(7); // "regular"
             if meta.mode() & 0o100 != 0 {
                 size += nar_str(10) + nar_str(0); // "executable" ""
             }
             size += nar_str(8) + nar_str(meta.len()); // "contents" <bytes>
-            if let Some(s) = sc {
-                s.scan_file(path).map_err(named)?;
+            if let Some(s) = &mut scanner {
+                s.scan_file(path).map_err(|e| named(path, e))?;
             }
         } else {
             return Err(io::Error::other(SpecialFile(
@@ -309,9 +321,8 @@ fn nar_walk(host: &Path, mut scanner: Option<Scanner<'_>>) -> io::Result<u64> {
                 file_type_name(ft),
             )));
         }
-        Ok(size)
     }
-    Ok(nar_str(13) + node(host, &mut scanner)?) // "nix-archive-1"
+    Ok(size)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -435,17 +446,30 @@ fn walk_store_path(sp: &StorePath, store_root: Option<&Path>) -> Result<Vec<Walk
         host: host.display().to_string(),
         err,
     };
+    let root_image = image_of(&sp.path);
     let mut out = Vec::new();
-    // (host path, image path) still to visit.
-    let mut stack = vec![(host_root.clone(), image_of(&sp.path))];
-    while let Some((host, image)) = stack.pop() {
-        let meta = fs::symlink_metadata(&host).map_err(|e| read_err(&host, e))?;
+    for dent in store_walk(&host_root) {
+        let dent = dent.map_err(|e| {
+            let host = e.path().unwrap_or(&host_root).to_path_buf();
+            read_err(&host, e.into())
+        })?;
+        let host = dent.path();
+        // Not following links, this is the entry's `lstat`; the layer cache keys on it too.
+        let meta = dent.metadata().map_err(|e| read_err(host, e.into()))?;
+        let mut image = root_image.clone();
+        if dent.depth() > 0 {
+            let rel = host
+                .strip_prefix(&host_root)
+                .expect("walked under the root");
+            image.push(b'/');
+            image.extend_from_slice(rel.as_os_str().as_bytes());
+        }
         let ft = meta.file_type();
         let mode = meta.mode() & 0o7777;
         let entry = if ft.is_symlink() {
-            let target = fs::read_link(&host).map_err(|e| read_err(&host, e))?;
+            let target = fs::read_link(host).map_err(|e| read_err(host, e))?;
             let t = target.as_os_str().as_bytes().to_vec();
-            if host == host_root && !link_stays_in_store(&t) {
+            if dent.depth() == 0 && !link_stays_in_store(&t) {
                 return Err(ClosureError::EscapingSymlink {
                     path: name.clone(),
                     target: String::from_utf8_lossy(&t).into_owned(),
@@ -453,22 +477,10 @@ fn walk_store_path(sp: &StorePath, store_root: Option<&Path>) -> Result<Vec<Walk
             }
             Entry::symlink(t, group.clone())
         } else if ft.is_dir() {
-            let mut children: Vec<_> = fs::read_dir(&host)
-                .map_err(|e| read_err(&host, e))?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<io::Result<_>>()
-                .map_err(|e| read_err(&host, e))?;
-            children.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes())); // popped in order
-            for c in children {
-                let mut img = image.clone();
-                img.push(b'/');
-                img.extend_from_slice(c.as_bytes());
-                stack.push((host.join(&c), img));
-            }
             Entry::dir(mode, group.clone())
         } else if ft.is_file() {
             let content = Content::Host {
-                path: host.clone(),
+                path: host.to_path_buf(),
                 size: meta.len(),
                 stamp: Some(crate::tree::HostStamp::of(&meta)),
             };

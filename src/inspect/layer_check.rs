@@ -2,31 +2,51 @@
 //! plain), hash the tar stream (the diff_id) and check on the way through that it is a
 //! well-formed tar — header checksums, sizes, the end-of-archive marker, known entry types —
 //! and that no entry or hard link escapes the image root. The stream is checked as it
-//! flows, never held whole.
+//! flows, never held whole: the `tar` crate reads the entries, the checks are ours.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use sha2::{Digest, Sha256};
 
 use crate::oci::tar;
 
-/// Hashes the uncompressed stream while checking it is a well-formed tar whose entries stay
-/// inside the image root.
-struct TarCheck {
+/// Passes the uncompressed stream through, hashing it (the diff_id) and counting its bytes;
+/// a read error (a failing decompressor) is kept so it is not taken for a malformed tar.
+struct Hashing<R> {
+    inner: R,
     hash: Sha256,
-    pending: Vec<u8>,
-    /// Data bytes (incl. padding) still to skip before the next header.
-    skip: u64,
-    /// Bytes of a PAX/GNU body to collect.
-    collect: Option<(u8, u64)>,
-    body: Vec<u8>,
-    long_name: Option<Vec<u8>>,
-    long_link: Option<Vec<u8>>,
-    /// A PAX `size` record for the next entry (files past 8 GiB).
-    pax_size: Option<u64>,
-    ended: bool,
-    entries: u64,
-    problems: Vec<String>,
+    read: u64,
+    failed: Option<String>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.hash.update(&buf[..n]);
+                self.read += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.failed.get_or_insert_with(|| e.to_string());
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The problems found, at most 20 (a broken tar would otherwise name every block).
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn push(&mut self, p: String) {
+        if self.0.len() < 20 {
+            self.0.push(p);
+        }
+    }
 }
 
 fn escapes(p: &[u8]) -> bool {
@@ -35,184 +55,125 @@ fn escapes(p: &[u8]) -> bool {
     s.starts_with('/') || s.split('/').any(|c| c == "..")
 }
 
-impl TarCheck {
-    fn new() -> Self {
-        TarCheck {
-            hash: Sha256::new(),
-            pending: Vec::new(),
-            skip: 0,
-            collect: None,
-            body: Vec::new(),
-            long_name: None,
-            long_link: None,
-            pax_size: None,
-            ended: false,
-            entries: 0,
-            problems: Vec::new(),
+/// Checks one entry: its name and hard-link target stay in the root, its type is known,
+/// its PAX `size` record (if any) is a number.
+fn check_entry<R: Read>(entry: &mut ::tar::Entry<'_, R>, problems: &mut Problems) {
+    let name = entry.path_bytes().into_owned();
+    let shown = String::from_utf8_lossy(&name);
+    if escapes(&name) {
+        problems.push(format!("entry {shown} escapes the image root"));
+    }
+    let flag = entry.header().entry_type().as_byte();
+    if flag == b'1' {
+        if let Some(link) = entry.link_name_bytes().filter(|l| escapes(l)) {
+            problems.push(format!(
+                "hard link {shown} → {} escapes the image root",
+                String::from_utf8_lossy(&link)
+            ));
         }
     }
-
-    fn problem(&mut self, p: String) {
-        if self.problems.len() < 20 {
-            self.problems.push(p);
-        }
+    if !matches!(flag, 0 | b'0'..=b'7') {
+        problems.push(format!("entry {shown}: unknown type {:?}", flag as char));
     }
-
-    fn feed(&mut self, mut data: &[u8]) {
-        self.hash.update(data);
-        while !data.is_empty() {
-            if self.ended {
-                if data.iter().any(|&b| b != 0) {
-                    self.problem("data after the end-of-archive marker".into());
-                }
-                return;
-            }
-            if self.skip > 0 {
-                let k = (self.skip.min(data.len() as u64)) as usize;
-                if let Some((_, want)) = self.collect {
-                    let take = (want as usize - self.body.len().min(want as usize)).min(k);
-                    self.body.extend_from_slice(&data[..take]);
-                }
-                self.skip -= k as u64;
-                data = &data[k..];
-                if self.skip == 0 {
-                    self.finish_body();
-                }
-                continue;
-            }
-            let need = tar::BLOCK - self.pending.len();
-            let k = need.min(data.len());
-            self.pending.extend_from_slice(&data[..k]);
-            data = &data[k..];
-            if self.pending.len() == tar::BLOCK {
-                let block: [u8; tar::BLOCK] = self.pending[..].try_into().expect("one block");
-                self.pending.clear();
-                self.header(&block);
-            }
-        }
-    }
-
-    fn finish_body(&mut self) {
-        if let Some((flag, _)) = self.collect.take() {
-            let body = std::mem::take(&mut self.body);
-            if flag == b'L' {
-                self.long_name = Some(body.split(|&b| b == 0).next().unwrap_or(&[]).to_vec());
-            } else if flag == b'K' {
-                self.long_link = Some(body.split(|&b| b == 0).next().unwrap_or(&[]).to_vec());
-            } else {
-                match tar::parse_pax(&body) {
-                    Ok(recs) => {
-                        for (k, v) in recs {
-                            match k.as_str() {
-                                "path" => self.long_name = Some(v),
-                                "linkpath" => self.long_link = Some(v),
-                                "size" => {
-                                    match std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok())
-                                    {
-                                        Some(n) => self.pax_size = Some(n),
-                                        None => self.problem(format!(
-                                            "PAX size record {:?} is not a number",
-                                            String::from_utf8_lossy(&v)
-                                        )),
-                                    }
-                                }
-                                _ => {}
-                            }
-                        }
-                    }
-                    Err(e) => self.problem(format!("PAX header: {e}")),
-                }
-            }
-        }
-    }
-
-    fn header(&mut self, block: &[u8; tar::BLOCK]) {
-        match tar::parse_block(block) {
-            Ok(None) => self.ended = true,
-            Err(e) => {
-                self.problem(format!("entry {}: {e}", self.entries + 1));
-                self.ended = true;
-            }
-            Ok(Some(h)) => {
-                let size = match h.flag {
-                    b'x' | b'L' | b'K' | b'g' => h.size,
-                    _ => self.pax_size.take().unwrap_or(h.size),
-                };
-                let padded = size
-                    .div_ceil(tar::BLOCK as u64)
-                    .saturating_mul(tar::BLOCK as u64);
-                match h.flag {
-                    b'x' | b'L' | b'K' => {
-                        self.collect = Some((h.flag, h.size));
-                        self.skip = padded;
-                        if padded == 0 {
-                            self.finish_body();
-                        }
-                    }
-                    b'g' => self.skip = padded,
-                    flag => {
-                        self.entries += 1;
-                        let name = self.long_name.take().unwrap_or(h.name);
-                        let link = self.long_link.take().unwrap_or(h.link);
-                        if escapes(&name) {
-                            self.problem(format!(
-                                "entry {} escapes the image root",
-                                String::from_utf8_lossy(&name)
+    match entry.pax_extensions() {
+        Ok(Some(exts)) => {
+            for ext in exts {
+                match ext {
+                    Ok(ext) if ext.key_bytes() == b"size" => {
+                        if ext
+                            .value()
+                            .ok()
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .is_none()
+                        {
+                            problems.push(format!(
+                                "PAX size record {:?} is not a number",
+                                String::from_utf8_lossy(ext.value_bytes())
                             ));
                         }
-                        if flag == b'1' && escapes(&link) {
-                            self.problem(format!(
-                                "hard link {} → {} escapes the image root",
-                                String::from_utf8_lossy(&name),
-                                String::from_utf8_lossy(&link)
-                            ));
-                        }
-                        if !matches!(flag, 0 | b'0'..=b'7') {
-                            self.problem(format!(
-                                "entry {}: unknown type {:?}",
-                                String::from_utf8_lossy(&name),
-                                flag as char
-                            ));
-                        }
-                        // Only regular files carry data.
-                        self.skip = if matches!(flag, 0 | b'0' | b'7') {
-                            padded
-                        } else {
-                            0
-                        };
                     }
+                    Ok(_) => {}
+                    Err(e) => problems.push(format!("PAX header: {e}")),
                 }
             }
         }
-    }
-
-    fn done(mut self) -> (String, Vec<String>) {
-        if !self.ended {
-            self.problem("the tar has no end-of-archive marker (truncated?)".into());
-        }
-        if self.skip > 0 || !self.pending.is_empty() {
-            self.problem("the tar ends inside an entry".into());
-        }
-        let d = format!(
-            "sha256:{}",
-            self.hash
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
-        (d, self.problems)
+        Ok(None) => {}
+        Err(e) => problems.push(format!("PAX header: {e}")),
     }
 }
 
-impl Write for TarCheck {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.feed(buf);
-        Ok(buf.len())
+/// Walks the tar stream with the `tar` crate, checking each entry; what the crate takes for
+/// a plain end (the stream ending at a header boundary), a missing end marker, truncation
+/// inside an entry and bytes after the marker are told apart here by where the stream ended.
+fn check_tar(r: impl Read) -> Result<(String, Vec<String>), String> {
+    let mut archive = ::tar::Archive::new(Hashing {
+        inner: r,
+        hash: Sha256::new(),
+        read: 0,
+        failed: None,
+    });
+    let mut problems = Problems::default();
+    // Where the header after the last entry read starts.
+    let mut next_header = 0u64;
+    let mut entries = 0u64;
+    let mut failure = None;
+    for entry in archive.entries().map_err(|e| e.to_string())? {
+        match entry {
+            Ok(mut entry) => {
+                next_header = entry.raw_file_position().saturating_add(
+                    entry
+                        .size()
+                        .div_ceil(tar::BLOCK as u64)
+                        .saturating_mul(tar::BLOCK as u64),
+                );
+                if !entry.header().entry_type().is_pax_global_extensions() {
+                    entries += 1;
+                    check_entry(&mut entry, &mut problems);
+                }
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
     }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+    let mut stream = archive.into_inner();
+    let mut rest = Vec::new();
+    stream
+        .read_to_end(&mut rest)
+        .map_err(|e| format!("cannot decompress: {e}"))?;
+    if let Some(e) = stream.failed.take() {
+        return Err(format!("cannot decompress: {e}"));
     }
+    let at_end = rest.is_empty();
+    match failure {
+        // Cut inside a header block or inside an entry's data.
+        Some(_)
+            if at_end && (stream.read % tar::BLOCK as u64 != 0 || stream.read < next_header) =>
+        {
+            problems.push("the tar has no end-of-archive marker (truncated?)".into());
+            problems.push("the tar ends inside an entry".into());
+        }
+        Some(e) => problems.push(format!("entry {}: {e}", entries + 1)),
+        // The stream ended where the next header should have been.
+        None if stream.read == next_header => {
+            problems.push("the tar has no end-of-archive marker (truncated?)".into())
+        }
+        None if rest.iter().any(|&b| b != 0) => {
+            problems.push("data after the end-of-archive marker".into())
+        }
+        None => {}
+    }
+    let d = format!(
+        "sha256:{}",
+        stream
+            .hash
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    Ok((d, problems.0))
 }
 
 /// Decompresses a layer (by its magic bytes) into the checker; returns diff_id and problems.
@@ -227,23 +188,22 @@ pub(super) fn check_layer(mut r: impl Read) -> Result<(String, Vec<String>), Str
         got += k;
     }
     let r = io::Cursor::new(head[..got].to_vec()).chain(r);
-    let mut check = TarCheck::new();
-    let res = if head[..got].starts_with(&[0x1f, 0x8b]) {
-        io::copy(&mut flate2::read::MultiGzDecoder::new(r), &mut check)
+    if head[..got].starts_with(&[0x1f, 0x8b]) {
+        check_tar(flate2::read::MultiGzDecoder::new(r))
     } else if head[..got].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        zstd::stream::read::Decoder::new(r).and_then(|mut d| io::copy(&mut d, &mut check))
+        let d =
+            zstd::stream::read::Decoder::new(r).map_err(|e| format!("cannot decompress: {e}"))?;
+        check_tar(d)
     } else {
-        let mut r = r;
-        io::copy(&mut r, &mut check)
-    };
-    res.map_err(|e| format!("cannot decompress: {e}"))?;
-    Ok(check.done())
+        check_tar(r)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::oci::tar::EntryType;
+    use std::io::Write;
 
     use crate::oci::tar::test_archive as tar_of;
 
@@ -331,5 +291,17 @@ mod tests {
         trailing.extend_from_slice(&[1u8; 10]);
         let (_, problems) = check_layer(&trailing[..]).unwrap();
         assert_eq!(problems, ["data after the end-of-archive marker"]);
+    }
+
+    #[test]
+    fn an_unknown_entry_type_is_named() {
+        let mut t = tar_of(&[(b"odd", b"", EntryType::File, b"")], true);
+        let mut h = ::tar::Header::new_old();
+        h.as_mut_bytes().copy_from_slice(&t[..tar::BLOCK]);
+        h.set_entry_type(::tar::EntryType::new(b'Z')); // no tar type at all
+        h.set_cksum();
+        t[..tar::BLOCK].copy_from_slice(h.as_bytes());
+        let (_, problems) = check_layer(&t[..]).unwrap();
+        assert_eq!(problems, ["entry odd: unknown type 'Z'"]);
     }
 }

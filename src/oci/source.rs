@@ -1,6 +1,7 @@
 //! Reading an image without unpacking it: the index of an image tar (each member's data
-//! offset and size, GNU long names and PAX `path`/`size` records honoured) or an OCI layout
-//! directory, and readers of one named member. `inspect`, `push` and `sbom` read their SOURCE
+//! offset and size, GNU long names and PAX `path`/`size` records honoured; read with the
+//! `tar` crate, the truncation checks ours) or an OCI layout directory, and readers of one
+//! named member. `inspect`, `push` and `sbom` read their SOURCE
 //! through it.
 
 use std::collections::BTreeMap;
@@ -32,84 +33,52 @@ impl Source {
         let f = File::open(path)
             .map_err(|e| BadInput(format!("{}: cannot open: {e}", path.display())))?;
         let len = f.metadata()?.len();
-        let mut r = BufReader::new(f);
+        // The `tar` crate walks the headers (GNU long names, PAX `path` and `size` — past
+        // 8 GiB octal cannot say the size — honoured) and seeks over the data; whether each
+        // entry and the end-of-archive blocks are really in the file is checked here.
+        let mut archive = ::tar::Archive::new(BufReader::new(f));
         let mut entries = BTreeMap::new();
         let mut problems = Vec::new();
-        let mut off = 0u64;
-        let mut long_name: Option<Vec<u8>> = None;
-        // A PAX `size` record: the next entry's real size (past 8 GiB, octal cannot say it).
-        let mut pax_size: Option<u64> = None;
-        let mut block = [0u8; tar::BLOCK];
-        loop {
-            if off + tar::BLOCK as u64 > len {
-                problems.push(format!(
-                    "archive ends at byte {off} without the end-of-archive blocks"
-                ));
-                break;
-            }
-            r.read_exact(&mut block)?;
-            off += tar::BLOCK as u64;
-            let h = match tar::parse_block(&block) {
-                Ok(Some(h)) => h,
-                Ok(None) => break,
+        // Where the header after the last entry read starts.
+        let mut next_header = 0u64;
+        for entry in archive.entries_with_seek()? {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(_) if next_header + tar::BLOCK as u64 > len => break, // named below
+                Err(e) if entries.is_empty() => {
+                    return Err(
+                        BadInput(format!("{}: not a tar archive ({e})", path.display())).into(),
+                    );
+                }
                 Err(e) => {
-                    if entries.is_empty() {
-                        return Err(BadInput(format!(
-                            "{}: not a tar archive ({e})",
-                            path.display()
-                        ))
-                        .into());
-                    }
-                    problems.push(format!(
-                        "archive header at byte {}: {e}",
-                        off - tar::BLOCK as u64
-                    ));
+                    problems.push(format!("archive header at byte {next_header}: {e}"));
                     break;
                 }
             };
-            let data_off = off;
-            let size = match h.flag {
-                b'x' | b'L' => h.size,
-                _ => pax_size.take().unwrap_or(h.size),
-            };
-            let padded = size
-                .div_ceil(tar::BLOCK as u64)
-                .saturating_mul(tar::BLOCK as u64);
-            if data_off.saturating_add(padded) > len {
+            let data_off = entry.raw_file_position();
+            let size = entry.size();
+            next_header = data_off.saturating_add(
+                size.div_ceil(tar::BLOCK as u64)
+                    .saturating_mul(tar::BLOCK as u64),
+            );
+            if next_header > len {
                 problems.push(format!(
                     "archive entry {} runs past the end of the file",
-                    String::from_utf8_lossy(&h.name)
+                    String::from_utf8_lossy(&entry.path_bytes())
                 ));
                 break;
             }
-            match h.flag {
-                b'x' | b'L' => {
-                    let mut body = vec![0u8; h.size as usize];
-                    r.read_exact(&mut body)?;
-                    r.seek_relative((padded - h.size) as i64)?;
-                    long_name = if h.flag == b'L' {
-                        Some(body.split(|&b| b == 0).next().unwrap_or(&[]).to_vec())
-                    } else {
-                        let recs = tar::parse_pax(&body).unwrap_or_default();
-                        pax_size = recs
-                            .iter()
-                            .find(|(k, _)| k == "size")
-                            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok());
-                        recs.into_iter().find(|(k, _)| k == "path").map(|(_, v)| v)
-                    };
-                }
-                _ => {
-                    let name = long_name.take().unwrap_or(h.name);
-                    let name = String::from_utf8_lossy(&name)
-                        .trim_start_matches("./")
-                        .to_string();
-                    if h.flag == b'0' || h.flag == 0 {
-                        entries.insert(name, (data_off, size));
-                    }
-                    r.seek_relative(padded as i64)?;
-                }
+            if entry.header().entry_type() == ::tar::EntryType::Regular {
+                let name = String::from_utf8_lossy(&entry.path_bytes())
+                    .trim_start_matches("./")
+                    .to_string();
+                entries.insert(name, (data_off, size));
             }
-            off = data_off + padded;
+        }
+        if problems.is_empty() && next_header + tar::BLOCK as u64 > len {
+            problems.push(format!(
+                "archive ends at byte {next_header} without the end-of-archive blocks"
+            ));
         }
         Ok((
             Source::Tar {

@@ -186,7 +186,8 @@ pub fn finish(w: &mut impl Write) -> io::Result<()> {
     w.write_all(&[0u8; BLOCK * 2])
 }
 
-/// Parsed header fields, for `inspect --verify` and tests.
+/// Parsed header fields, for tests that check the exact header bytes the writer emits (the
+/// image readers of `inspect`, `push` and `sbom` use the `tar` crate).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Parsed {
     pub name: Vec<u8>,
