@@ -146,12 +146,34 @@ pub fn probe_kvm(qemu: &Path) -> Result<(), String> {
     let disk = dir.join("probe.img");
     let res = (|| {
         std::fs::write(&disk, PROBE_SECTOR).map_err(|e| format!("{}: {e}", disk.display()))?;
+        let args: Vec<String> = [
+            "-accel",
+            "kvm",
+            "-cpu",
+            KVM_CPU,
+            "-m",
+            "16",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x01",
+            "-drive",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .chain([format!("file={},format=raw,if=ide", disk.display())])
+        .collect();
+        // Announced like every external command `boot` and `up` run; the program's own path
+        // tells it apart from the boot's `Executing: qemu-system-x86_64 …` line.
+        eprintln!(
+            "Executing: {} (the KVM probe guest)",
+            super::shell_line(&qemu.display().to_string(), &args)
+        );
         let mut child = Command::new(qemu)
-            .args(["-accel", "kvm", "-cpu", KVM_CPU, "-m", "16", "-nodefaults"])
-            .args(["-display", "none", "-serial", "stdio"])
-            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x01"])
-            .arg("-drive")
-            .arg(format!("file={},format=raw,if=ide", disk.display()))
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

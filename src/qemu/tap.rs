@@ -38,6 +38,8 @@ pub struct TapNet {
 }
 
 fn ip(args: &[&str]) -> Result<(), TapError> {
+    // Announced like every external command `boot` and `up` run.
+    eprintln!("Executing: ip {}", args.join(" "));
     let o = Command::new("ip")
         .args(args)
         .output()
