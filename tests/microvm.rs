@@ -23,6 +23,16 @@ fn microvm(out: &Path, extra: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// The names of the files in `dir`, sorted.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 fn health(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -43,11 +53,7 @@ fn the_microvm_directory_is_reproducible_and_carries_the_isos_initramfs() {
         let o = microvm(dir, &[]);
         assert!(o.status.success(), "{}", common::stderr(&o));
     }
-    let mut names: Vec<String> = std::fs::read_dir(&a)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
+    let names = file_names(&a);
     assert_eq!(names, ["initrd.img", "microvm.json", "vmlinuz"]);
     for n in &names {
         assert_eq!(
@@ -273,11 +279,7 @@ fn a_pvh_microvm_boots_the_unpacked_kernel() {
     let vm = d.path().join("pvh.microvm");
     let o = microvm(&vm, &["--pvh"]);
     assert!(o.status.success(), "{}", common::stderr(&o));
-    let mut names: Vec<String> = std::fs::read_dir(&vm)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
+    let names = file_names(&vm);
     assert_eq!(names, ["initrd.img", "microvm.json", "vmlinux"]);
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(vm.join("microvm.json")).unwrap()).unwrap();
