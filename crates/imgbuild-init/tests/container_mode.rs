@@ -54,7 +54,18 @@ impl Init {
         )
         .unwrap();
         let cfg = config_json(dir.path(), script, extra_cfg);
-        let mut cmd = Command::new(BIN);
+        // Started as another user, init must be reachable by that user: the build directory
+        // may sit below a directory only root can enter (a CI clone in `mktemp -d`, mode
+        // 0700), so that user runs a copy in the test's own world-readable directory.
+        let bin = match run_as {
+            Some(_) => {
+                let copy = dir.path().join("imgbuild-init");
+                std::fs::copy(BIN, &copy).unwrap();
+                copy
+            }
+            None => PathBuf::from(BIN),
+        };
+        let mut cmd = Command::new(&bin);
         cmd.arg("--config")
             .arg(&cfg)
             .arg("--container")
