@@ -148,6 +148,10 @@ impl Drop for Origin {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The stderr file has served the failure messages by now; nothing stays in /tmp.
+        if let Some(dir) = self.log.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
