@@ -142,6 +142,27 @@ fn sh_blocks() -> Vec<String> {
     blocks
 }
 
+/// CI runs exactly the README's second set-up command: the last line of `.ci/run` is that
+/// block's one command, word for word.
+#[test]
+fn ci_runs_exactly_the_readme_test_command() {
+    let blocks = sh_blocks();
+    let test_command = blocks
+        .get(1)
+        .map(|b| b.trim().to_string())
+        .expect("the README's second sh block (the test command)");
+    let ci = std::fs::read_to_string(repo().join(".ci/run")).unwrap();
+    let last = ci
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with('#'))
+        .unwrap_or_default();
+    assert_eq!(
+        last, test_command,
+        ".ci/run must end with the README's test command"
+    );
+}
+
 /// Runs one README line that runs until stopped, waiting for what the README says it prints.
 fn run_until_it_prints(line: &str, path: &str) {
     use std::os::unix::process::CommandExt;
