@@ -13,6 +13,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::compress::{Compression, Encoder, Pool};
+use super::hash_pipe::HashPipe;
 use super::tar::{self, EntryType, Header};
 use super::OciError;
 use crate::plan::Layer;
@@ -339,6 +340,22 @@ pub fn produce<W: Write>(
             String::new()
         }
     };
+    if o.compression == Compression::None && hash && o.pool.threads > 1 {
+        // The hash on a core of its own (see hash_pipe); progress counts what is written.
+        let pipe = HashPipe::new(sink).map_err(OciError::Write)?;
+        let mut w = Hashing::new(pipe, Some(Arc::clone(&o.progress)), false);
+        write_tar(tree, layer, o.mtime, &mut w)?;
+        let count = w.count;
+        let (d, sink) = w.inner.finish().map_err(OciError::Write)?;
+        let d = format!("sha256:{}", hex(d));
+        let p = Produced {
+            diff_id: d.clone(),
+            tar_size: count,
+            digest: d,
+            size: count,
+        };
+        return Ok((p, sink));
+    }
     if o.compression == Compression::None {
         let mut w = Hashing::new(sink, Some(Arc::clone(&o.progress)), hash);
         write_tar(tree, layer, o.mtime, &mut w)?;

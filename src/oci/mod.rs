@@ -9,6 +9,7 @@
 
 pub mod compress;
 pub mod files;
+mod hash_pipe;
 pub mod image;
 pub mod layer;
 pub mod layer_cache;
