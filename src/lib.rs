@@ -31,6 +31,7 @@ pub mod rootfs;
 pub mod sbom;
 pub mod sbom_read;
 pub mod signals;
+pub mod timings;
 pub mod tree;
 pub mod vm;
 pub mod vmlinux;

@@ -297,6 +297,162 @@ fn stdout_streaming_gives_the_same_bytes_as_a_file() {
     assert_eq!(o.stdout, std::fs::read(&file).unwrap());
 }
 
+/// The stages `--timings` and `--json` report for a written image, in the order they run.
+const STAGES: [&str; 9] = [
+    "resolve",
+    "tree",
+    "sbom",
+    "elf-check",
+    "plan",
+    "layers",
+    "config",
+    "archive",
+    "rename",
+];
+
+/// The `(stage, seconds, share)` rows of a `--timings` table in `stderr`, the total row last.
+fn timing_rows(stderr: &str) -> Vec<(String, f64, f64)> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                [name, secs, share] if share.ends_with('%') => Some((
+                    name.to_string(),
+                    secs.parse().ok()?,
+                    share.trim_end_matches('%').parse().ok()?,
+                )),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn json_gives_the_seconds_of_every_stage_in_order_and_they_cover_the_total() {
+    let b = Build::new();
+    let out = b.path("j.tar");
+    let o = b.run(b.dir.path(), &["--json", "-o", out.to_str().unwrap()]);
+    let text = common::stdout(&o);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    // The keys scripts read are still there.
+    for k in [
+        "output",
+        "image",
+        "format",
+        "compression",
+        "config_digest",
+        "manifest_digest",
+        "size",
+        "layers",
+    ] {
+        assert!(!v[k].is_null(), "{k} missing: {text}");
+    }
+    let stages = v["stages"].as_object().expect("a stages object");
+    let names: Vec<&str> = stages.keys().map(String::as_str).collect();
+    let mut want = STAGES.to_vec();
+    want.sort();
+    assert_eq!(names, want, "{text}");
+    // In the order they ran (serde_json's Value sorts keys, so read the text).
+    let stages_text = &text[text.find("\"stages\":").unwrap()..];
+    let at: Vec<usize> = STAGES
+        .iter()
+        .map(|s| stages_text.find(&format!("\"{s}\":")).unwrap())
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+    let secs: Vec<f64> = STAGES
+        .iter()
+        .map(|s| stages[*s].as_f64().expect("seconds as a number"))
+        .collect();
+    assert!(secs.iter().all(|s| *s >= 0.0), "{text}");
+    let total = v["total_seconds"].as_f64().unwrap();
+    let sum: f64 = secs.iter().sum();
+    assert!(total > 0.0 && sum <= total + 1e-9, "{sum} > {total}");
+    // Only the checks between stages are left out, and each figure is truncated to the
+    // millisecond.
+    assert!(
+        sum >= 0.8 * total - 0.001 * STAGES.len() as f64,
+        "the stages cover {sum} s of {total} s: {text}"
+    );
+    // Writing the 3 MiB payload layer takes some time.
+    assert!(stages["layers"].as_f64().unwrap() > 0.0, "{text}");
+}
+
+#[test]
+fn timings_print_every_stage_on_stderr_and_change_no_byte_of_the_image() {
+    let b = Build::new();
+    let plain = b.path("plain.tar");
+    let timed = b.path("timed.tar");
+    let both = b.path("both.tar");
+    b.run(b.dir.path(), &["--no-cache", "-o", plain.to_str().unwrap()]);
+    let o = b.run(
+        b.dir.path(),
+        &["--no-cache", "--timings", "-o", timed.to_str().unwrap()],
+    );
+    assert!(o.stdout.is_empty(), "{}", common::stdout(&o));
+    let err = common::stderr(&o);
+    let rows = timing_rows(&err);
+    let names: Vec<&str> = rows.iter().map(|(n, _, _)| n.as_str()).collect();
+    let mut want = STAGES.to_vec();
+    want.push("total");
+    assert_eq!(names, want, "{err}");
+    assert!(err.lines().next().unwrap().starts_with("stage"), "{err}");
+    let (_, total, share) = rows.last().unwrap();
+    assert_eq!(*share, 100.0);
+    assert!(rows.iter().all(|(_, s, p)| *s >= 0.0 && *p >= 0.0), "{err}");
+    let shares: f64 = rows[..STAGES.len()].iter().map(|(_, _, p)| p).sum();
+    assert!(shares <= 100.0 + 0.05 * STAGES.len() as f64, "{err}");
+    let secs: f64 = rows[..STAGES.len()].iter().map(|(_, s, _)| s).sum();
+    assert!(secs <= total + 1e-9, "{err}");
+    b.run(
+        b.dir.path(),
+        &["--timings", "--json", "-o", both.to_str().unwrap()],
+    );
+    let image = std::fs::read(&plain).unwrap();
+    assert!(
+        image == std::fs::read(&timed).unwrap(),
+        "--timings changed the image"
+    );
+    assert!(
+        image == std::fs::read(&both).unwrap(),
+        "--json --timings changed the image"
+    );
+    // On stdout the tar is the same too, and the table still goes to stderr.
+    let o = b.run(b.dir.path(), &["--timings", "-o", "-"]);
+    assert!(o.stdout == image, "-o - --timings changed the image");
+    let names: Vec<String> = timing_rows(&common::stderr(&o))
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(names, want);
+}
+
+#[test]
+fn a_dry_run_times_the_stages_before_the_layers_and_prints_the_same_json() {
+    let b = Build::new();
+    let plain = b.run(b.dir.path(), &["--dry-run"]);
+    let o = b.run(b.dir.path(), &["--dry-run", "--timings"]);
+    assert!(
+        o.stdout == plain.stdout,
+        "--timings changed the dry-run JSON"
+    );
+    let names: Vec<String> = timing_rows(&common::stderr(&o))
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(
+        names,
+        ["resolve", "tree", "sbom", "elf-check", "plan", "total"],
+        "{}",
+        common::stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read_dir(b.dir.path()).unwrap().count(),
+        1,
+        "wrote nothing"
+    );
+}
+
 #[test]
 fn a_rebuild_after_changing_only_the_binary_rewrites_its_layer_and_the_sbom() {
     let b = Build::new();

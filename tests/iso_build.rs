@@ -11,6 +11,12 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 fn build(out: &Path, args: &[&str]) -> PathBuf {
+    build_output(out, args);
+    out.to_path_buf()
+}
+
+/// Builds the ISO at `out` and returns what imgbuild printed.
+fn build_output(out: &Path, args: &[&str]) -> std::process::Output {
     let o = common::imgbuild()
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .args(["iso", "-o", out.to_str().unwrap(), "--boot-assets"])
@@ -19,7 +25,7 @@ fn build(out: &Path, args: &[&str]) -> PathBuf {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", common::stderr(&o));
-    out.to_path_buf()
+    o
 }
 
 /// One ISO of origin/default for the read-only checks.
@@ -243,8 +249,28 @@ fn two_builds_are_byte_identical_and_the_isolinux_original_is_untouched() {
     let isolinux = common::boot_assets().join("isolinux.bin");
     let before = std::fs::read(&isolinux).unwrap();
     let a = std::fs::read(build(&d.path().join("a.iso"), &[])).unwrap();
-    let b = std::fs::read(build(&d.path().join("b.iso"), &[])).unwrap();
-    assert!(a == b, "two builds differ");
+    // The second with --timings: a table of the stages on stderr, the same bytes.
+    let o = build_output(&d.path().join("b.iso"), &["--timings"]);
+    let err = common::stderr(&o);
+    let stages: Vec<&str> = err
+        .lines()
+        .filter(|l| l.trim_end().ends_with('%'))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "profile",
+            "payloads",
+            "modules",
+            "initramfs",
+            "write",
+            "total"
+        ],
+        "{err}"
+    );
+    let b = std::fs::read(d.path().join("b.iso")).unwrap();
+    assert!(a == b, "two builds differ (the second with --timings)");
     assert_eq!(std::fs::read(&isolinux).unwrap(), before);
     // A different command line is a different image (and GPT GUIDs from another seed).
     let c = std::fs::read(build(

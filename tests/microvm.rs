@@ -49,10 +49,30 @@ fn health(port: u16) -> bool {
 fn the_microvm_directory_is_reproducible_and_carries_the_isos_initramfs() {
     let d = tempfile::tempdir().unwrap();
     let (a, b) = (d.path().join("a.microvm"), d.path().join("b.microvm"));
-    for dir in [&a, &b] {
-        let o = microvm(dir, &[]);
-        assert!(o.status.success(), "{}", common::stderr(&o));
-    }
+    let o = microvm(&a, &[]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    // The second with --timings: a table of the stages on stderr, the same files.
+    let o = microvm(&b, &["--timings"]);
+    let err = common::stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let stages: Vec<&str> = err
+        .lines()
+        .filter(|l| l.trim_end().ends_with('%'))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "profile",
+            "payloads",
+            "modules",
+            "initramfs",
+            "kernel",
+            "write",
+            "total"
+        ],
+        "{err}"
+    );
     let names = file_names(&a);
     assert_eq!(names, ["initrd.img", "microvm.json", "vmlinuz"]);
     for n in &names {

@@ -450,6 +450,7 @@ fn plain_registry_push_pull_run_and_push_only_what_changed() {
             "--compression",
             "gzip",
             "--json",
+            "--timings",
             "--push",
             &target,
         ])
@@ -457,7 +458,29 @@ fn plain_registry_push_pull_run_and_push_only_what_changed() {
         .env("DOCKER_CONFIG", reg.dir.path().join("docker-config"))
         .output()
         .unwrap();
+    // --timings: the build's stages and the push, on stderr beside the push's JSON.
+    let err = common::stderr(&o);
+    let stages: Vec<&str> = err
+        .lines()
+        .filter(|l| l.trim_end().ends_with('%'))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
     let s: Value = serde_json::from_str(&ok(o, "container --push", &reg)).unwrap();
+    assert_eq!(
+        stages,
+        [
+            "resolve",
+            "tree",
+            "sbom",
+            "elf-check",
+            "plan",
+            "layers",
+            "config",
+            "push",
+            "total"
+        ],
+        "{err}"
+    );
     assert!(reg.uploaded_since(before).is_empty());
     assert_eq!(
         s["digest"],

@@ -1,7 +1,9 @@
 //! `imgbuild container`: profile → Tree → Plan → OCI writer, as named stages:
-//! [`resolve`] (profile, payload binaries, closure), [`image_tree`] (everything the image
-//! holds), [`crate::plan::plan`] (ordered layers), [`image_meta`] (what it runs, as whom),
-//! [`crate::oci::write_image`] (blobs, config, manifests, the archive).
+//! [`resolve`] (profile, payload binaries, closure), [`image_tree`] (the files of the
+//! image), [`add_sbom`] (its SBOM), [`check_executables`] (every executable can start),
+//! [`crate::plan::plan`] (ordered layers) and [`image_meta`] (what it runs, as whom),
+//! [`crate::oci::write_image`] (layer blobs, config and manifests, the archive, its final
+//! name). `--timings` and `--json` report how long each took (docs/CLI.md).
 //!
 //! The image runs the profile's program as the profile's user (uid:gid 1000:1000 by default),
 //! with the profile's settings as `Env` (so `-e` and command-line flags override them), the
@@ -24,6 +26,7 @@ use crate::error::BadInput;
 use crate::oci::{self, Compression, Format, Healthcheck, ImageMeta, Output, Store, WriteOptions};
 use crate::plan::{self, Layering, PlanOptions, StoreNode};
 use crate::profile::{self, Profile};
+use crate::timings::Stopwatch;
 use crate::tree::{Content, Entry, Group, Tree};
 
 #[derive(Args, Debug)]
@@ -71,10 +74,14 @@ pub struct ContainerArgs {
     /// Worker threads (default: all cores). The output does not depend on it.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Print a JSON summary (output, image, layers with digests and sizes) on stdout
-    /// (on stderr with -o -).
+    /// Print a JSON summary (output, image, layers with digests and sizes, seconds per
+    /// stage) on stdout (on stderr with -o -).
     #[arg(long)]
     pub json: bool,
+    /// After the build, print how long each stage took (resolve, tree, sbom, elf-check,
+    /// plan, layers, config, archive, rename) as a table on stderr. The image is the same.
+    #[arg(long)]
+    pub timings: bool,
     /// Print the image's Tree (every entry) and layer Plan as JSON; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -113,6 +120,7 @@ impl ContainerArgs {
                 .map(PathBuf::from),
             threads: None,
             json: false,
+            timings: false,
             dry_run: false,
             sbom: crate::sbom::SbomFormat::Spdx,
             push: None,
@@ -182,9 +190,10 @@ impl Drop for ScratchDir {
     }
 }
 
-/// Builds the profile's image as blobs for `push` (no archive, no output file).
-pub fn build_blobs(ctx: &Ctx, a: &ContainerArgs) -> Result<Built> {
-    let (inputs, tree, plan, meta) = prepare(ctx, a)?;
+/// Builds the profile's image as blobs for `push` (no archive, no output file), timing its
+/// stages on `sw`.
+pub fn build_blobs(ctx: &Ctx, a: &ContainerArgs, sw: &mut Stopwatch) -> Result<Built> {
+    let (inputs, tree, plan, meta) = prepare(ctx, a, sw)?;
     let (store, scratch) = match (a.no_cache, a.cache_dir.clone().or_else(default_cache_dir)) {
         (false, Some(d)) => (Store::Cache(d), None),
         _ => {
@@ -195,8 +204,7 @@ pub fn build_blobs(ctx: &Ctx, a: &ContainerArgs) -> Result<Built> {
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let t = std::time::Instant::now();
-    let (docs, blobs) = oci::build_blobs(
+    let (docs, blobs, times) = oci::build_blobs(
         &tree,
         &plan,
         &meta,
@@ -209,8 +217,8 @@ pub fn build_blobs(ctx: &Ctx, a: &ContainerArgs) -> Result<Built> {
             progress: true,
         },
     )?;
-    tracing::debug!("stage layers: {:.3}s", t.elapsed().as_secs_f64());
-    let t = std::time::Instant::now();
+    sw.add("layers", times.layers);
+    sw.add("config", times.config);
     // The SBOM the Tree holds (rendering it again would hash every payload binary again).
     let in_tree = inputs
         .sbom
@@ -224,7 +232,6 @@ pub fn build_blobs(ctx: &Ctx, a: &ContainerArgs) -> Result<Built> {
         (f, Some(doc)) => Some((f, doc)),
         (f, None) => crate::sbom::render(&sbom_input(&inputs)?, f).map(|d| (f, d)),
     };
-    tracing::debug!("stage sbom: {:.3}s", t.elapsed().as_secs_f64());
     Ok(Built {
         sbom,
         docs,
@@ -233,25 +240,28 @@ pub fn build_blobs(ctx: &Ctx, a: &ContainerArgs) -> Result<Built> {
     })
 }
 
-/// Stages 1–4: inputs, Tree, Plan and metadata.
-fn prepare(ctx: &Ctx, a: &ContainerArgs) -> Result<(Inputs, Tree, plan::Plan, ImageMeta)> {
-    let t = std::time::Instant::now();
-    let inputs = resolve(ctx, a)?;
-    tracing::debug!("stage resolve: {:.3}s", t.elapsed().as_secs_f64());
-    let t = std::time::Instant::now();
-    let tree = image_tree(ctx, &inputs)?;
-    tracing::debug!("stage tree: {:.3}s", t.elapsed().as_secs_f64());
-    let t = std::time::Instant::now();
-    let plan = plan::plan(
-        &tree,
-        &store_nodes(&inputs.closure),
-        &PlanOptions {
-            max_layers: a.max_layers,
-            layering: a.layering,
-        },
-    )?;
-    let meta = image_meta(&inputs);
-    tracing::debug!("stage plan: {:.3}s", t.elapsed().as_secs_f64());
+/// The stages before the writer: inputs, Tree (files, SBOM, executables checked), Plan and
+/// metadata, each timed on `sw`.
+fn prepare(
+    ctx: &Ctx,
+    a: &ContainerArgs,
+    sw: &mut Stopwatch,
+) -> Result<(Inputs, Tree, plan::Plan, ImageMeta)> {
+    let inputs = sw.time("resolve", || resolve(ctx, a))?;
+    let mut tree = sw.time("tree", || image_tree(ctx, &inputs))?;
+    sw.time("sbom", || add_sbom(&mut tree, &inputs))?;
+    sw.time("elf-check", || check_executables(&tree, &inputs))?;
+    let (plan, meta) = sw.time("plan", || -> Result<_> {
+        let plan = plan::plan(
+            &tree,
+            &store_nodes(&inputs.closure),
+            &PlanOptions {
+                max_layers: a.max_layers,
+                layering: a.layering,
+            },
+        )?;
+        Ok((plan, image_meta(&inputs)))
+    })?;
     Ok((inputs, tree, plan, meta))
 }
 
@@ -335,7 +345,7 @@ pub fn init_json_bytes(p: &Profile) -> Vec<u8> {
     b
 }
 
-/// Stage 2: the image filesystem.
+/// Stage 2: the image filesystem (its SBOM comes next, from [`add_sbom`]).
 pub fn image_tree(ctx: &Ctx, i: &Inputs) -> Result<Tree> {
     let mut tree = crate::rootfs::base_tree(&ctx.root, &i.profile, &i.version)?;
     i.closure
@@ -368,18 +378,26 @@ pub fn image_tree(ctx: &Ctx, i: &Inputs) -> Result<Tree> {
             ),
         )?;
     }
-    let t = std::time::Instant::now();
+    Ok(tree)
+}
+
+/// Stage 3: the SBOM (`--sbom`) in the image, a layer of its own. It records each payload
+/// binary's sha256, so it reads every payload binary once more.
+pub fn add_sbom(tree: &mut Tree, i: &Inputs) -> Result<()> {
     if let Some(path) = i.sbom.image_path() {
         let doc = crate::sbom::render(&sbom_input(i)?, i.sbom).expect("a format with a path");
         tree.insert(path, Entry::file(Content::bytes(doc), 0o644, Group::Sbom))?;
     }
-    tracing::debug!("stage tree/sbom: {:.3}s", t.elapsed().as_secs_f64());
-    let t = std::time::Instant::now();
+    Ok(())
+}
+
+/// Stage 4: every executable of the image finds its interpreter and libraries in it, as
+/// `--elf-check` says (src/closure/executables.rs).
+pub fn check_executables(tree: &Tree, i: &Inputs) -> Result<()> {
     i.elf_check
-        .apply(&tree)
+        .apply(tree)
         .context("checking the executables of the image")?;
-    tracing::debug!("stage tree/executables: {:.3}s", t.elapsed().as_secs_f64());
-    Ok(tree)
+    Ok(())
 }
 
 /// What the image's SBOM describes: the closure's store paths and the payload programs.
@@ -432,7 +450,7 @@ pub fn store_nodes(c: &crate::closure::Closure) -> Vec<StoreNode> {
         .collect()
 }
 
-/// Stage 4: what the image runs and how it is named.
+/// Stage 5 (with the Plan): what the image runs and how it is named.
 pub fn image_meta(i: &Inputs) -> ImageMeta {
     let p = &i.profile;
     let created = oci::rfc3339(i.epoch);
@@ -523,6 +541,7 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 
 pub fn run(ctx: &Ctx, a: ContainerArgs) -> Result<()> {
+    let mut sw = Stopwatch::start();
     if a.format == Format::OciDir && a.output.as_deref() == Some("-") {
         return Err(BadInput(
             "--format oci-dir writes a directory; give it with -o DIR (not -)".into(),
@@ -535,17 +554,30 @@ pub fn run(ctx: &Ctx, a: ContainerArgs) -> Result<()> {
     if let Some(r) = &a.push {
         let reference = crate::registry::Reference::parse(r)?;
         let client = crate::push::client(&reference, &a.registry)?;
-        let built = build_blobs(ctx, &a)?;
+        let built = build_blobs(ctx, &a, &mut sw)?;
         let img = crate::push::from_built(&built.docs, &built.blobs, built.sbom.clone());
-        let s = crate::push::push_image(&client, &reference, &img, &a.registry)?;
-        return crate::push::report(&s, a.json);
+        let s = sw.time("push", || {
+            crate::push::push_image(&client, &reference, &img, &a.registry)
+        })?;
+        let timings = sw.finish();
+        crate::push::report(&s, a.json)?;
+        if a.timings {
+            eprint!("{}", timings.table());
+        }
+        return Ok(());
     }
-    let (inputs, tree, plan, meta) = prepare(ctx, &a)?;
+    let (inputs, tree, plan, meta) = prepare(ctx, &a, &mut sw)?;
     if a.dry_run {
+        // No layers are written; the dry-run JSON stays the same for the same inputs, so the
+        // times go only to the --timings table.
+        let timings = sw.finish();
         println!(
             "{}",
             serde_json::to_string_pretty(&dry_run_json(&meta, &tree, &plan))?
         );
+        if a.timings {
+            eprint!("{}", timings.table());
+        }
         return Ok(());
     }
     let p = &inputs.profile;
@@ -574,7 +606,7 @@ pub fn run(ctx: &Ctx, a: ContainerArgs) -> Result<()> {
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let summary = oci::write_image(
+    let (summary, times) = oci::write_image(
         &tree,
         &plan,
         &meta,
@@ -588,8 +620,16 @@ pub fn run(ctx: &Ctx, a: ContainerArgs) -> Result<()> {
             progress: true,
         },
     )?;
+    for (name, d) in times.stages() {
+        sw.add(name, d);
+    }
+    let timings = sw.finish();
     if a.json {
-        let text = serde_json::to_string_pretty(&summary)? + "\n";
+        let text = serde_json::to_string_pretty(&JsonSummary {
+            summary: &summary,
+            stages: timings.stages_json(),
+            total_seconds: crate::timings::seconds(timings.total),
+        })? + "\n";
         if matches!(output, Output::Stdout) {
             std::io::stderr().write_all(text.as_bytes())?;
         } else {
@@ -606,7 +646,19 @@ pub fn run(ctx: &Ctx, a: ContainerArgs) -> Result<()> {
             summary.size
         );
     }
+    if a.timings {
+        eprint!("{}", timings.table());
+    }
     Ok(())
+}
+
+/// `--json`: the writer's summary, then the seconds each stage took and the whole build's.
+#[derive(serde::Serialize)]
+struct JsonSummary<'a> {
+    #[serde(flatten)]
+    summary: &'a oci::Summary,
+    stages: crate::timings::StagesJson<'a>,
+    total_seconds: f64,
 }
 
 #[cfg(test)]

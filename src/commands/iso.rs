@@ -3,7 +3,8 @@
 //! [`origin_profile`] → [`payloads`] and boot assets → [`boot_modules`] →
 //! [`initramfs_image`] (the profile's init contract, programs and modules → cpio) →
 //! [`iso_meta`] → [`crate::iso::write`] (ESP, ISO tree, the file). The first four are shared
-//! with `imgbuild microvm` ([`boot_payload`]).
+//! with `imgbuild microvm` ([`boot_payload`]). `--timings` reports how long each took
+//! (profile, payloads, modules, initramfs, write).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -15,6 +16,7 @@ use super::Ctx;
 use crate::error::BadInput;
 use crate::iso::{self, assets, bootcfg, initramfs, modules, IsoError, IsoMeta};
 use crate::profile::{self, Kind, Profile};
+use crate::timings::Stopwatch;
 
 /// What a bootable image is made from: the ISO and the MicroVM take the same inputs.
 #[derive(Args, Debug, Clone)]
@@ -72,6 +74,10 @@ pub struct IsoArgs {
     /// with other ISO writers (bench/iso-vs-xorriso).
     #[arg(long, value_name = "DIR", hide = true)]
     pub stage: Option<PathBuf>,
+    /// After the build, print how long each stage took (profile, payloads, modules,
+    /// initramfs, write) as a table on stderr. The ISO is the same.
+    #[arg(long)]
+    pub timings: bool,
 }
 
 pub fn run(ctx: &Ctx, a: IsoArgs) -> Result<()> {
@@ -191,13 +197,20 @@ pub fn initramfs_image(
     Ok(initrd)
 }
 
-/// Stages 1 to 4 and the command line: profile, inputs, modules, initramfs.
-pub fn boot_payload(ctx: &Ctx, a: &BootInputs) -> Result<BootPayload> {
-    let epoch = crate::buildenv::source_date_epoch()?;
-    let p = origin_profile(ctx, &a.profile)?;
-    let (programs, assets) = payloads(&p, a)?;
-    let mods = boot_modules(&assets)?;
-    let initrd = initramfs_image(ctx, &p, &programs, &assets, &mods, epoch, a)?;
+/// Stages 1 to 4 and the command line: profile, inputs, modules, initramfs, each timed on
+/// `sw`.
+pub fn boot_payload(ctx: &Ctx, a: &BootInputs, sw: &mut Stopwatch) -> Result<BootPayload> {
+    let (epoch, p) = sw.time("profile", || -> Result<_> {
+        Ok((
+            crate::buildenv::source_date_epoch()?,
+            origin_profile(ctx, &a.profile)?,
+        ))
+    })?;
+    let (programs, assets) = sw.time("payloads", || payloads(&p, a))?;
+    let mods = sw.time("modules", || boot_modules(&assets))?;
+    let initrd = sw.time("initramfs", || {
+        initramfs_image(ctx, &p, &programs, &assets, &mods, epoch, a)
+    })?;
     let cmdline = bootcfg::cmdline(
         p.iso.as_ref().map_or("", |i| i.cmdline.as_str()),
         &a.cmdline,
@@ -236,18 +249,21 @@ pub fn output_path(given: Option<&Path>, p: &Profile, ext: &str) -> Result<PathB
     Ok(output)
 }
 
-/// Builds the ISO and returns its path.
+/// Builds the ISO and returns its path (with `--timings`, printing the stage table on
+/// stderr).
 pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
     let t0 = Instant::now();
+    let mut sw = Stopwatch::start();
     let BootPayload {
         profile: p,
         assets,
         initrd,
         cmdline,
         epoch,
-    } = boot_payload(ctx, &a.input)?;
+    } = boot_payload(ctx, &a.input, &mut sw)?;
     let output = output_path(a.output.as_deref(), &p, ".iso")?;
     let meta = iso_meta(&p, &assets.kver, &cmdline);
+    let t = Instant::now();
     iso::write(
         iso::IsoImage {
             assets: &assets,
@@ -261,7 +277,11 @@ pub fn build(ctx: &Ctx, a: &IsoArgs) -> Result<PathBuf> {
         },
         &output,
     )?;
+    sw.add("write", t.elapsed());
     tracing::info!("total: {}", iso::ms(t0));
+    if a.timings {
+        eprint!("{}", sw.finish().table());
+    }
     Ok(output)
 }
 

@@ -62,7 +62,7 @@ pub fn run(ctx: &Ctx, a: PushArgs) -> Result<()> {
             a.cache_dir.clone(),
             a.sbom,
         );
-        let built = build_blobs(ctx, &ca)?;
+        let built = build_blobs(ctx, &ca, &mut crate::timings::Stopwatch::start())?;
         let img = from_built(&built.docs, &built.blobs, built.sbom.clone());
         push_image(&client, &reference, &img, &a.registry)?
     } else {

@@ -559,6 +559,7 @@ fn up_iso(ctx: &Ctx, p: &Profile, uefi: bool) -> Result<()> {
             input: BootInputs::new(&p.id()),
             output: Some(cleanup.dir().join(format!("hls-origin-{}.iso", p.name))),
             stage: None,
+            timings: false,
         },
     )?;
     let mut boot = BootArgs::new(iso)?;
@@ -574,6 +575,7 @@ fn up_microvm(ctx: &Ctx, p: &Profile) -> Result<()> {
             input: BootInputs::new(&p.id()),
             output: Some(cleanup.dir().join(format!("hls-origin-{}.microvm", p.name))),
             pvh: false,
+            timings: false,
         },
     )?;
     super::boot::run(ctx, BootArgs::new(dir)?)

@@ -301,7 +301,7 @@ enum Data<'a> {
     Blob(&'a Blob),
 }
 
-/// The archive's entries in the order [`write_archive_direct`] writes them: the `blobs/`
+/// The archive's entries in the order [`write_layers_direct`] and [`write_archive_tail`] write them: the `blobs/`
 /// directories, each layer blob once (plan order), config, manifest, `index.json`,
 /// `manifest.json`, `oci-layout`, `repositories`.
 fn entries<'a>(docs: &'a Documents, blobs: &'a [Blob]) -> Vec<(String, Data<'a>)> {
@@ -379,19 +379,17 @@ fn header(name: &str, kind: EntryType, mode: u32, size: u64, mtime: u64) -> Vec<
     hdr
 }
 
-/// Writes the docker-archive tar straight into `f` (a new, empty, seekable file): every
-/// layer is produced (or copied from the cache) in place, its header written once its digest
-/// is known — one write of every byte, no intermediate blob files. New compressed layers are
-/// then copied into the cache from the archive (`copy_file_range`). Entries: the `blobs/`
-/// directories, the layers in plan order, the config and manifest, then `index.json`,
-/// `manifest.json`, `oci-layout`, `repositories`.
-pub fn write_archive_direct(
+/// Writes the layers of the docker-archive tar straight into `f` (a new, empty, seekable
+/// file): every layer is produced (or copied from the cache) in place, its header written once
+/// its digest is known — one write of every byte, no intermediate blob files. New compressed
+/// layers are then copied into the cache from the archive (`copy_file_range`). Entries: the
+/// `blobs/` directories, then the layers in plan order; [`write_archive_tail`] writes the rest.
+pub fn write_layers_direct(
     f: &std::fs::File,
     tree: &crate::tree::Tree,
     plan: &Plan,
     lo: &super::layer::LayerOptions,
-    meta: &ImageMeta,
-) -> Result<(Documents, Vec<Blob>), OciError> {
+) -> Result<Vec<Blob>, OciError> {
     use super::layer::{self, BlobSource, Store};
     use super::layer_cache::{self, Cached};
     use std::io::Seek;
@@ -490,7 +488,15 @@ pub fn write_archive_direct(
             }
         }
     }
-    let docs = Documents::new(meta, plan, &blobs);
+    Ok(blobs)
+}
+
+/// Ends the docker-archive tar [`write_layers_direct`] began in `f` (its position at the end
+/// of the last layer): the config and manifest, `index.json`, `manifest.json`, `oci-layout`,
+/// `repositories` and the end-of-archive blocks.
+pub fn write_archive_tail(f: &std::fs::File, docs: &Documents, mtime: u64) -> Result<(), OciError> {
+    let mut out = f;
+    let zeros = [0u8; tar::BLOCK];
     let rest: [(String, &[u8]); 6] = [
         (blob_path(&docs.config_digest), &docs.config),
         (blob_path(&docs.manifest_digest), &docs.manifest),
@@ -512,8 +518,7 @@ pub fn write_archive_direct(
         out.write_all(&zeros[..tar::padding(bytes.len() as u64)])
             .map_err(OciError::Write)?;
     }
-    tar::finish(&mut out).map_err(OciError::Write)?;
-    Ok((docs, blobs))
+    tar::finish(&mut out).map_err(OciError::Write)
 }
 
 /// Writes an OCI image layout into `dir` (which exists and is empty).

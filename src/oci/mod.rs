@@ -105,6 +105,35 @@ pub struct WriteOptions {
     pub progress: bool,
 }
 
+/// How long the writer's stages took, for `--timings` and `--json`: measured around the work,
+/// never written into the image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteTimings {
+    /// Every layer blob produced (tar, compress, hash) or taken from the layer cache. A
+    /// docker-archive file gets its layers written straight into it, so this includes
+    /// writing them there; otherwise they go to the cache or scratch files first.
+    pub layers: Duration,
+    /// The image config, OCI manifest and index, and Docker's `manifest.json`.
+    pub config: Duration,
+    /// The rest of the output: in a docker-archive file the documents and the end of the tar;
+    /// on stdout the whole tar; an OCI directory as a whole.
+    pub archive: Duration,
+    /// Giving the output its final name (zero on stdout, which has none).
+    pub rename: Duration,
+}
+
+impl WriteTimings {
+    /// The stages by name, in the order they run.
+    pub fn stages(&self) -> [(&'static str, Duration); 4] {
+        [
+            ("layers", self.layers),
+            ("config", self.config),
+            ("archive", self.archive),
+            ("rename", self.rename),
+        ]
+    }
+}
+
 /// What was written, for `--json` and tests.
 #[derive(Debug, serde::Serialize)]
 pub struct Summary {
@@ -248,14 +277,17 @@ fn store_dir(o: &WriteOptions) -> PathBuf {
     }
 }
 
-/// Builds the image: layers, config, manifest, index, and the archive or directory.
+/// Builds the image: layers, config, manifest, index, and the archive or directory; and says
+/// how long each of those took.
 pub fn write_image(
     tree: &Tree,
     plan: &Plan,
     meta: &ImageMeta,
     out: &Output,
     o: &WriteOptions,
-) -> Result<Summary, OciError> {
+) -> Result<(Summary, WriteTimings), OciError> {
+    let mut times = WriteTimings::default();
+    let t = Instant::now();
     let run = LayerRun::start(plan, o)?;
     // The common case, a tar file: layers go straight into it (one write of every byte).
     if let (Format::DockerArchive, Output::File(path)) = (o.format, out) {
@@ -263,31 +295,41 @@ pub fn write_image(
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
+        let mut t = t;
         let result = (|| {
             let pending = files::Pending::new_in(dir, "image").map_err(|e| OciError::io(dir, e))?;
-            let (docs, blobs) =
-                image::write_archive_direct(&pending.file, tree, plan, &run.lo, meta)
-                    .map_err(|e| e.at(path))?;
+            let blobs = image::write_layers_direct(&pending.file, tree, plan, &run.lo)
+                .map_err(|e| e.at(path))?;
+            times.layers = t.elapsed();
+            t = Instant::now();
+            let docs = image::Documents::new(meta, plan, &blobs);
+            times.config = t.elapsed();
+            t = Instant::now();
+            image::write_archive_tail(&pending.file, &docs, o.epoch).map_err(|e| e.at(path))?;
+            times.archive = t.elapsed();
+            t = Instant::now();
             pending
                 .persist(path, true)
                 .map_err(|e| OciError::io(path, e))?;
+            times.rename = t.elapsed();
             Ok((docs, blobs))
         })();
+        // Stopping the compression pool ends the layers' work.
+        let t = Instant::now();
         run.finish();
+        times.layers += t.elapsed();
         let (docs, blobs) = result?;
-        return Ok(summary(
-            path.display().to_string(),
-            plan,
-            &blobs,
-            &docs,
-            meta,
-            o,
-        ));
+        let s = summary(path.display().to_string(), plan, &blobs, &docs, meta, o);
+        return Ok((s, times));
     }
     let blobs = write_layers(tree, plan, &run.lo, o.threads);
     run.finish();
     let blobs = blobs.map_err(|e| e.at(&store_dir(o)))?;
+    times.layers = t.elapsed();
+    let t = Instant::now();
     let docs = image::Documents::new(meta, plan, &blobs);
+    times.config = t.elapsed();
+    let t = Instant::now();
     let written = match (o.format, out) {
         (Format::DockerArchive, Output::File(_)) => unreachable!("written above"),
         (Format::DockerArchive, Output::Stdout) => {
@@ -295,12 +337,16 @@ pub fn write_image(
             let mut lock = stdout.lock();
             image::write_archive(&mut lock, &docs, &blobs, o.epoch)?;
             lock.flush().map_err(OciError::Write)?;
+            times.archive = t.elapsed();
             "-".to_string()
         }
         (Format::OciDir, Output::File(path)) => {
             let pd = files::PendingDir::new_for(path).map_err(|e| OciError::io(path, e))?;
             image::write_oci_dir(&pd.path, &docs, &blobs)?;
+            times.archive = t.elapsed();
+            let t = Instant::now();
             pd.persist(path).map_err(|e| OciError::io(path, e))?;
+            times.rename = t.elapsed();
             path.display().to_string()
         }
         (Format::OciDir, Output::Stdout) => {
@@ -309,24 +355,33 @@ pub fn write_image(
             ));
         }
     };
-    Ok(summary(written, plan, &blobs, &docs, meta, o))
+    Ok((summary(written, plan, &blobs, &docs, meta, o), times))
 }
 
 /// Builds every layer blob (into the layer cache, or scratch files) and the image documents,
 /// without writing an archive: what `push` sends. The blobs' bytes stay readable through
-/// [`Blob::open`] for as long as the returned blobs live.
+/// [`Blob::open`] for as long as the returned blobs live. The timings have no archive and
+/// no rename.
 pub fn build_blobs(
     tree: &Tree,
     plan: &Plan,
     meta: &ImageMeta,
     o: &WriteOptions,
-) -> Result<(image::Documents, Vec<Blob>), OciError> {
+) -> Result<(image::Documents, Vec<Blob>, WriteTimings), OciError> {
+    let t = Instant::now();
     let run = LayerRun::start(plan, o)?;
     let blobs = write_layers(tree, plan, &run.lo, o.threads);
     run.finish();
     let blobs = blobs.map_err(|e| e.at(&store_dir(o)))?;
+    let layers = t.elapsed();
+    let t = Instant::now();
     let docs = image::Documents::new(meta, plan, &blobs);
-    Ok((docs, blobs))
+    let times = WriteTimings {
+        layers,
+        config: t.elapsed(),
+        ..WriteTimings::default()
+    };
+    Ok((docs, blobs, times))
 }
 
 fn summary(
