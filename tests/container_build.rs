@@ -487,6 +487,77 @@ fn a_rebuild_after_changing_only_the_binary_rewrites_its_layer_and_the_sbom() {
     assert!(o.status.success(), "{}", common::stderr(&o));
 }
 
+/// Each layer's name and where its bytes came from (`"from"` in the JSON summary).
+fn layer_origins(o: &Output) -> Vec<(String, String)> {
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap().to_string(),
+                l["from"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn all_from(layers: &[(String, String)], origin: &str) -> bool {
+    layers.iter().all(|(_, f)| f == origin)
+}
+
+#[test]
+fn a_plain_rebuild_copies_unchanged_layers_from_the_previous_archive_only_while_it_is_intact() {
+    let b = Build::new();
+    let out = b.path("img.tar");
+    let o = out.to_str().unwrap();
+    let build = |o: &str| layer_origins(&b.run(b.dir.path(), &["--json", "-o", o]));
+    let first = build(o);
+    assert!(all_from(&first, "new"), "{first:?}");
+    let cold = std::fs::read(&out).unwrap();
+    // Unchanged: every layer is copied out of the archive this build replaces.
+    let again = build(o);
+    assert!(all_from(&again, "previous-archive"), "{again:?}");
+    assert_eq!(std::fs::read(&out).unwrap(), cold);
+    // The archive touched (its stamp changed): it is not trusted, the sources are read.
+    let t = Command::new("touch").arg(&out).status().unwrap();
+    assert!(t.success());
+    let touched = build(o);
+    assert!(all_from(&touched, "sources"), "{touched:?}");
+    assert_eq!(std::fs::read(&out).unwrap(), cold);
+    // The records now point at the archive that build wrote.
+    let again = build(o);
+    assert!(all_from(&again, "previous-archive"), "{again:?}");
+    // The archive gone: the sources again, into another file.
+    std::fs::remove_file(&out).unwrap();
+    let other = b.path("other.tar");
+    let gone = build(other.to_str().unwrap());
+    assert!(all_from(&gone, "sources"), "{gone:?}");
+    assert_eq!(std::fs::read(&other).unwrap(), cold);
+    // One binary changed: its layer and the SBOM are new, the rest copied, and it verifies.
+    fake_payload(b.dir.path(), "hls-origin", 3 << 20, 2);
+    let changed = build(other.to_str().unwrap());
+    let new: Vec<&str> = changed
+        .iter()
+        .filter(|(_, f)| f != "previous-archive")
+        .map(|(n, f)| {
+            assert_eq!(f, "new", "{changed:?}");
+            n.as_str()
+        })
+        .collect();
+    assert_eq!(new, ["payload hls-origin", "sbom"], "{changed:?}");
+    let (v, _) = inspect_json(&other, true);
+    assert!(v.status.success(), "{}", common::stderr(&v));
+    // Nothing but the archive is left beside it (the replaced one is removed).
+    let mut names: Vec<String> = std::fs::read_dir(b.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["cache", "hls-origin", "other.tar"]);
+}
+
 #[test]
 fn an_oci_dir_is_an_oci_layout_that_verifies() {
     let b = Build::new();

@@ -382,14 +382,17 @@ fn header(name: &str, kind: EntryType, mode: u32, size: u64, mtime: u64) -> Vec<
 /// Writes the layers of the docker-archive tar straight into `f` (a new, empty, seekable
 /// file): every layer is produced (or copied from the cache) in place, its header written once
 /// its digest is known — one write of every byte, no intermediate blob files. New compressed
-/// layers are then copied into the cache from the archive (`copy_file_range`). Entries: the
+/// layers are then copied into the cache from the archive (`copy_file_range`); cached ones
+/// are copied from it the same way, and so are unchanged plain layers from the archive last
+/// written (see [`super::layer_cache::ArchiveRef`]). Also returns where each plain layer's
+/// bytes are in `f`, for the cache to point at once the archive has its name. Entries: the
 /// `blobs/` directories, then the layers in plan order; [`write_archive_tail`] writes the rest.
 pub fn write_layers_direct(
     f: &std::fs::File,
     tree: &crate::tree::Tree,
     plan: &Plan,
     lo: &super::layer::LayerOptions,
-) -> Result<Vec<Blob>, OciError> {
+) -> Result<(Vec<Blob>, Vec<super::layer_cache::Placed>), OciError> {
     use super::layer::{self, BlobSource, Store};
     use super::layer_cache::{self, Cached};
     use std::io::Seek;
@@ -403,24 +406,29 @@ pub fn write_layers_direct(
         out.write_all(&h).map_err(OciError::Write)?;
         pos += h.len() as u64;
     }
-    let mut seen = std::collections::BTreeSet::new();
+    // Where each blob's bytes start in the archive: a blob is written once.
+    let mut offsets = std::collections::BTreeMap::<String, u64>::new();
+    let mut placed = Vec::new();
     let mut blobs = Vec::with_capacity(plan.layers.len());
     let zeros = [0u8; tar::BLOCK];
     for l in &plan.layers {
         let (key, cached) = layer_cache::lookup(tree, l, lo)?;
         match cached {
             Some(Cached::Blob(b)) => {
-                if seen.insert(b.digest.clone()) {
+                if !offsets.contains_key(&b.digest) {
+                    offsets.insert(b.digest.clone(), pos + tar::BLOCK as u64);
                     let h = header(&blob_path(&b.digest), EntryType::File, 0o644, b.size, mtime);
                     out.write_all(&h).map_err(OciError::Write)?;
                     let src = b.open().map_err(OciError::Write)?;
-                    let n = io::copy(&mut io::Read::take(src, b.size), &mut out)
-                        .map_err(OciError::Write)?;
-                    if n != b.size {
-                        return Err(OciError::Input(format!(
-                            "cached layer blob {} is shorter than recorded; remove the layer cache",
-                            b.digest
-                        )));
+                    match layer_cache::copy_range(&src, 0, f, b.size) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                            return Err(OciError::Input(format!(
+                                "cached layer blob {} is shorter than recorded; remove the layer cache",
+                                b.digest
+                            )));
+                        }
+                        Err(e) => return Err(OciError::Write(e)),
                     }
                     let pad = tar::padding(b.size);
                     out.write_all(&zeros[..pad]).map_err(OciError::Write)?;
@@ -431,12 +439,46 @@ pub fn write_layers_direct(
                 blobs.push(b);
             }
             other => {
+                let (record, archive) = match other {
+                    Some(Cached::Record(r, a)) => (Some(r), a),
+                    _ => (None, None),
+                };
+                // A plain layer still whole in the archive written last time: copied from
+                // there in the kernel, not streamed from its sources again.
+                if let (Some(r), Some(a), Some(key)) = (&record, &archive, &key) {
+                    let h = header(&blob_path(&r.digest), EntryType::File, 0o644, r.size, mtime);
+                    if let Some(old) = a.open_if_unchanged(&h) {
+                        if !offsets.contains_key(&r.digest) {
+                            out.write_all(&h).map_err(OciError::Write)?;
+                            layer_cache::copy_range(&old, a.offset, f, r.size)
+                                .map_err(|e| OciError::io(&a.path, e))?;
+                            let pad = tar::padding(r.size);
+                            out.write_all(&zeros[..pad]).map_err(OciError::Write)?;
+                            offsets.insert(r.digest.clone(), pos + h.len() as u64);
+                            pos += h.len() as u64 + r.size + pad as u64;
+                        }
+                        placed.push(layer_cache::Placed {
+                            key: key.clone(),
+                            produced: r.clone(),
+                            offset: offsets[&r.digest],
+                        });
+                        lo.progress.bytes.fetch_add(r.tar_size, Ordering::Relaxed);
+                        lo.progress.layers_done.fetch_add(1, Ordering::Relaxed);
+                        blobs.push(Blob {
+                            diff_id: r.diff_id.clone(),
+                            digest: r.digest.clone(),
+                            size: r.size,
+                            tar_size: r.tar_size,
+                            media_type: lo.compression.media_type(),
+                            source: BlobSource::InArchive,
+                            cached: true,
+                            origin: layer::Origin::PreviousArchive,
+                        });
+                        continue;
+                    }
+                }
                 let hdr_pos = pos;
                 out.write_all(&zeros).map_err(OciError::Write)?;
-                let record = match other {
-                    Some(Cached::Record(r)) => Some(r),
-                    _ => None,
-                };
                 let sink = io::BufWriter::with_capacity(1 << 20, out);
                 let (p, sink) = layer::produce(tree, l, lo, sink, record.is_none())?;
                 drop(sink);
@@ -448,7 +490,8 @@ pub fn write_layers_direct(
                     None => p,
                 };
                 let data_pos = hdr_pos + tar::BLOCK as u64;
-                if seen.insert(p.digest.clone()) {
+                if !offsets.contains_key(&p.digest) {
+                    offsets.insert(p.digest.clone(), data_pos);
                     let pad = tar::padding(p.size);
                     out.write_all(&zeros[..pad]).map_err(OciError::Write)?;
                     let h = header(&blob_path(&p.digest), EntryType::File, 0o644, p.size, mtime);
@@ -475,6 +518,13 @@ pub fn write_layers_direct(
                 if let (Store::Cache(dir), None, Some(key)) = (&lo.store, &record, &key) {
                     layer_cache::store_record(dir, key, &p)?;
                 }
+                if let (Some(key), super::Compression::None) = (&key, lo.compression) {
+                    placed.push(layer_cache::Placed {
+                        key: key.clone(),
+                        produced: p.clone(),
+                        offset: offsets[&p.digest],
+                    });
+                }
                 lo.progress.layers_done.fetch_add(1, Ordering::Relaxed);
                 blobs.push(Blob {
                     diff_id: p.diff_id,
@@ -484,11 +534,16 @@ pub fn write_layers_direct(
                     media_type: lo.compression.media_type(),
                     source: BlobSource::InArchive,
                     cached: record.is_some(),
+                    origin: if record.is_some() {
+                        layer::Origin::Sources
+                    } else {
+                        layer::Origin::New
+                    },
                 });
             }
         }
     }
-    Ok(blobs)
+    Ok((blobs, placed))
 }
 
 /// Ends the docker-archive tar [`write_layers_direct`] began in `f` (its position at the end

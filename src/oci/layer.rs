@@ -31,6 +31,22 @@ pub struct Blob {
     pub source: BlobSource,
     /// Taken from the cache instead of written.
     pub cached: bool,
+    /// Where its bytes came from in this build.
+    pub origin: Origin,
+}
+
+/// Where a layer's bytes came from in this build (`--json`: each layer's `"from"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// Read from its sources, written and hashed.
+    New,
+    /// A compressed blob kept whole in the layer cache, copied.
+    Cache,
+    /// Its digests from the cache, its bytes streamed from its sources again.
+    Sources,
+    /// Copied from the archive the previous build wrote (uncompressed layers).
+    PreviousArchive,
 }
 
 /// Where a blob's bytes are.

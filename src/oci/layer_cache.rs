@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 use super::compress::Compression;
 use super::files::{scratch_in, Pending};
 use super::layer::{
-    hex, planned_entry, produce, resolve_link, Blob, BlobSource, LayerOptions, Link, Produced,
-    Store,
+    hex, planned_entry, produce, resolve_link, Blob, BlobSource, LayerOptions, Link, Origin,
+    Produced, Store,
 };
 use super::OciError;
 use crate::plan::Layer;
@@ -115,16 +115,51 @@ struct KeyRecord {
     digest: String,
     size: u64,
     tar_size: u64,
+    /// Where an uncompressed layer's bytes were last written whole (see [`ArchiveRef`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    archive: Option<ArchiveRef>,
+}
+
+/// An uncompressed layer's bytes inside the docker-archive tar last written with it: the
+/// archive's absolute path, the layer's offset in it, and the archive file's stamp (length,
+/// device, inode, mtime, ctime) when it was written. A rebuild copies the layer from there in
+/// the kernel (`copy_file_range`, a reflink where the filesystem has them) instead of reading
+/// every source file again, if the file at that path still has that stamp — any write, chmod
+/// or rename-over changes its ctime — and the tar header before the offset still names the
+/// layer's digest. Otherwise the layer is streamed from its sources as before. The cache thus
+/// keeps no second copy of plain layers: the previous output is the copy.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ArchiveRef {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub stamp: [u64; 7],
+}
+
+impl ArchiveRef {
+    /// The archive, opened, if it is still the file the reference was taken of and the tar
+    /// header before `offset` is `header` (the blob's member header).
+    pub fn open_if_unchanged(&self, header: &[u8]) -> Option<File> {
+        use std::os::unix::fs::FileExt;
+        let f = File::open(&self.path).ok()?;
+        let m = f.metadata().ok()?;
+        if crate::tree::HostStamp::of(&m).0 != self.stamp {
+            return None;
+        }
+        let at = self.offset.checked_sub(header.len() as u64)?;
+        let mut got = vec![0u8; header.len()];
+        f.read_exact_at(&mut got, at).ok()?;
+        (got == header).then_some(f)
+    }
 }
 
 /// What the cache knows about a layer.
 pub enum Cached {
     /// A compressed blob, stored whole.
     Blob(Blob),
-    /// An uncompressed layer: only its digests and size. Storing a copy of every plain layer
-    /// would double the bytes written by every cold build and the disk used, to save only
-    /// the hashing on a rebuild — the tar is cheap to re-stream from the sources.
-    Record(Produced),
+    /// An uncompressed layer: its digests and size, and where its bytes were last written
+    /// (the previous output archive, [`ArchiveRef`]). Storing a copy of every plain layer
+    /// would double the bytes written by every cold build and the disk used.
+    Record(Produced, Option<ArchiveRef>),
 }
 
 /// The layer's cache key (when there is a cache) and what the cache holds for it.
@@ -140,6 +175,7 @@ pub fn lookup(
     let found = (|| {
         let rec: KeyRecord =
             serde_json::from_slice(&std::fs::read(dir.join("keys").join(&key)).ok()?).ok()?;
+        let archive = rec.archive;
         let produced = Produced {
             diff_id: rec.diff_id,
             tar_size: rec.tar_size,
@@ -147,7 +183,7 @@ pub fn lookup(
             size: rec.size,
         };
         if o.compression == Compression::None {
-            return Some(Cached::Record(produced));
+            return Some(Cached::Record(produced, archive));
         }
         let path = dir
             .join("blobs/sha256")
@@ -160,18 +196,66 @@ pub fn lookup(
             media_type: o.compression.media_type(),
             source: BlobSource::Path(path),
             cached: true,
+            origin: Origin::Cache,
         }))
     })();
     Ok((Some(key), found))
 }
 
+/// An uncompressed layer as placed in the archive being written: its key, digests and the
+/// offset of its bytes.
+#[derive(Clone, Debug)]
+pub struct Placed {
+    pub key: String,
+    pub produced: Produced,
+    pub offset: u64,
+}
+
+/// Points the cache records of the plain layers in `placed` at the archive now named
+/// `archive` (after its rename: the stamp is the named file's).
+pub fn record_placed(dir: &Path, placed: &[Placed], archive: &Path) -> Result<(), OciError> {
+    for p in placed {
+        store_record_in_archive(dir, &p.key, &p.produced, archive, p.offset)?;
+    }
+    Ok(())
+}
+
 /// Records a layer under its key (atomically).
 pub fn store_record(dir: &Path, key: &str, p: &Produced) -> Result<(), OciError> {
+    record(dir, key, p, None)
+}
+
+/// Records an uncompressed layer under its key with where its bytes now are: `offset` in the
+/// archive just written at `archive` (see [`ArchiveRef`]).
+pub fn store_record_in_archive(
+    dir: &Path,
+    key: &str,
+    p: &Produced,
+    archive: &Path,
+    offset: u64,
+) -> Result<(), OciError> {
+    let path = std::fs::canonicalize(archive).map_err(|e| OciError::io(archive, e))?;
+    let m = std::fs::metadata(&path).map_err(|e| OciError::io(&path, e))?;
+    let r = ArchiveRef {
+        path,
+        offset,
+        stamp: crate::tree::HostStamp::of(&m).0,
+    };
+    record(dir, key, p, Some(r))
+}
+
+fn record(
+    dir: &Path,
+    key: &str,
+    p: &Produced,
+    archive: Option<ArchiveRef>,
+) -> Result<(), OciError> {
     let rec = KeyRecord {
         diff_id: p.diff_id.clone(),
         digest: p.digest.clone(),
         size: p.size,
         tar_size: p.tar_size,
+        archive,
     };
     let kdir = dir.join("keys");
     let mut kp = Pending::new_in(&kdir, "key").map_err(|e| OciError::io(&kdir, e))?;
@@ -278,7 +362,7 @@ pub fn write_layer(tree: &Tree, layer: &Layer, o: &LayerOptions) -> Result<Blob,
             o.progress.bytes.fetch_add(b.tar_size, Ordering::Relaxed);
             return done(b);
         }
-        Some(Cached::Record(rec)) => {
+        Some(Cached::Record(rec, _)) => {
             let file = scratch_in(&scratch_dir).map_err(|e| OciError::io(&scratch_dir, e))?;
             let sink =
                 BufWriter::with_capacity(1 << 20, file.try_clone().map_err(OciError::Write)?);
@@ -294,6 +378,7 @@ pub fn write_layer(tree: &Tree, layer: &Layer, o: &LayerOptions) -> Result<Blob,
                 media_type,
                 source: BlobSource::Scratch(file),
                 cached: true,
+                origin: Origin::Sources,
             });
         }
         None => {}
@@ -319,5 +404,6 @@ pub fn write_layer(tree: &Tree, layer: &Layer, o: &LayerOptions) -> Result<Blob,
         media_type,
         source,
         cached: false,
+        origin: Origin::New,
     })
 }

@@ -156,6 +156,9 @@ pub struct LayerSummary {
     pub uncompressed_size: u64,
     pub media_type: &'static str,
     pub cached: bool,
+    /// Where the layer's bytes came from: `new`, `cache`, `sources` (re-read, digests from
+    /// the cache) or `previous-archive`.
+    pub from: layer::Origin,
     pub contents: Vec<String>,
 }
 
@@ -298,7 +301,7 @@ pub fn write_image(
         let mut t = t;
         let result = (|| {
             let pending = files::Pending::new_in(dir, "image").map_err(|e| OciError::io(dir, e))?;
-            let blobs = image::write_layers_direct(&pending.file, tree, plan, &run.lo)
+            let (blobs, placed) = image::write_layers_direct(&pending.file, tree, plan, &run.lo)
                 .map_err(|e| e.at(path))?;
             times.layers = t.elapsed();
             t = Instant::now();
@@ -311,6 +314,13 @@ pub fn write_image(
             pending
                 .persist(path, true)
                 .map_err(|e| OciError::io(path, e))?;
+            // The plain layers' records now point at this archive, for the next build to
+            // copy them from (a failure here costs that build a re-read, not this one).
+            if let Store::Cache(cache) = &o.store {
+                if let Err(e) = layer_cache::record_placed(cache, &placed, path) {
+                    tracing::warn!(error = %e, "could not note the layers' place in the archive");
+                }
+            }
             times.rename = t.elapsed();
             Ok((docs, blobs))
         })();
@@ -404,6 +414,7 @@ fn summary(
             uncompressed_size: b.tar_size,
             media_type: b.media_type,
             cached: b.cached,
+            from: b.origin,
             contents: l.groups.iter().map(|g| g.to_string()).collect(),
         })
         .collect();
