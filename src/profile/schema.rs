@@ -282,11 +282,17 @@ pub struct IsoSpec {
     pub network: Network,
 }
 
+/// `[iso.network]` of a profile. Stricter than the boot contract's `init_contract::Network`
+/// that imgbuild-init reads (its gateway is optional, its DNS may be a list): a profile must
+/// name a gateway for a static address, and gives its DNS servers as one string.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Network {
+    /// DHCP (`mode = "dhcp"`), the default.
     #[default]
     Dhcp,
+    /// `mode = "static"`: `address` in CIDR form, `gateway` required, `dns` optional
+    /// (comma-separated).
     Static {
         address: String,
         gateway: String,

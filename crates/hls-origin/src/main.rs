@@ -50,6 +50,10 @@ mod payload_settings;
 mod source;
 mod stream;
 mod tls;
+/// The signature checks of a custom rustls verifier (hls-swarm's module, compiled in as the
+/// payload settings are, so the dependency list stays the program's own).
+#[path = "../../hls-swarm/src/tls_signatures.rs"]
+mod tls_signatures;
 mod tone;
 mod ts;
 

@@ -23,4 +23,5 @@ pub mod schedule;
 pub mod series;
 pub mod summary;
 pub mod tls;
+mod tls_signatures;
 pub mod viewer;
