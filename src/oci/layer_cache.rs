@@ -1,6 +1,7 @@
 //! The layer cache: a layer's content key, and what the cache keeps under it — the digests
-//! and sizes of every layer (`keys/<key>`), and compressed blobs whole (`blobs/sha256/…`) —
-//! and [`write_layer`], which produces a layer blob through it.
+//! and sizes of every layer (`keys/<key>`), compressed blobs whole (`blobs/sha256/…`), and for
+//! a plain layer where its bytes are in the archive last written ([`ArchiveRef`]) — and
+//! [`write_layer`], which produces a layer blob through it.
 //!
 //! The cache key is a sha256 over everything that decides the layer's bytes: the format
 //! version, compression, mtime, and per entry its path, kind, mode, owner, link target and
