@@ -19,6 +19,7 @@
 //! unpacks alone with the right modes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::tree::{Group, Tree};
 
@@ -82,12 +83,13 @@ pub struct StoreNode {
 }
 
 /// One layer: a description, the Tree groups it holds, and the image paths it writes
-/// (byte-sorted, parents first, parent directories included).
+/// (byte-sorted, parents first, parent directories included). The paths are the Tree's own
+/// (`Arc` clones, not copies: a big closure has ~44k of them).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layer {
     pub name: String,
     pub groups: Vec<Group>,
-    pub paths: Vec<Vec<u8>>,
+    pub paths: Vec<Arc<[u8]>>,
     /// Bytes of file content in this layer.
     pub size: u64,
 }
@@ -104,27 +106,24 @@ pub fn plan(tree: &Tree, closure: &[StoreNode], opts: &PlanOptions) -> Result<Pl
         return Err(PlanError::TooManyLayers(opts.max_layers));
     }
     // Group the tree's entries.
-    let mut by_group: BTreeMap<Group, Vec<Vec<u8>>> = BTreeMap::new();
-    for (p, e) in tree.iter() {
-        by_group
-            .entry(e.group.clone())
-            .or_default()
-            .push(p.to_vec());
+    let mut by_group: BTreeMap<&Group, Vec<&Arc<[u8]>>> = BTreeMap::new();
+    for (p, e) in tree.iter_shared() {
+        by_group.entry(&e.group).or_default().push(p);
     }
     let mut store_sizes: BTreeMap<String, u64> = BTreeMap::new();
     let mut payloads: Vec<String> = Vec::new();
     for g in by_group.keys() {
         match g {
             Group::StorePath(s) => {
-                store_sizes.insert(s.clone(), 0);
+                store_sizes.insert(s.to_string(), 0);
             }
-            Group::Payload(s) => payloads.push(s.clone()),
+            Group::Payload(s) => payloads.push(s.to_string()),
             _ => {}
         }
     }
     for (_, e) in tree.iter() {
         if let Group::StorePath(s) = &e.group {
-            *store_sizes.get_mut(s).expect("collected above") += e.size();
+            *store_sizes.get_mut(&s[..]).expect("collected above") += e.size();
         }
     }
     let has_base = by_group.contains_key(&Group::Base);
@@ -189,7 +188,7 @@ pub fn plan(tree: &Tree, closure: &[StoreNode], opts: &PlanOptions) -> Result<Pl
     for set in &closure_sets {
         let mut groups: Vec<Group> = set
             .iter()
-            .map(|&i| Group::StorePath(names[i].clone()))
+            .map(|&i| Group::StorePath(names[i].as_str().into()))
             .collect();
         groups.sort();
         let first = short_name(&names[set[0]]);
@@ -201,7 +200,10 @@ pub fn plan(tree: &Tree, closure: &[StoreNode], opts: &PlanOptions) -> Result<Pl
         layer_groups.push((name, groups));
     }
     for p in &payloads {
-        layer_groups.push((format!("payload {p}"), vec![Group::Payload(p.clone())]));
+        layer_groups.push((
+            format!("payload {p}"),
+            vec![Group::Payload(p.as_str().into())],
+        ));
     }
     if has_config {
         layer_groups.push(("config".into(), vec![Group::Config]));
@@ -213,21 +215,23 @@ pub fn plan(tree: &Tree, closure: &[StoreNode], opts: &PlanOptions) -> Result<Pl
     let layers = layer_groups
         .into_iter()
         .map(|(name, groups)| {
-            let mut set: BTreeSet<Vec<u8>> = BTreeSet::new();
+            let mut set: BTreeSet<Arc<[u8]>> = BTreeSet::new();
             for g in &groups {
-                for p in by_group.get(g).into_iter().flatten() {
-                    set.insert(p.clone());
+                for &p in by_group.get(g).into_iter().flatten() {
+                    set.insert(Arc::clone(p));
                     // Parent directories, so the layer unpacks alone with the right modes.
-                    let mut q = p.as_slice();
+                    let mut q = &p[..];
                     while let Some(i) = q.iter().rposition(|&b| b == b'/') {
                         q = &q[..i];
-                        if !set.insert(q.to_vec()) {
+                        if set.contains(q) {
                             break;
                         }
+                        let shared = tree.shared_path(q).cloned();
+                        set.insert(shared.unwrap_or_else(|| Arc::from(q)));
                     }
                 }
             }
-            let paths: Vec<Vec<u8>> = set.into_iter().collect();
+            let paths: Vec<Arc<[u8]>> = set.into_iter().collect();
             let size = paths
                 .iter()
                 .filter_map(|p| tree.get(p))
@@ -432,7 +436,7 @@ mod tests {
                 Entry::file(
                     Content::bytes(vec![0u8; *size as usize]),
                     0o444,
-                    Group::StorePath(base.clone()),
+                    Group::StorePath(base.as_str().into()),
                 ),
             )
             .unwrap();
@@ -493,7 +497,7 @@ mod tests {
             let owners = p
                 .layers
                 .iter()
-                .filter(|l| l.groups.contains(&e.group) && l.paths.iter().any(|x| x == path))
+                .filter(|l| l.groups.contains(&e.group) && l.paths.iter().any(|x| **x == *path))
                 .count();
             assert_eq!(owners, 1, "{}", crate::tree::display_path(path));
         }
@@ -501,11 +505,7 @@ mod tests {
         let cfg = p.layers.last().unwrap();
         assert_eq!(
             cfg.paths,
-            vec![
-                b"etc".to_vec(),
-                b"etc/imgbuild".to_vec(),
-                b"etc/imgbuild/profile.json".to_vec()
-            ]
+            [&b"etc"[..], b"etc/imgbuild", b"etc/imgbuild/profile.json"].map(Arc::from)
         );
     }
 
@@ -523,7 +523,7 @@ mod tests {
         // The largest path is a head with its own layer.
         assert!(closure
             .iter()
-            .any(|l| l.groups == vec![Group::StorePath(name("big-lib"))]));
+            .any(|l| l.groups == vec![Group::StorePath(name("big-lib").into())]));
         // All six paths are placed.
         let placed: usize = closure.iter().map(|l| l.groups.len()).sum();
         assert_eq!(placed, 6);
@@ -547,7 +547,7 @@ mod tests {
             .filter(|l| l.name.starts_with("store"))
             .map(|l| l.groups.clone())
             .collect();
-        let sp = |x: &str| Group::StorePath(name(x));
+        let sp = |x: &str| Group::StorePath(name(x).into());
         assert_eq!(
             groups,
             vec![
@@ -603,7 +603,10 @@ mod tests {
     fn popularity_puts_the_most_depended_on_path_first() {
         let (t, n) = fixture(CLOSURE);
         let p = plan(&t, &n, &opts(6, Layering::Popularity)).unwrap();
-        assert_eq!(p.layers[1].groups, vec![Group::StorePath(name("glibc"))]);
+        assert_eq!(
+            p.layers[1].groups,
+            vec![Group::StorePath(name("glibc").into())]
+        );
         assert_eq!(p.layers.len(), 6);
     }
 

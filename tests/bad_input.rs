@@ -995,7 +995,7 @@ fn a_9_gib_sparse_file_gets_a_tar_size_past_8_gib() {
     let layer = imgbuild::plan::Layer {
         name: "big".into(),
         groups: vec![Group::Base],
-        paths: tree.iter().map(|(p, _)| p.to_vec()).collect(),
+        paths: tree.iter().map(|(p, _)| p.into()).collect(),
         size: NINE_GIB,
     };
     /// Keeps the first 64 KiB, then refuses to take more.

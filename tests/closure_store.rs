@@ -319,18 +319,18 @@ fn store_paths_become_image_entries_with_modes_and_groups() {
     let app = t.get(format!("nix/store/{a}/bin/app")).unwrap();
     assert_eq!(app.mode, 0o555);
     assert_eq!((app.uid, app.gid), (0, 0));
-    assert_eq!(app.group, Group::StorePath(a.clone()));
+    assert_eq!(app.group, Group::StorePath(a.as_str().into()));
     match &app.kind {
         Kind::File(Content::Host { path, size, .. }) => {
-            assert_eq!(path, &s.host(&a, "bin/app"));
-            assert_eq!(*size, fs::metadata(path).unwrap().len());
+            assert_eq!(path.to_path_buf(), s.host(&a, "bin/app"));
+            assert_eq!(*size, fs::metadata(path.to_path_buf()).unwrap().len());
         }
         k => panic!("{k:?}"),
     }
     assert_eq!(t.get(format!("nix/store/{c}/table")).unwrap().mode, 0o444);
     assert_eq!(
         t.get(format!("nix/store/{a}")).unwrap().group,
-        Group::StorePath(a.clone())
+        Group::StorePath(a.as_str().into())
     );
     assert_eq!(t.get("nix/store").unwrap().group, Group::Base);
     // Byte-sorted, parents first: the tree's order is the writers' order.
@@ -805,7 +805,7 @@ fn a_real_nix_closure_packs_byte_exact_and_its_programs_run() {
     // Every file entry points at a real, readable store file of the right size.
     for (_, e) in t.iter() {
         if let Kind::File(Content::Host { path, size, .. }) = &e.kind {
-            assert_eq!(fs::metadata(path).unwrap().len(), *size);
+            assert_eq!(fs::metadata(path.to_path_buf()).unwrap().len(), *size);
         }
     }
     // The program of the closure runs (the container tests run it inside an image).

@@ -150,13 +150,13 @@ fn read_content(entry: &Entry, limit: Option<usize>) -> io::Result<Option<Vec<u8
             Some(n) => b[..b.len().min(n)].to_vec(),
             None => b.to_vec(),
         })),
-        Kind::File(Content::Host { path, .. }) => match limit {
-            Some(n) => {
+        Kind::File(Content::Host { path, .. }) => match (path.to_path_buf(), limit) {
+            (path, Some(n)) => {
                 let mut buf = Vec::with_capacity(n);
                 fs::File::open(path)?.take(n as u64).read_to_end(&mut buf)?;
                 Ok(Some(buf))
             }
-            None => fs::read(path).map(Some),
+            (path, None) => fs::read(path).map(Some),
         },
         _ => Ok(None),
     }

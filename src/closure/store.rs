@@ -9,9 +9,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use crate::tree::{display_path, Content, Entry, Group, Kind, Tree};
+use crate::tree::{display_path, Content, Entry, Group, HostPath, Kind, Tree};
 
 use super::input::{parse_input, Parsed};
 use super::{
@@ -330,7 +330,7 @@ fn nar_walk(host: &Path, mut scanner: Option<Scanner<'_>>) -> io::Result<u64> {
 
 /// One entry found while walking the store, before hard links are decided.
 struct Walked {
-    image: Vec<u8>,
+    image: Arc<[u8]>,
     entry: Entry,
     inode: Option<(u64, u64)>,
 }
@@ -383,26 +383,33 @@ impl Closure {
         tree: &mut Tree,
         store_root: Option<&Path>,
     ) -> Result<(), ClosureError> {
-        let per_path = parallel_map(&self.paths, |sp| walk_store_path(sp, store_root))?;
-        let mut all: Vec<Walked> = per_path.into_iter().flatten().collect();
+        // Store files are at `<root>/<image path>` (see `host_path`): their HostPath shares
+        // the root and the image path.
+        let root: Arc<Path> = Arc::from(store_root.unwrap_or(Path::new("/")));
+        let per_path = parallel_map(&self.paths, |sp| walk_store_path(sp, store_root, &root))?;
 
         // Hard links: group by inode; the byte-smallest image path is the file.
-        let mut by_inode: BTreeMap<(u64, u64), Vec<usize>> = BTreeMap::new();
-        for (i, w) in all.iter().enumerate() {
-            if let Some(ino) = w.inode {
-                by_inode.entry(ino).or_default().push(i);
+        let mut by_inode: BTreeMap<(u64, u64), Vec<(usize, usize)>> = BTreeMap::new();
+        for (i, walked) in per_path.iter().enumerate() {
+            for (j, w) in walked.iter().enumerate() {
+                if let Some(ino) = w.inode {
+                    by_inode.entry(ino).or_default().push((i, j));
+                }
             }
         }
+        let mut per_path = per_path;
         for idxs in by_inode.values().filter(|v| v.len() > 1) {
+            let image = |&(i, j): &(usize, usize)| &per_path[i][j].image;
             let first = *idxs
                 .iter()
-                .min_by(|&&a, &&b| all[a].image.cmp(&all[b].image))
+                .min_by(|a, b| image(a).cmp(image(b)))
                 .expect("non-empty");
-            let target = all[first].image.clone();
-            for &i in idxs.iter().filter(|&&i| i != first) {
-                all[i].entry.kind = Kind::HardLink(target.clone());
+            let target = image(&first).to_vec();
+            for &(i, j) in idxs.iter().filter(|&&x| x != first) {
+                per_path[i][j].entry.kind = Kind::HardLink(target.clone());
             }
         }
+        drop(by_inode);
 
         for dir in ["nix", "nix/store"] {
             if tree.get(dir).is_none() {
@@ -413,11 +420,16 @@ impl Closure {
                     })?;
             }
         }
-        for w in all {
-            let path = display_path(&w.image);
-            tree.insert(&w.image, w.entry)
-                .map_err(|err| ClosureError::Tree { path, err })?;
+        // Each store path's entries are freed as soon as they are in the tree.
+        for w in per_path.into_iter().flatten() {
+            let image = Arc::clone(&w.image);
+            tree.insert_shared(w.image, w.entry)
+                .map_err(|err| ClosureError::Tree {
+                    path: display_path(&image),
+                    err,
+                })?;
         }
+        tree.compact();
         Ok(())
     }
 
@@ -436,10 +448,13 @@ impl Closure {
 }
 
 /// Walks one store path on the host (never following symlinks) into tree entries.
-fn walk_store_path(sp: &StorePath, store_root: Option<&Path>) -> Result<Vec<Walked>, ClosureError> {
+fn walk_store_path(
+    sp: &StorePath,
+    store_root: Option<&Path>,
+    root: &Arc<Path>,
+) -> Result<Vec<Walked>, ClosureError> {
     let name = sp.path.display().to_string();
-    let base = sp.basename();
-    let group = Group::StorePath(base.clone());
+    let group = Group::StorePath(sp.basename().into());
     let host_root = host_path(store_root, &name);
     let read_err = |host: &Path, err| ClosureError::StoreRead {
         path: name.clone(),
@@ -456,14 +471,16 @@ fn walk_store_path(sp: &StorePath, store_root: Option<&Path>) -> Result<Vec<Walk
         let host = dent.path();
         // Not following links, this is the entry's `lstat`; the layer cache keys on it too.
         let meta = dent.metadata().map_err(|e| read_err(host, e.into()))?;
-        let mut image = root_image.clone();
-        if dent.depth() > 0 {
+        let image: Arc<[u8]> = if dent.depth() > 0 {
             let rel = host
                 .strip_prefix(&host_root)
                 .expect("walked under the root");
-            image.push(b'/');
-            image.extend_from_slice(rel.as_os_str().as_bytes());
-        }
+            [&root_image[..], b"/", rel.as_os_str().as_bytes()]
+                .concat()
+                .into()
+        } else {
+            root_image.as_slice().into()
+        };
         let ft = meta.file_type();
         let mode = meta.mode() & 0o7777;
         let entry = if ft.is_symlink() {
@@ -479,10 +496,18 @@ fn walk_store_path(sp: &StorePath, store_root: Option<&Path>) -> Result<Vec<Walk
         } else if ft.is_dir() {
             Entry::dir(mode, group.clone())
         } else if ft.is_file() {
+            // The image path under the store root names this very file (checked: a store
+            // root spelled oddly gets the walk's own path instead).
+            let shared = HostPath::under(Arc::clone(root), Arc::clone(&image));
+            let path = if shared.to_path_buf() == host {
+                shared
+            } else {
+                HostPath::from(host)
+            };
             let content = Content::Host {
-                path: host.to_path_buf(),
+                path,
                 size: meta.len(),
-                stamp: Some(crate::tree::HostStamp::of(&meta)),
+                stamp: Some(Box::new(crate::tree::HostStamp::of(&meta))),
             };
             let inode = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
             out.push(Walked {

@@ -356,7 +356,7 @@ pub fn image_tree(ctx: &Ctx, i: &Inputs) -> Result<Tree> {
             .with_context(|| format!("reading {}", host.display()))?;
         tree.insert(
             format!("bin/{name}"),
-            Entry::file(content, 0o755, Group::Payload(name.clone())),
+            Entry::file(content, 0o755, Group::Payload(name.as_str().into())),
         )?;
     }
     tree.insert("etc/imgbuild", Entry::dir(0o755, Group::Config))?;

@@ -28,7 +28,7 @@ pub fn tree(
     let host = |p: &Path| {
         crate::tree::host_content(p).map_err(|e| PartError::Read(p.display().to_string(), e))
     };
-    let payload = |n: &str| Group::Payload(n.to_string());
+    let payload = |n: &str| Group::Payload(n.into());
     t.replace(
         "init",
         Entry::file(program(init)?, 0o755, payload("imgbuild-init")),

@@ -140,11 +140,7 @@ pub(super) fn resolve_link<'a>(
         match &e.kind {
             Kind::HardLink(next) => t = next,
             Kind::File(_) => {
-                let same_layer = t < path
-                    && layer
-                        .paths
-                        .binary_search_by(|p| p.as_slice().cmp(t))
-                        .is_ok();
+                let same_layer = t < path && layer.paths.binary_search_by(|p| (**p).cmp(t)).is_ok();
                 return Ok(if same_layer {
                     Link::Tar(t)
                 } else {
@@ -216,6 +212,7 @@ fn write_content(
         Content::Host {
             path: host, size, ..
         } => {
+            let host = &host.to_path_buf();
             let mut f = File::open(host).map_err(|e| OciError::io(host, e))?;
             let now = f.metadata().map_err(|e| OciError::io(host, e))?.len();
             if now != *size {
@@ -410,7 +407,7 @@ mod tests {
         Layer {
             name: "t".into(),
             groups: vec![Group::Base],
-            paths: tree.iter().map(|(p, _)| p.to_vec()).collect(),
+            paths: tree.iter().map(|(p, _)| p.into()).collect(),
             size: 0,
         }
     }
@@ -505,7 +502,7 @@ mod tests {
         let only_b = Layer {
             name: "b".into(),
             groups: vec![Group::Config],
-            paths: vec![b"b".to_vec(), b"b/link".to_vec(), b"b/same".to_vec()],
+            paths: [&b"b"[..], b"b/link", b"b/same"].map(Into::into).to_vec(),
             size: 0,
         };
         let mut out = Vec::new();

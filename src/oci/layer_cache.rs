@@ -56,8 +56,9 @@ pub fn cache_key(
             Content::Host { path, size, stamp } => {
                 // The stamp taken when the file was added (the closure walk's lstat), else
                 // a stat now: the same fields either way.
+                let path = &path.to_path_buf();
                 let stamp = match stamp {
-                    Some(s) => *s,
+                    Some(s) => **s,
                     None => crate::tree::HostStamp::of(
                         &std::fs::metadata(path).map_err(|e| OciError::io(path, e))?,
                     ),
