@@ -457,17 +457,9 @@ fn a_dry_run_times_the_stages_before_the_layers_and_prints_the_same_json() {
 fn a_rebuild_after_changing_only_the_binary_rewrites_its_layer_and_the_sbom() {
     let b = Build::new();
     let summary = |o: &Output| -> Vec<(String, bool)> {
-        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-        v["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| {
-                (
-                    l["name"].as_str().unwrap().to_string(),
-                    l["cached"].as_bool().unwrap(),
-                )
-            })
+        layer_fields(o, "cached")
+            .into_iter()
+            .map(|(n, c)| (n, c.as_bool().unwrap()))
             .collect()
     };
     let first = summary(&b.run(b.dir.path(), &["--json", "--compression", "gzip"]));
@@ -487,19 +479,22 @@ fn a_rebuild_after_changing_only_the_binary_rewrites_its_layer_and_the_sbom() {
     assert!(o.status.success(), "{}", common::stderr(&o));
 }
 
-/// Each layer's name and where its bytes came from (`"from"` in the JSON summary).
-fn layer_origins(o: &Output) -> Vec<(String, String)> {
+/// Each layer's name and the value of one of its fields in the JSON summary.
+fn layer_fields(o: &Output, field: &str) -> Vec<(String, Value)> {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     v["layers"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| {
-            (
-                l["name"].as_str().unwrap().to_string(),
-                l["from"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|l| (l["name"].as_str().unwrap().to_string(), l[field].clone()))
+        .collect()
+}
+
+/// Each layer's name and where its bytes came from (`"from"` in the JSON summary).
+fn layer_origins(o: &Output) -> Vec<(String, String)> {
+    layer_fields(o, "from")
+        .into_iter()
+        .map(|(n, f)| (n, f.as_str().unwrap().to_string()))
         .collect()
 }
 

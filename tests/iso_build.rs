@@ -252,11 +252,7 @@ fn two_builds_are_byte_identical_and_the_isolinux_original_is_untouched() {
     // The second with --timings: a table of the stages on stderr, the same bytes.
     let o = build_output(&d.path().join("b.iso"), &["--timings"]);
     let err = common::stderr(&o);
-    let stages: Vec<&str> = err
-        .lines()
-        .filter(|l| l.trim_end().ends_with('%'))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+    let stages = common::timing_stages(&err);
     assert_eq!(
         stages,
         [

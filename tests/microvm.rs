@@ -55,11 +55,7 @@ fn the_microvm_directory_is_reproducible_and_carries_the_isos_initramfs() {
     let o = microvm(&b, &["--timings"]);
     let err = common::stderr(&o);
     assert!(o.status.success(), "{err}");
-    let stages: Vec<&str> = err
-        .lines()
-        .filter(|l| l.trim_end().ends_with('%'))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+    let stages = common::timing_stages(&err);
     assert_eq!(
         stages,
         [

@@ -460,11 +460,7 @@ fn plain_registry_push_pull_run_and_push_only_what_changed() {
         .unwrap();
     // --timings: the build's stages and the push, on stderr beside the push's JSON.
     let err = common::stderr(&o);
-    let stages: Vec<&str> = err
-        .lines()
-        .filter(|l| l.trim_end().ends_with('%'))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+    let stages = common::timing_stages(&err);
     let s: Value = serde_json::from_str(&ok(o, "container --push", &reg)).unwrap();
     assert_eq!(
         stages,

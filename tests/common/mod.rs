@@ -321,3 +321,15 @@ pub fn stop_and_assert_sigterm_ends(name: &str) {
         stderr(&logs)
     );
 }
+
+/// The stage names of a `--timings` table on stderr (its rows end in a share, `…%`), in order,
+/// the `total` row last.
+#[allow(dead_code)]
+pub fn timing_stages(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| l.trim_end().ends_with('%'))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
