@@ -1153,7 +1153,7 @@ fn up_run_on_docker_swarm_gives_the_merged_verdict_and_leaves_nothing() {
     };
     let before = state();
     let up = |extra: &[&str]| {
-        common::imgbuild()
+        let child = common::imgbuild()
             .args([
                 "up",
                 "origin",
@@ -1167,18 +1167,23 @@ fn up_run_on_docker_swarm_gives_the_merged_verdict_and_leaves_nothing() {
             .args(["--duration", "15s"])
             .args(extra)
             .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // What this `up` makes is named after its pid: only those are its leftovers.
+        let pid = child.id();
+        (child.wait_with_output().unwrap(), pid)
     };
     if before == "inactive" {
         // Not without the user's consent.
-        let o = up(&[]);
+        let (o, _) = up(&[]);
         let err = common::stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{err}");
         assert!(err.contains("--init-swarm"), "{err}");
         assert_eq!(state(), "inactive");
     }
-    let o = up(&["--init-swarm"]);
+    let (o, pid) = up(&["--init-swarm"]);
     let (out, err) = (common::stdout(&o), common::stderr(&o));
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("100 started of 100"), "{out}");
@@ -1187,11 +1192,13 @@ fn up_run_on_docker_swarm_gives_the_merged_verdict_and_leaves_nothing() {
     assert!(err.contains("on Docker Swarm passed"), "{err}");
     // Nothing left: the node's swarm state as before, no stack, no network.
     assert_eq!(state(), before);
-    let tag = "imgbuild-up-";
+    // Only this run's: another run's leftovers (an earlier CI on this engine) are not its own.
+    let tag = format!("imgbuild-up-{pid}");
     let nets = docker_ok(&["network", "ls", "--format", "{{.Name}}"]);
-    assert!(!nets.lines().any(|n| n.starts_with(tag)), "{nets}");
+    let own = |n: &str| n == tag || n.starts_with(&format!("{tag}_"));
+    assert!(!nets.lines().any(own), "{nets}");
     if before == "active" {
         let stacks = docker_ok(&["stack", "ls", "--format", "{{.Name}}"]);
-        assert!(!stacks.lines().any(|n| n.starts_with(tag)), "{stacks}");
+        assert!(!stacks.lines().any(own), "{stacks}");
     }
 }

@@ -23,14 +23,16 @@ fn docker(args: &[&str]) -> String {
 /// Containers, networks and temp dirs an `up` with this pid would have made.
 fn leftovers(pid: u32) -> Vec<String> {
     let tag = format!("imgbuild-up-{pid}");
+    // Its name, or its name and a suffix (`-origin`, `-swarm`): not another pid that starts alike.
+    let own = |n: &str| n == tag || n.starts_with(&format!("{tag}-"));
     let mut left = Vec::new();
     for c in docker(&["ps", "-a", "--format", "{{.Names}}"]).lines() {
-        if c.starts_with(&tag) {
+        if own(c) {
             left.push(format!("container {c}"));
         }
     }
     for n in docker(&["network", "ls", "--format", "{{.Name}}"]).lines() {
-        if n.starts_with(&tag) {
+        if own(n) {
             left.push(format!("network {n}"));
         }
     }
@@ -91,7 +93,24 @@ fn up_run_interrupted_by_sigint_cleans_up() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    std::thread::sleep(Duration::from_secs(5));
+    // Interrupt once both images are built and the network is made: the container build has
+    // written its outputs by then (a writer's own signal handler once replaced `up`'s here and
+    // Ctrl-C killed `up` before its cleanup), and there is a network and a container to remove.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if line.contains("docker run -d") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let started = rx.recv_timeout(Duration::from_secs(300)).is_ok();
     Command::new("kill")
         .args(["-INT", &pid.to_string()])
         .status()
@@ -107,8 +126,13 @@ fn up_run_interrupted_by_sigint_cleans_up() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let err = reader.join().unwrap();
+    assert!(started, "up never started the origin container:\n{err}");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        None,
+        "up was killed by the signal instead of cleaning up:\n{err}"
+    );
     assert!(
         !status.success(),
         "an interrupted up reported success:\n{err}"

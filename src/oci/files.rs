@@ -192,12 +192,25 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
+/// Installs the unlink-and-die handler for each signal whose disposition is still the default.
+/// A signal the process already handles (a command such as `up` or `boot` that turns it into
+/// a flag and removes what it made on the way out) or ignores keeps its disposition: replacing
+/// it would kill that command on Ctrl-C before its own cleanup ran, leaving its containers and
+/// networks behind.
 fn install() {
     INSTALLED.call_once(|| {
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            // SAFETY: installing a handler that only calls async-signal-safe functions.
-            unsafe {
-                libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+            // SAFETY: a null new action only reads the current one into `old`.
+            let default = unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                    && old.sa_sigaction == libc::SIG_DFL
+            };
+            if default {
+                // SAFETY: installing a handler that only calls async-signal-safe functions.
+                unsafe {
+                    libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+                }
             }
         }
     });
