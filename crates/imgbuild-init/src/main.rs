@@ -76,6 +76,7 @@
 //!   `power off`.
 
 mod boot;
+mod cidr;
 mod cmdline;
 mod config;
 mod consoles;
