@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::config::Settings;
-use crate::run::Summary;
 use crate::series::{self, Series};
+use crate::summary::Summary;
 
 /// `--report` and `--series-json` must name files (not directories) in existing directories: say so
 /// before the run rather than after it.

@@ -11,8 +11,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use crate::config::ReportArgs;
-use crate::run::render_summary;
-use crate::summary::{self, Replica, SummaryDoc};
+use crate::summary::{self, render_summary, Replica, SummaryDoc};
 
 /// Why a replica's document could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +158,7 @@ pub fn run(a: &ReportArgs) -> i32 {
 /// The HTML report's input for a merged run: the merged verdict and figures at the top, each
 /// replica's series as its own line (replicas that started together line up on the time axis).
 fn report_input(
-    merged: &crate::run::Summary,
+    merged: &summary::Summary,
     replicas: &[Replica],
 ) -> Result<crate::report_html::ReportInput, String> {
     let mut lines = vec![];
