@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Settings;
 use crate::http::Url;
 use crate::metrics::{Metrics, ERROR_KINDS, FINE_BASE, FINE_MIN_US, KINDS};
-use crate::series::{Series, SeriesDoc, SeriesSource};
+use crate::series::{RunInfo, Series, SeriesDoc, SeriesSource};
 
 /// The final figures of a run (also the `--summary-json` document).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -247,6 +247,45 @@ pub(crate) fn human_bytes(b: u64) -> String {
     }
 }
 
+/// The settings and verdict the report and the series document carry.
+pub fn run_info(s: &Settings, summary: &Summary) -> RunInfo {
+    let mut settings = std::collections::BTreeMap::new();
+    let secs = |d: Duration| format!("{} s", d.as_secs_f64());
+    settings.insert("variant".to_string(), s.variant.as_str().to_string());
+    settings.insert("timeout".to_string(), secs(s.timeout));
+    settings.insert("connect_timeout".to_string(), secs(s.connect_timeout));
+    settings.insert("first_byte_timeout".to_string(), secs(s.first_byte_timeout));
+    settings.insert("min_rate".to_string(), format!("{} bytes/s", s.min_rate));
+    settings.insert("reconnect".to_string(), s.reconnect.to_string());
+    settings.insert(
+        "reconnect_delay_max".to_string(),
+        secs(s.reconnect_delay_max),
+    );
+    settings.insert("segment_retries".to_string(), s.segment_retries.to_string());
+    settings.insert(
+        "duration".to_string(),
+        if s.duration.is_zero() {
+            "until stopped".to_string()
+        } else {
+            secs(s.duration)
+        },
+    );
+    RunInfo {
+        url: summary.url.clone(),
+        clients: s.clients as u64,
+        ramp_rate: s.ramp_rate,
+        ramp_jitter_s: s.ramp_jitter.as_secs_f64(),
+        duration_s: summary.duration_s,
+        stopped_by: summary.stopped_by.to_string(),
+        max_error_rate: summary.max_error_rate,
+        error_rate: summary.error_rate,
+        requests: summary.requests.total,
+        errors: summary.errors.total,
+        passed: summary.passed,
+        settings,
+    }
+}
+
 /// `format` of the `/summary` document.
 pub const FORMAT: &str = "hls-swarm-summary/1";
 
@@ -424,7 +463,7 @@ impl Live {
     fn series_doc(&self, summary: &Summary, series: Series) -> SeriesDoc {
         SeriesDoc {
             format: crate::series::FORMAT.to_string(),
-            run: crate::outputs::run_info(&self.settings, summary),
+            run: run_info(&self.settings, summary),
             series,
         }
     }
