@@ -4,7 +4,7 @@
 
 use crate::cidr::{parse_cidr, prefix_to_mask};
 use crate::cmdline::{Cmdline, IpSpec};
-use crate::say;
+use crate::say::say;
 use init_contract::Network;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
