@@ -11,9 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::{Deserialize, Serialize};
 
-use crate::http::{HttpError, Url};
-use crate::m3u8::Segment;
-use crate::metrics::{Kind, Metrics};
 use crate::tls::TLS_REASONS;
 
 /// A log-scale histogram of non-negative values, about 2 % per bucket from `min` up, with an
@@ -158,58 +155,6 @@ impl LogHistogram {
             "# HELP {name}_max Largest value.\n# TYPE {name}_max gauge\n{name}_max {}",
             self.max().map_or("NaN".to_string(), |v| v.to_string())
         );
-    }
-}
-
-/// Recording from a viewer.
-impl Metrics {
-    /// A failed request: its error kind, and for a TLS failure its reason.
-    pub fn http_error(&self, kind: Kind, e: &HttpError) {
-        self.error(kind, e.kind());
-        if let HttpError::Tls { reason, .. } = e {
-            self.live.tls_errors[reason.index()].fetch_add(1, Relaxed);
-        }
-    }
-
-    /// Redirects a request followed: each hop was a request of its own. Returns where the
-    /// request ended up.
-    pub fn redirects_followed(&self, kind: Kind, r: Option<(u32, Url)>) -> Option<Url> {
-        let (hops, url) = r?;
-        self.requests[kind as usize].fetch_add(hops as u64, Relaxed);
-        self.live.redirects.fetch_add(hops as u64, Relaxed);
-        Some(url)
-    }
-
-    /// A segment downloaded: latency behind live (when it has a program date-time) and
-    /// throughput against BANDWIDTH (when known).
-    pub fn segment_done(
-        &self,
-        seg: &Segment,
-        bytes: u64,
-        took: std::time::Duration,
-        bandwidth: Option<u64>,
-    ) {
-        match seg.end_ms() {
-            Some(end) => {
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64() * 1000.0)
-                    .unwrap_or(0.0);
-                self.live.latency.record((now_ms - end) / 1000.0);
-            }
-            None => {
-                self.live.segments_without_pdt.fetch_add(1, Relaxed);
-            }
-        }
-        match bandwidth {
-            Some(bw) if !took.is_zero() => {
-                let bps = bytes as f64 * 8.0 / took.as_secs_f64();
-                self.live.throughput.record(bps / bw as f64);
-            }
-            _ => {
-                self.live.segments_without_bandwidth.fetch_add(1, Relaxed);
-            }
-        }
     }
 }
 

@@ -1,13 +1,17 @@
-//! Counters shared by every viewer (atomics, no locks), their Prometheus rendering and the
-//! tiny HTTP endpoint serving `/metrics` and `/health`.
+//! Counters shared by every viewer (atomics, no locks) and how a viewer records into them,
+//! the per-variant counters the time series (`series`) reads each second, their Prometheus
+//! rendering and the tiny HTTP endpoint serving `/metrics` and `/health`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use crate::http::{HttpError, Url};
+use crate::m3u8::Segment;
 
 /// What a request fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +96,7 @@ pub struct Metrics {
     /// What viewers feel: latency behind live, start-up, staleness, TLS (src/live.rs).
     pub live: crate::live::Live,
     /// Per-variant counters for the time series (fed by the viewers, read each second).
-    pub per_variant: crate::series::VariantTable,
+    pub per_variant: VariantTable,
     /// Extra paths served next to `/metrics` and `/health` (see [`Metrics::add_route`]).
     routes: std::sync::RwLock<Vec<(&'static str, Route)>>,
 }
@@ -362,6 +366,58 @@ impl Metrics {
     }
 }
 
+/// Recording from a viewer.
+impl Metrics {
+    /// A failed request: its error kind, and for a TLS failure its reason.
+    pub fn http_error(&self, kind: Kind, e: &HttpError) {
+        self.error(kind, e.kind());
+        if let HttpError::Tls { reason, .. } = e {
+            self.live.tls_errors[reason.index()].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Redirects a request followed: each hop was a request of its own. Returns where the
+    /// request ended up.
+    pub fn redirects_followed(&self, kind: Kind, r: Option<(u32, Url)>) -> Option<Url> {
+        let (hops, url) = r?;
+        self.requests[kind as usize].fetch_add(hops as u64, Relaxed);
+        self.live.redirects.fetch_add(hops as u64, Relaxed);
+        Some(url)
+    }
+
+    /// A segment downloaded: latency behind live (when it has a program date-time) and
+    /// throughput against BANDWIDTH (when known).
+    pub fn segment_done(
+        &self,
+        seg: &Segment,
+        bytes: u64,
+        took: std::time::Duration,
+        bandwidth: Option<u64>,
+    ) {
+        match seg.end_ms() {
+            Some(end) => {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64() * 1000.0)
+                    .unwrap_or(0.0);
+                self.live.latency.record((now_ms - end) / 1000.0);
+            }
+            None => {
+                self.live.segments_without_pdt.fetch_add(1, Relaxed);
+            }
+        }
+        match bandwidth {
+            Some(bw) if !took.is_zero() => {
+                let bps = bytes as f64 * 8.0 / took.as_secs_f64();
+                self.live.throughput.record(bps / bw as f64);
+            }
+            _ => {
+                self.live.segments_without_bandwidth.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
 /// Keeps the active-viewer gauge right however a viewer task ends (including abort).
 pub struct ActiveGuard<'a>(&'a Metrics);
 
@@ -369,6 +425,111 @@ impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Relaxed);
     }
+}
+
+/// Counters of the viewers watching one variant (or the one media playlist given as URL).
+pub struct VariantCounters {
+    watching: AtomicI64,
+    segments: AtomicU64,
+    bytes: AtomicU64,
+    errors: AtomicU64,
+    stalls: AtomicU64,
+    latency: Box<[AtomicU64]>,
+}
+
+impl VariantCounters {
+    fn new() -> VariantCounters {
+        VariantCounters {
+            watching: AtomicI64::new(0),
+            segments: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            stalls: AtomicU64::new(0),
+            latency: (0..FINE_N).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// Variant playlist URL → its counters, in the order variants were first chosen.
+#[derive(Default)]
+pub struct VariantTable {
+    inner: Mutex<Vec<(String, Arc<VariantCounters>)>>,
+}
+
+impl VariantTable {
+    /// A viewer session starts watching `url` (once per session, so a lock is fine); the
+    /// returned guard counts it as watching until dropped.
+    pub fn watch(&self, url: &str) -> Watching {
+        let mut t = self.inner.lock().expect("variant table");
+        let c = match t.iter().find(|(u, _)| u == url) {
+            Some((_, c)) => c.clone(),
+            None => {
+                let c = Arc::new(VariantCounters::new());
+                t.push((url.to_string(), c.clone()));
+                c
+            }
+        };
+        c.watching.fetch_add(1, Relaxed);
+        Watching(c)
+    }
+
+    pub(crate) fn read(&self) -> Vec<(String, VariantCum)> {
+        let t = self.inner.lock().expect("variant table");
+        t.iter()
+            .map(|(u, c)| {
+                (
+                    u.clone(),
+                    VariantCum {
+                        watching: c.watching.load(Relaxed),
+                        segments: c.segments.load(Relaxed),
+                        bytes: c.bytes.load(Relaxed),
+                        errors: c.errors.load(Relaxed),
+                        stalls: c.stalls.load(Relaxed),
+                        latency: c.latency.iter().map(|a| a.load(Relaxed)).collect(),
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// A viewer session watching one variant: what it downloads is counted for that variant.
+pub struct Watching(Arc<VariantCounters>);
+
+impl Watching {
+    /// One segment downloaded: its size, download time and whether it arrived after the
+    /// buffer ran out (a stall).
+    pub fn segment_done(&self, bytes: u64, took: Duration, stalled: bool) {
+        let c = &self.0;
+        c.segments.fetch_add(1, Relaxed);
+        c.bytes.fetch_add(bytes, Relaxed);
+        c.latency[fine_index(took)].fetch_add(1, Relaxed);
+        if stalled {
+            c.stalls.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// One failed request of this variant (a segment attempt or a media playlist load).
+    pub fn error(&self) {
+        self.0.errors.fetch_add(1, Relaxed);
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.watching.fetch_sub(1, Relaxed);
+    }
+}
+
+/// One reading of a variant's cumulative counters (the time series diffs these).
+#[derive(Default, Clone)]
+pub(crate) struct VariantCum {
+    pub(crate) watching: i64,
+    pub(crate) segments: u64,
+    pub(crate) bytes: u64,
+    pub(crate) errors: u64,
+    pub(crate) stalls: u64,
+    pub(crate) latency: Vec<u64>,
 }
 
 /// Bind the metrics port (all interfaces) now, so a busy port is reported at start.

@@ -1,11 +1,9 @@
 //! The run's files beside the summary: `--series-json` (the time series) and `--report`
 //! (its HTML page). Their paths are checked before the run and written whole at its end.
 
-use std::time::Duration;
-
 use crate::config::Settings;
-use crate::run::Summary;
 use crate::series::{self, Series};
+use crate::summary::{run_info, Summary};
 
 /// `--report` and `--series-json` must name files (not directories) in existing directories: say so
 /// before the run rather than after it.
@@ -36,45 +34,6 @@ pub fn check_output_path(flag: &str, path: Option<&std::path::Path>) -> Result<(
         ));
     }
     Ok(())
-}
-
-/// The settings and verdict the report and the series document carry.
-pub fn run_info(s: &Settings, summary: &Summary) -> series::RunInfo {
-    let mut settings = std::collections::BTreeMap::new();
-    let secs = |d: Duration| format!("{} s", d.as_secs_f64());
-    settings.insert("variant".to_string(), s.variant.as_str().to_string());
-    settings.insert("timeout".to_string(), secs(s.timeout));
-    settings.insert("connect_timeout".to_string(), secs(s.connect_timeout));
-    settings.insert("first_byte_timeout".to_string(), secs(s.first_byte_timeout));
-    settings.insert("min_rate".to_string(), format!("{} bytes/s", s.min_rate));
-    settings.insert("reconnect".to_string(), s.reconnect.to_string());
-    settings.insert(
-        "reconnect_delay_max".to_string(),
-        secs(s.reconnect_delay_max),
-    );
-    settings.insert("segment_retries".to_string(), s.segment_retries.to_string());
-    settings.insert(
-        "duration".to_string(),
-        if s.duration.is_zero() {
-            "until stopped".to_string()
-        } else {
-            secs(s.duration)
-        },
-    );
-    series::RunInfo {
-        url: summary.url.clone(),
-        clients: s.clients as u64,
-        ramp_rate: s.ramp_rate,
-        ramp_jitter_s: s.ramp_jitter.as_secs_f64(),
-        duration_s: summary.duration_s,
-        stopped_by: summary.stopped_by.to_string(),
-        max_error_rate: summary.max_error_rate,
-        error_rate: summary.error_rate,
-        requests: summary.requests.total,
-        errors: summary.errors.total,
-        passed: summary.passed,
-        settings,
-    }
 }
 
 /// Write `--series-json` and `--report` (each whole or not at all) and say so on stderr.

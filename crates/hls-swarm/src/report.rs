@@ -8,49 +8,10 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clap::Args;
-
-use crate::config::{parse_rate_fraction, parse_seconds};
-use crate::run::render_summary;
-use crate::summary::{self, Replica, SummaryDoc};
-
-#[derive(Args, Debug, Clone)]
-pub struct ReportArgs {
-    /// Replicas' metrics endpoints (http://HOST:PORT, or the full /summary URL).
-    #[arg(
-        value_name = "URL",
-        required_unless_present = "dns",
-        conflicts_with = "dns"
-    )]
-    pub urls: Vec<String>,
-    /// A DNS name whose every address is a replica (`tasks.<service>` on Docker Swarm, a
-    /// headless Service on Kubernetes).
-    #[arg(long, value_name = "NAME")]
-    pub dns: Option<String>,
-    /// The replicas' metrics port, with --dns.
-    #[arg(long, default_value = "9090", requires = "dns")]
-    pub port: u16,
-    /// Wait until at least this many replicas answer (with --dns: the name may resolve to
-    /// fewer while tasks start).
-    #[arg(long, value_name = "N")]
-    pub expect: Option<usize>,
-    /// How long to wait for every replica to finish its run (20s, 5m); 0 = do not wait.
-    #[arg(long, default_value = "10m", value_parser = parse_seconds)]
-    pub wait: Duration,
-    /// The error-rate limit of the verdict (default: the strictest of the replicas').
-    #[arg(long, value_parser = parse_rate_fraction)]
-    pub max_error_rate: Option<f64>,
-    /// Also write the merged summary as JSON (the single-run format plus `replicas`).
-    #[arg(long, value_name = "FILE")]
-    pub summary_json: Option<PathBuf>,
-    /// Also write the run's HTML report (src/report_html.rs), one line per replica, from the
-    /// time series each replica serves in its `/summary`.
-    #[arg(long = "report", value_name = "FILE.html")]
-    pub report_html: Option<PathBuf>,
-}
+use crate::config::ReportArgs;
+use crate::summary::{self, render_summary, Replica, SummaryDoc};
 
 /// Why a replica's document could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -197,7 +158,7 @@ pub fn run(a: &ReportArgs) -> i32 {
 /// The HTML report's input for a merged run: the merged verdict and figures at the top, each
 /// replica's series as its own line (replicas that started together line up on the time axis).
 fn report_input(
-    merged: &crate::run::Summary,
+    merged: &summary::Summary,
     replicas: &[Replica],
 ) -> Result<crate::report_html::ReportInput, String> {
     let mut lines = vec![];

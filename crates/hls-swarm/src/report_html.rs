@@ -201,7 +201,7 @@ fn header(o: &mut String, input: &ReportInput, t0: u64) {
         "requests",
         format!("{} ({} errors)", run.requests, run.errors),
     );
-    row(o, "received", crate::run::human_bytes(bytes));
+    row(o, "received", crate::summary::human_bytes(bytes));
     row(o, "stalls", stalls.to_string());
     if input.replicas.len() > 1 {
         let names: Vec<&str> = input.replicas.iter().map(|r| r.name.as_str()).collect();

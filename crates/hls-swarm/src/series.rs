@@ -2,8 +2,8 @@
 //! `--series-json` and the HTML report (`report_html`).
 //!
 //! Once a second the sampler reads the cumulative counters of [`Metrics`] (and the per-variant
-//! counters the viewers feed through [`Watching`]) and stores the difference to the previous
-//! reading: requests, bytes and errors by kind, stalls, reconnects, skipped segments, the
+//! counters the viewers feed through [`metrics::Watching`]) and stores the difference to the
+//! previous reading: requests, bytes and errors by kind, stalls, reconnects, skipped segments, the
 //! segment download times of that second as a sparse histogram (so p50/p99 are of that second,
 //! not of the run so far), active and watching viewers, the same per variant, and any extra
 //! distributions registered as [`Extra`] (for example latency behind live, `null` while not
@@ -12,13 +12,13 @@
 //! the time. No per-request records are kept.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{self, Metrics, ERROR_KINDS, FINE_N, KINDS};
+use crate::metrics::{self, Metrics, VariantCum, VariantTable, ERROR_KINDS, KINDS};
 
 /// Most points kept; past it neighbours merge.
 pub const MAX_POINTS: usize = 3600;
@@ -26,103 +26,6 @@ pub const MAX_POINTS: usize = 3600;
 pub const FORMAT: &str = "hls-swarm-series/1";
 /// A last sample shorter than this is folded into the point before it.
 const MIN_LAST_SAMPLE_S: f64 = 0.5;
-
-// ---------------------------------------------------------------------------------------------
-// Per-variant counters, fed by the viewers.
-
-/// Counters of the viewers watching one variant (or the one media playlist given as URL).
-pub struct VariantCounters {
-    watching: AtomicI64,
-    segments: AtomicU64,
-    bytes: AtomicU64,
-    errors: AtomicU64,
-    stalls: AtomicU64,
-    latency: Box<[AtomicU64]>,
-}
-
-impl VariantCounters {
-    fn new() -> VariantCounters {
-        VariantCounters {
-            watching: AtomicI64::new(0),
-            segments: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            stalls: AtomicU64::new(0),
-            latency: (0..FINE_N).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-}
-
-/// Variant playlist URL → its counters, in the order variants were first chosen.
-#[derive(Default)]
-pub struct VariantTable {
-    inner: Mutex<Vec<(String, Arc<VariantCounters>)>>,
-}
-
-impl VariantTable {
-    /// A viewer session starts watching `url` (once per session, so a lock is fine); the
-    /// returned guard counts it as watching until dropped.
-    pub fn watch(&self, url: &str) -> Watching {
-        let mut t = self.inner.lock().expect("variant table");
-        let c = match t.iter().find(|(u, _)| u == url) {
-            Some((_, c)) => c.clone(),
-            None => {
-                let c = Arc::new(VariantCounters::new());
-                t.push((url.to_string(), c.clone()));
-                c
-            }
-        };
-        c.watching.fetch_add(1, Relaxed);
-        Watching(c)
-    }
-
-    fn read(&self) -> Vec<(String, VariantCum)> {
-        let t = self.inner.lock().expect("variant table");
-        t.iter()
-            .map(|(u, c)| {
-                (
-                    u.clone(),
-                    VariantCum {
-                        watching: c.watching.load(Relaxed),
-                        segments: c.segments.load(Relaxed),
-                        bytes: c.bytes.load(Relaxed),
-                        errors: c.errors.load(Relaxed),
-                        stalls: c.stalls.load(Relaxed),
-                        latency: c.latency.iter().map(|a| a.load(Relaxed)).collect(),
-                    },
-                )
-            })
-            .collect()
-    }
-}
-
-/// A viewer session watching one variant: what it downloads is counted for that variant.
-pub struct Watching(Arc<VariantCounters>);
-
-impl Watching {
-    /// One segment downloaded: its size, download time and whether it arrived after the
-    /// buffer ran out (a stall).
-    pub fn segment_done(&self, bytes: u64, took: Duration, stalled: bool) {
-        let c = &self.0;
-        c.segments.fetch_add(1, Relaxed);
-        c.bytes.fetch_add(bytes, Relaxed);
-        c.latency[metrics::fine_index(took)].fetch_add(1, Relaxed);
-        if stalled {
-            c.stalls.fetch_add(1, Relaxed);
-        }
-    }
-
-    /// One failed request of this variant (a segment attempt or a media playlist load).
-    pub fn error(&self) {
-        self.0.errors.fetch_add(1, Relaxed);
-    }
-}
-
-impl Drop for Watching {
-    fn drop(&mut self) {
-        self.0.watching.fetch_sub(1, Relaxed);
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Extra distributions (measured elsewhere, maybe not at all).
@@ -340,16 +243,6 @@ struct Cumulative {
     latency: Vec<u64>,
     variants: Vec<(String, VariantCum)>,
     extras: Vec<Vec<u64>>,
-}
-
-#[derive(Default, Clone)]
-struct VariantCum {
-    watching: i64,
-    segments: u64,
-    bytes: u64,
-    errors: u64,
-    stalls: u64,
-    latency: Vec<u64>,
 }
 
 #[derive(Default, Clone, Debug, PartialEq)]

@@ -1,6 +1,8 @@
-//! The `/summary` document a swarm serves on its metrics port (live while it runs, final once
-//! its `--duration` ended) and the merge of several replicas' documents that
-//! `hls-swarm report` prints.
+//! A run's summary: its final figures ([`Summary`], made from the counters by [`summarize`],
+//! printed by [`render_summary`] at the end and written as `--summary-json`), the `/summary`
+//! document a swarm serves on its metrics port (live while it runs, final once its
+//! `--duration` ended) and the merge of several replicas' documents that `hls-swarm report`
+//! prints.
 //!
 //! The document is a JSON object, versioned by `format`. Readers ignore fields they do not
 //! know, so later versions may add fields (for example time series) without breaking
@@ -9,7 +11,7 @@
 //! - `finished`: false while the run goes on, true once it stopped (with `--linger` the
 //!   process keeps serving the final document until it is stopped);
 //! - `started_at`: the wall-clock instant (RFC 3339 UTC) the ramp started, null before;
-//! - `summary`: the same object `--summary-json` writes (src/run.rs `Summary`);
+//! - `summary`: the same object `--summary-json` writes ([`Summary`]);
 //! - `segment_latency_histogram`: the fine log-scale histogram of segment download times
 //!   (`base`, `min_us`, non-empty `buckets` as `[index, count]`, `count`, `sum_us`), from which
 //!   `report` merges percentiles exactly as one process would compute them, never by
@@ -22,6 +24,7 @@
 //!   line per replica.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -29,10 +32,261 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
 use crate::http::Url;
-use crate::metrics::{Metrics, FINE_BASE, FINE_MIN_US};
-use crate::run::{self, ByKind, Errors, Latency, Summary, Viewers};
-use crate::series::{Series, SeriesDoc, SeriesSource};
+use crate::metrics::{Metrics, ERROR_KINDS, FINE_BASE, FINE_MIN_US, KINDS};
+use crate::series::{RunInfo, Series, SeriesDoc, SeriesSource};
 
+/// The final figures of a run (also the `--summary-json` document).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub url: String,
+    pub duration_s: f64,
+    pub stopped_by: String,
+    pub viewers: Viewers,
+    pub requests: ByKind,
+    pub bytes: ByKind,
+    pub errors: Errors,
+    pub error_rate: f64,
+    pub max_error_rate: f64,
+    pub passed: bool,
+    pub segment_latency_ms: Latency,
+    pub stalls: u64,
+    pub reconnects: u64,
+    pub segment_retries: u64,
+    pub segments_skipped: u64,
+    /// Variant playlist URL → viewer sessions that chose it (empty for a media playlist URL).
+    pub variants: std::collections::BTreeMap<String, u64>,
+    /// What viewers felt: latency behind live, time to first segment, staleness, throughput,
+    /// TLS failure reasons (src/live.rs).
+    #[serde(flatten)]
+    pub live: crate::live::LiveSummary,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Viewers {
+    pub target: u64,
+    pub started: u64,
+    pub peak_active: i64,
+    pub active_at_end: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ByKind {
+    pub total: u64,
+    pub master: u64,
+    pub playlist: u64,
+    pub segment: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Errors {
+    pub total: u64,
+    /// Error kind → count, over all request kinds.
+    pub by_kind: std::collections::BTreeMap<String, u64>,
+    /// Request kind → count.
+    pub by_request: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Latency {
+    pub count: u64,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+pub fn summarize(
+    s: &Settings,
+    url: &Url,
+    m: &Metrics,
+    elapsed: Duration,
+    stopped_by: &str,
+) -> Summary {
+    let by_kind = |arr: &[std::sync::atomic::AtomicU64; 3]| ByKind {
+        total: arr.iter().map(|a| a.load(Relaxed)).sum(),
+        master: arr[0].load(Relaxed),
+        playlist: arr[1].load(Relaxed),
+        segment: arr[2].load(Relaxed),
+    };
+    let mut errs = Errors {
+        total: m.total_errors(),
+        by_kind: Default::default(),
+        by_request: Default::default(),
+    };
+    for (name, k) in KINDS {
+        let n: u64 = m.errors[k as usize].iter().map(|a| a.load(Relaxed)).sum();
+        errs.by_request.insert(name.to_string(), n);
+        for (i, ek) in ERROR_KINDS.iter().enumerate() {
+            let c = m.errors[k as usize][i].load(Relaxed);
+            if c > 0 {
+                *errs.by_kind.entry(ek.to_string()).or_default() += c;
+            }
+        }
+    }
+    let requests = m.total_requests();
+    let error_rate = error_rate(errs.total, requests);
+    let ms = |q: f64| m.quantile(q).map(|s| (s * 1e6).round() / 1e3);
+    let live = m.live.summary(s.max_latency.map(|d| d.as_secs_f64()));
+    Summary {
+        url: url.to_string(),
+        duration_s: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        stopped_by: stopped_by.to_string(),
+        viewers: Viewers {
+            target: m.target_viewers,
+            started: m.started.load(Relaxed),
+            peak_active: m.peak_active.load(Relaxed),
+            active_at_end: m.active.load(Relaxed),
+        },
+        requests: by_kind(&m.requests),
+        bytes: by_kind(&m.bytes),
+        errors: errs,
+        error_rate,
+        max_error_rate: s.max_error_rate,
+        passed: error_rate <= s.max_error_rate && live.latency_passed(),
+        segment_latency_ms: Latency {
+            count: m.latency_count(),
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+        },
+        stalls: m.stalls.load(Relaxed),
+        reconnects: m.reconnects.load(Relaxed),
+        segment_retries: m.segment_retries.load(Relaxed),
+        segments_skipped: m.segments_skipped.load(Relaxed),
+        variants: m.variants(),
+        live,
+    }
+}
+
+/// Errors per request; 1 when there were errors but no request completed its count.
+pub fn error_rate(errors: u64, requests: u64) -> f64 {
+    if requests == 0 {
+        if errors == 0 {
+            0.0
+        } else {
+            1.0
+        }
+    } else {
+        errors as f64 / requests as f64
+    }
+}
+
+pub fn render_summary(s: &Summary) -> String {
+    let ms = |v: Option<f64>| v.map(|v| format!("{v:.1} ms")).unwrap_or("-".into());
+    let kinds: Vec<String> = s
+        .errors
+        .by_kind
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    format!(
+        "hls-swarm summary ({url}, {d:.1} s, stopped by {by})\n\
+         \x20 viewers:   {started} started of {target}, peak {peak} active, {end} active at the end\n\
+         \x20 requests:  {rt} (master {rm}, playlist {rp}, segment {rs})\n\
+         \x20 bytes:     {bt} (segments {bs})\n\
+         \x20 errors:    {et} ({rate:.3}% of requests, limit {lim:.3}%){kinds}\n\
+         \x20 segments:  p50 {p50}, p90 {p90}, p99 {p99} over {n} downloads\n\
+         \x20 stalls:    {stalls}; reconnects {rc}; segment retries {sr}; skipped {sk}\n\
+         {live}\
+         \x20 result:    {res}\n",
+        url = s.url,
+        d = s.duration_s,
+        by = s.stopped_by,
+        started = s.viewers.started,
+        target = s.viewers.target,
+        peak = s.viewers.peak_active,
+        end = s.viewers.active_at_end,
+        rt = s.requests.total,
+        rm = s.requests.master,
+        rp = s.requests.playlist,
+        rs = s.requests.segment,
+        bt = human_bytes(s.bytes.total),
+        bs = human_bytes(s.bytes.segment),
+        et = s.errors.total,
+        rate = s.error_rate * 100.0,
+        lim = s.max_error_rate * 100.0,
+        kinds = if kinds.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", kinds.join(", "))
+        },
+        p50 = ms(s.segment_latency_ms.p50),
+        p90 = ms(s.segment_latency_ms.p90),
+        p99 = ms(s.segment_latency_ms.p99),
+        n = s.segment_latency_ms.count,
+        stalls = s.stalls,
+        rc = s.reconnects,
+        sr = s.segment_retries,
+        sk = s.segments_skipped,
+        live = s.live.render(),
+        res = if s.passed {
+            match s.live.max_latency_s {
+                Some(_) => "PASS (error rate within --max-error-rate, latency within --max-latency)".to_string(),
+                None => "PASS (error rate within --max-error-rate)".to_string(),
+            }
+        } else if s.error_rate > s.max_error_rate {
+            "FAIL (error rate above --max-error-rate)".to_string()
+        } else {
+            format!("FAIL ({})", s.live.latency_failure().unwrap_or_default())
+        },
+    )
+}
+
+/// A byte count for people: `512 B`, `1.5 KiB`, `2.0 GiB`.
+pub(crate) fn human_bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// The settings and verdict the report and the series document carry.
+pub fn run_info(s: &Settings, summary: &Summary) -> RunInfo {
+    let mut settings = std::collections::BTreeMap::new();
+    let secs = |d: Duration| format!("{} s", d.as_secs_f64());
+    settings.insert("variant".to_string(), s.variant.as_str().to_string());
+    settings.insert("timeout".to_string(), secs(s.timeout));
+    settings.insert("connect_timeout".to_string(), secs(s.connect_timeout));
+    settings.insert("first_byte_timeout".to_string(), secs(s.first_byte_timeout));
+    settings.insert("min_rate".to_string(), format!("{} bytes/s", s.min_rate));
+    settings.insert("reconnect".to_string(), s.reconnect.to_string());
+    settings.insert(
+        "reconnect_delay_max".to_string(),
+        secs(s.reconnect_delay_max),
+    );
+    settings.insert("segment_retries".to_string(), s.segment_retries.to_string());
+    settings.insert(
+        "duration".to_string(),
+        if s.duration.is_zero() {
+            "until stopped".to_string()
+        } else {
+            secs(s.duration)
+        },
+    );
+    RunInfo {
+        url: summary.url.clone(),
+        clients: s.clients as u64,
+        ramp_rate: s.ramp_rate,
+        ramp_jitter_s: s.ramp_jitter.as_secs_f64(),
+        duration_s: summary.duration_s,
+        stopped_by: summary.stopped_by.to_string(),
+        max_error_rate: summary.max_error_rate,
+        error_rate: summary.error_rate,
+        requests: summary.requests.total,
+        errors: summary.errors.total,
+        passed: summary.passed,
+        settings,
+    }
+}
+
+/// `format` of the `/summary` document.
 pub const FORMAT: &str = "hls-swarm-summary/1";
 
 /// The `/summary` document.
@@ -209,7 +463,7 @@ impl Live {
     fn series_doc(&self, summary: &Summary, series: Series) -> SeriesDoc {
         SeriesDoc {
             format: crate::series::FORMAT.to_string(),
-            run: crate::outputs::run_info(&self.settings, summary),
+            run: run_info(&self.settings, summary),
             series,
         }
     }
@@ -227,7 +481,7 @@ impl Live {
             .get()
             .map(|(i, _)| i.elapsed())
             .unwrap_or(Duration::ZERO);
-        let s = run::summarize(&self.settings, &self.url, &m, elapsed, "running");
+        let s = summarize(&self.settings, &self.url, &m, elapsed, "running");
         let mut doc = self.doc(s.clone(), &m, false);
         doc.series = self
             .series
@@ -316,7 +570,7 @@ pub fn merge(replicas: &[Replica], max_error_rate: Option<f64>) -> Result<Summar
         }
     }
     let limit = max_error_rate.unwrap_or(if limit.is_finite() { limit } else { 0.0 });
-    let error_rate = run::error_rate(errors.total, requests.total);
+    let error_rate = error_rate(errors.total, requests.total);
     // What viewers felt, from the merged buckets; the strictest latency gate of the replicas.
     // A replica without these figures (an older swarm) leaves them not measured.
     let max_latency_s = replicas
@@ -406,7 +660,7 @@ mod tests {
         let running: serde_json::Value = serde_json::from_str(&live.document()).unwrap();
         assert_eq!(running["finished"], false);
         assert_eq!(running["summary"]["stopped_by"], "running");
-        let s = run::summarize(&cli.settings, &url, &m, Duration::from_secs(2), "duration");
+        let s = summarize(&cli.settings, &url, &m, Duration::from_secs(2), "duration");
         let series = crate::series::Recorder::new(0, vec![]).finish(&m, Duration::from_secs(2));
         live.finish(&s, &m, &series);
         let mut v: serde_json::Value = serde_json::from_str(&live.document()).unwrap();

@@ -99,7 +99,7 @@ struct State {
     /// is recorded once).
     first_segment_pending: Option<Instant>,
     /// The variant this session watches, for the time series (None between sessions).
-    watching: Option<crate::series::Watching>,
+    watching: Option<crate::metrics::Watching>,
 }
 
 pub async fn run(id: u64, shared: Arc<Shared>) {

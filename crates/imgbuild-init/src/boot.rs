@@ -6,7 +6,7 @@
 use crate::cmdline::Cmdline;
 use crate::config::{Config, Load};
 use crate::net::{self, NetPlan};
-use crate::say;
+use crate::say::say;
 use crate::supervise::{self, Ending, Restart, Spec, Supervisor};
 use crate::{dhcp, modules, nocloud};
 use nix::mount::{mount, MsFlags};

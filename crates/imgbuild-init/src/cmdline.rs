@@ -93,7 +93,7 @@ fn parse_ip_value(v: &str) -> Result<IpSpec, String> {
         "dhcp" | "on" | "any" | "both" | "bootp" | "auto" => Ok(IpSpec::Dhcp),
         "off" | "none" => Ok(IpSpec::Off),
         _ => {
-            let (address, prefix) = crate::net::parse_cidr(v)?;
+            let (address, prefix) = crate::cidr::parse_cidr(v)?;
             Ok(IpSpec::Static { address, prefix })
         }
     }
@@ -211,7 +211,7 @@ impl Cmdline {
         };
         let netmask = match field(3) {
             "" => None,
-            m => match m.parse().ok().and_then(crate::net::mask_to_prefix) {
+            m => match m.parse().ok().and_then(crate::cidr::mask_to_prefix) {
                 Some(p) => Some(p),
                 None => {
                     bad("netmask", m);
@@ -230,7 +230,7 @@ impl Cmdline {
                     None
                 }
             }
-        } else if let Ok((address, prefix)) = crate::net::parse_cidr(client) {
+        } else if let Ok((address, prefix)) = crate::cidr::parse_cidr(client) {
             Some(IpSpec::Static { address, prefix })
         } else if let Ok(address) = client.parse::<Ipv4Addr>() {
             Some(IpSpec::Static {

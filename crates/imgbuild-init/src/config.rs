@@ -72,7 +72,8 @@ fn validate(c: &Config) -> Result<(), String> {
         }
     }
     if let Some(Network::Static { address, .. }) = &c.network {
-        crate::net::parse_cidr(address).map_err(|e| format!("network.address {address:?}: {e}"))?;
+        crate::cidr::parse_cidr(address)
+            .map_err(|e| format!("network.address {address:?}: {e}"))?;
     }
     Ok(())
 }

@@ -40,7 +40,7 @@ pub fn fan_out(cmdline: &str) -> Result<Vec<String>, String> {
             .open(format!("/dev/{n}"))
         {
             Ok(f) => outs.push((n.clone(), f)),
-            Err(e) => crate::say!("console /dev/{n}: {e}; not written to"),
+            Err(e) => crate::say::say!("console /dev/{n}: {e}; not written to"),
         }
     }
     if outs.len() < 2 {

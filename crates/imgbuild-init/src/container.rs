@@ -1,7 +1,7 @@
 //! Container mode: supervise the configured service as the image's entrypoint (any PID).
 
 use crate::config::{Config, Load};
-use crate::say;
+use crate::say::say;
 use crate::supervise::{self, Ending, Restart, Spec, Supervisor};
 use nix::sys::signal::Signal;
 use std::path::Path;

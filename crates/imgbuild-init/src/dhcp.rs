@@ -2,7 +2,8 @@
 //! bound to port 68 on one interface. No renewal: QEMU user networking leases for a day and
 //! never takes an address back; a boot that outlives the lease keeps its address.
 
-use crate::net::{mask_to_prefix, StaticNet};
+use crate::cidr::mask_to_prefix;
+use crate::net::StaticNet;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 

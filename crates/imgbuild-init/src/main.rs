@@ -76,6 +76,7 @@
 //!   `power off`.
 
 mod boot;
+mod cidr;
 mod cmdline;
 mod config;
 mod consoles;
@@ -84,25 +85,12 @@ mod dhcp;
 mod modules;
 mod net;
 mod nocloud;
+mod say;
 mod supervise;
 mod tuning;
 mod yaml;
 
 use std::path::PathBuf;
-
-/// Print one `imgbuild-init: ` line on stderr (the console) in a single write.
-#[macro_export]
-macro_rules! say {
-    ($($arg:tt)*) => {
-        $crate::console_line(&format!($($arg)*))
-    };
-}
-
-pub fn console_line(msg: &str) {
-    use std::io::Write;
-    let line = format!("imgbuild-init: {msg}\n");
-    let _ = std::io::stderr().write_all(line.as_bytes());
-}
 
 const USAGE: &str =
     "usage: imgbuild-init [--config PATH] [--check | --container [SERVICE-ARGS...]]";

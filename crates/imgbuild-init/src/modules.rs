@@ -1,6 +1,6 @@
 //! Kernel modules, loaded with finit_module in the order imgbuild resolved.
 
-use crate::say;
+use crate::say::say;
 use std::path::{Path, PathBuf};
 
 /// finit_module flag: the file is compressed (kernel ≥ 6.2 with CONFIG_MODULE_DECOMPRESS).

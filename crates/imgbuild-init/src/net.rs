@@ -2,8 +2,9 @@
 //! kernel command line) and the ioctls that configure it (link up, address, netmask,
 //! default route), plus `/etc/resolv.conf`.
 
+use crate::cidr::{parse_cidr, prefix_to_mask};
 use crate::cmdline::{Cmdline, IpSpec};
-use crate::say;
+use crate::say::say;
 use init_contract::Network;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -55,35 +56,6 @@ pub enum NetPlan {
         device: Option<String>,
         net: StaticNet,
     },
-}
-
-pub fn prefix_to_mask(prefix: u8) -> Ipv4Addr {
-    if prefix == 0 {
-        Ipv4Addr::UNSPECIFIED
-    } else {
-        Ipv4Addr::from(u32::MAX << (32 - u32::from(prefix.min(32))))
-    }
-}
-
-/// Netmask → prefix length, if the mask is contiguous.
-pub fn mask_to_prefix(mask: Ipv4Addr) -> Option<u8> {
-    let m = u32::from(mask);
-    let p = m.leading_ones();
-    (m.checked_shl(p).unwrap_or(0) == 0).then_some(p as u8)
-}
-
-/// `10.1.2.3/24` → (address, prefix).
-pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    let (a, p) = s
-        .split_once('/')
-        .ok_or_else(|| "expected ADDRESS/PREFIX, e.g. 10.0.2.15/24".to_string())?;
-    let addr: Ipv4Addr = a.parse().map_err(|_| format!("bad IPv4 address {a:?}"))?;
-    let prefix: u8 = p
-        .parse()
-        .ok()
-        .filter(|p| *p <= 32)
-        .ok_or_else(|| format!("bad prefix length {p:?}"))?;
-    Ok((addr, prefix))
 }
 
 fn parse_dns_list(v: &[String]) -> Result<Vec<Ipv4Addr>, String> {
@@ -415,22 +387,6 @@ mod tests {
     use super::*;
     use crate::cmdline::Cmdline;
     use init_contract::Dns;
-
-    #[test]
-    fn masks() {
-        assert_eq!(prefix_to_mask(24), Ipv4Addr::new(255, 255, 255, 0));
-        assert_eq!(prefix_to_mask(0), Ipv4Addr::UNSPECIFIED);
-        assert_eq!(prefix_to_mask(32), Ipv4Addr::BROADCAST);
-        assert_eq!(mask_to_prefix(Ipv4Addr::new(255, 255, 240, 0)), Some(20));
-        assert_eq!(mask_to_prefix(Ipv4Addr::new(255, 0, 255, 0)), None);
-        assert_eq!(mask_to_prefix(Ipv4Addr::UNSPECIFIED), Some(0));
-        assert_eq!(
-            parse_cidr("10.0.2.15/24"),
-            Ok((Ipv4Addr::new(10, 0, 2, 15), 24))
-        );
-        assert!(parse_cidr("10.0.2.15").is_err());
-        assert!(parse_cidr("10.0.2.15/33").is_err());
-    }
 
     #[test]
     fn struct_layouts_match_the_kernel() {

@@ -13,7 +13,7 @@
 //! Everything else (users, packages, runcmd, network-config, MIME multipart, scripts) is
 //! ignored, said in one line.
 
-use crate::say;
+use crate::say::say;
 use crate::yaml::{self, Value};
 use std::path::{Path, PathBuf};
 

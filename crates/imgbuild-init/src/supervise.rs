@@ -3,7 +3,7 @@
 //! request. Single-threaded: all handled signals are blocked and taken with sigtimedwait,
 //! so nothing runs in a signal handler.
 
-use crate::say;
+use crate::say::say;
 use nix::sys::signal::{kill, killpg, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;

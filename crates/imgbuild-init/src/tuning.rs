@@ -24,12 +24,12 @@ pub fn apply(k: &Kernel) -> usize {
         let path = sysctl_path(name);
         match std::fs::write(&path, value) {
             Ok(()) => match std::fs::read_to_string(&path) {
-                Ok(got) => crate::say!("sysctl {name} = {}", normalise(&got)),
-                Err(e) => crate::say!("sysctl {name}: set, but cannot read it back: {e}"),
+                Ok(got) => crate::say::say!("sysctl {name} = {}", normalise(&got)),
+                Err(e) => crate::say::say!("sysctl {name}: set, but cannot read it back: {e}"),
             },
             Err(e) => {
                 failed += 1;
-                crate::say!("sysctl {name}: cannot set {value:?}: {e}");
+                crate::say::say!("sysctl {name}: cannot set {value:?}: {e}");
             }
         }
     }
@@ -49,9 +49,9 @@ pub fn apply(k: &Kernel) -> usize {
         };
         // SAFETY: setrlimit with a valid struct; the service inherits the init's limit.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
-            crate::say!("nofile limit {}", k.nofile);
+            crate::say::say!("nofile limit {}", k.nofile);
         } else {
-            crate::say!(
+            crate::say::say!(
                 "nofile limit {}: cannot set it: {}",
                 k.nofile,
                 std::io::Error::last_os_error()
