@@ -99,7 +99,7 @@ fn processes_under(dir: &Path) -> Vec<String> {
 fn default_iso() -> PathBuf {
     static ISO: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     ISO.get_or_init(|| {
-        let d = tempfile::tempdir().unwrap();
+        let d = common::kept_dir();
         let out = d.path().join("origin-default.iso");
         let o = common::imgbuild()
             .args(["iso", "origin/default", "-o", out.to_str().unwrap()])
@@ -276,6 +276,9 @@ fn up_origin_default_iso_boots_again_under_tcg_when_the_guest_dies_under_kvm() {
     let kvm = kvm_lines(&log);
     assert_eq!(kvm.len(), 1, "one KVM line, not {kvm:?}:\n{log}");
     assert!(kvm[0].contains("booting again under TCG"), "{kvm:?}");
+    let pid = run.child.id();
+    // Stopped as a user would (SIGTERM): `up` removes its work directory with the ISO in it.
     drop(run);
     assert!(processes_under(dir.path()).is_empty());
+    assert_eq!(common::temp_leftovers(pid), Vec::<String>::new());
 }

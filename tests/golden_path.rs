@@ -295,15 +295,12 @@ fn compose_file_reaches_healthy_and_the_swarm_reports_zero_errors() {
     assert!(down.status.success(), "{}", stderr(&down));
 }
 
-/// Kills a whole process group (imgbuild boot and its QEMU) when dropped.
+/// Stops a whole process group (imgbuild boot and its QEMU) when dropped.
 struct Group(std::process::Child);
 
 impl Drop for Group {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.0.id())])
-            .status();
-        let _ = self.0.wait();
+        common::stop_group(&mut self.0);
     }
 }
 

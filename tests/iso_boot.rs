@@ -33,7 +33,7 @@ fn build(dir: &Path, profile: &str, extra: &[&str]) -> PathBuf {
 fn default_iso() -> PathBuf {
     static ISO: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     ISO.get_or_init(|| {
-        let d = tempfile::tempdir().unwrap();
+        let d = common::kept_dir();
         let p = build(d.path(), "origin/default", &[]);
         (d, p)
     })
@@ -98,6 +98,18 @@ fn boots_and_serves(args: &[&str], timeout: Duration) {
         log.contains(&format!("hostfwd=tcp:127.0.0.1:{port}-:17080")),
         "{log}"
     );
+    if args.contains(&"--uefi") {
+        // The firmware's private variable store is an unlinked file QEMU opens by descriptor.
+        assert!(log.contains("if=pflash,format=raw,file=/dev/fd/"), "{log}");
+    }
+    killed_leaves_nothing(vm);
+}
+
+/// `kill -9` of the whole boot (imgbuild and QEMU) leaves nothing of it in the temp directory.
+fn killed_leaves_nothing(mut vm: common::Console) {
+    let pid = vm.child.id();
+    vm.kill_hard();
+    assert_eq!(common::temp_leftovers(pid), Vec::<String>::new());
 }
 
 #[test]
@@ -196,4 +208,5 @@ fn a_nocloud_seed_sets_the_hostname_and_the_port() {
     let log = vm.log();
     assert!(log.contains("NoCloud: CIDATA volume on /dev/"), "{log}");
     assert!(log.contains("hostname seeded-origin"), "{log}");
+    killed_leaves_nothing(vm);
 }

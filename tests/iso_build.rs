@@ -32,7 +32,7 @@ fn build_output(out: &Path, args: &[&str]) -> std::process::Output {
 fn default_iso() -> PathBuf {
     static ISO: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     ISO.get_or_init(|| {
-        let d = tempfile::tempdir().unwrap();
+        let d = common::kept_dir();
         let p = build(
             &d.path().join("hls-origin-default.iso"),
             &["origin/default"],

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn microvm(out: &Path, extra: &[&str]) -> std::process::Output {
@@ -275,10 +275,7 @@ fn boot_until_health(vm: &Path, name: &str) -> String {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", child.id())])
-        .status();
-    let _ = child.wait();
+    common::stop_group(&mut child);
     let text = log.text();
     assert!(up, "/health never answered:\n{text}");
     eprintln!("{name}: /health after {:.1} s", t0.elapsed().as_secs_f64());
@@ -424,10 +421,7 @@ fn the_vga_console_shows_what_the_serial_console_shows() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", child.id())])
-        .status();
-    let _ = child.wait();
+    common::stop_group(&mut child);
     assert!(started.is_some(), "never started:\n{}", log.text());
     assert!(
         log.text().contains("imgbuild-init: consoles: tty0, ttyS0"),

@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -194,10 +195,7 @@ fn run_until_it_prints(line: &str, path: &str) {
         }
         std::thread::sleep(Duration::from_millis(500));
     };
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", child.id())])
-        .status();
-    let _ = child.wait();
+    common::stop_group(&mut child);
     assert!(
         seen,
         "README line `{cmd}` never printed {expect:?}:\n{}",
@@ -224,6 +222,12 @@ fn every_readme_command_runs() {
         .output()
         .map(|o| stdout(&o))
         .unwrap_or_default();
+    // The report example writes these two into /tmp: removed afterwards unless they were there.
+    let report_files: Vec<PathBuf> = ["hls-swarm-report.html", "hls-swarm-series.json"]
+        .iter()
+        .map(|n| std::env::temp_dir().join(n))
+        .filter(|p| !p.exists())
+        .collect();
     let blocks = sh_blocks();
     assert!(blocks.len() >= 6, "README has {} sh blocks", blocks.len());
     let mut failures = Vec::new();
@@ -265,6 +269,9 @@ fn every_readme_command_runs() {
         if !before.contains(&name) && (s.ends_with(".microvm") || s.starts_with("deploy-")) {
             let _ = std::fs::remove_dir_all(e.path());
         }
+    }
+    for f in &report_files {
+        let _ = std::fs::remove_file(f);
     }
     let _ = Command::new("docker")
         .args(["rm", "-f", "hls-origin", "imgbuild-up-origin-default"])

@@ -3,6 +3,7 @@
 //! (same numbers unless `--forward` says otherwise). BIOS or UEFI (OVMF), CD or disk (the
 //! USB-stick path); user-mode or tap networking.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -101,13 +102,30 @@ impl BootArgs {
     }
 }
 
-/// Deletes a path on drop.
-struct Cleanup(Vec<PathBuf>);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
+/// A file only this boot uses (the firmware's variable store, the NoCloud seed) as QEMU sees
+/// it: unlinked from the temp directory the moment it is made and kept open here, its
+/// descriptor inherited by QEMU, which opens it as `/dev/fd/N`. So nothing is left in the
+/// temp directory however imgbuild ends, `kill -9` included; a named copy was left behind by
+/// every boot that was killed. It lives until the boot returns, across a KVM-to-TCG retry.
+struct PrivateFile(std::fs::File);
+
+impl PrivateFile {
+    fn new(what: &str) -> Result<Self> {
+        let dir = std::env::temp_dir();
+        let file = crate::oci::files::scratch_in(&dir)
+            .with_context(|| format!("creating the {what} in {}", dir.display()))?;
+        // Inherited by the processes imgbuild starts (QEMU among them): no close-on-exec.
+        // SAFETY: F_SETFD on a descriptor this File owns; no memory is involved.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) } == -1 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("passing the {what} to QEMU"));
         }
+        Ok(PrivateFile(file))
+    }
+
+    /// The name QEMU opens it by.
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/dev/fd/{}", self.0.as_raw_fd()))
     }
 }
 
@@ -221,25 +239,30 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
             }
         }
     };
-    let mut cleanup = Cleanup(vec![]);
+    // Held until the boot returns: QEMU opens them by their descriptors.
+    let mut private = Vec::new();
     let uefi = if a.uefi {
         let (code, vars) = ovmf()?;
         // The firmware writes its variables: give it a private copy.
-        let copy =
-            std::env::temp_dir().join(format!("imgbuild-ovmf-vars-{}.fd", std::process::id()));
-        std::fs::copy(&vars, &copy)
-            .with_context(|| format!("copying {} to {}", vars.display(), copy.display()))?;
-        cleanup.0.push(copy.clone());
-        Some((code, copy))
+        let copy = PrivateFile::new("firmware variable store")?;
+        std::io::copy(
+            &mut std::fs::File::open(&vars)
+                .with_context(|| format!("reading {}", vars.display()))?,
+            &mut &copy.0,
+        )
+        .with_context(|| format!("copying {}", vars.display()))?;
+        let path = copy.path();
+        private.push(copy);
+        Some((code, path))
     } else {
         None
     };
     let cidata = match &a.cidata {
         Some(dir) => {
-            let path =
-                std::env::temp_dir().join(format!("imgbuild-cidata-{}.iso", std::process::id()));
-            cleanup.0.push(path.clone());
-            write_cidata(dir, &path)?;
+            let seed = PrivateFile::new("NoCloud seed volume")?;
+            write_cidata(dir, seed.0.try_clone()?)?;
+            let path = seed.path();
+            private.push(seed);
             Some(path)
         }
         None => None,
@@ -335,7 +358,7 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
         }
     };
     drop(tapnet);
-    drop(cleanup);
+    drop(private);
     if crate::signals::interrupted() {
         anyhow::bail!("interrupted: QEMU stopped, tap devices and temporary files removed");
     }
@@ -346,7 +369,7 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
 }
 
 /// A NoCloud seed volume (label CIDATA, Rock Ridge + Joliet names) from a directory.
-fn write_cidata(dir: &Path, out: &Path) -> Result<()> {
+fn write_cidata(dir: &Path, out: std::fs::File) -> Result<()> {
     if !dir.join("meta-data").is_file() && !dir.join("user-data").is_file() {
         return Err(BadInput(format!(
             "--cidata {}: expected meta-data and/or user-data files",
@@ -358,14 +381,7 @@ fn write_cidata(dir: &Path, out: &Path) -> Result<()> {
     let epoch = crate::buildenv::source_date_epoch()?;
     let epoch = crate::buildenv::signed(epoch);
     let time = crate::iso::hadris::time(epoch)?;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(out)
-        .with_context(|| format!("creating {}", out.display()))?;
-    crate::iso::hadris::write_data_iso(f, &t, "CIDATA", time)?;
+    crate::iso::hadris::write_data_iso(out, &t, "CIDATA", time)?;
     Ok(())
 }
 

@@ -276,12 +276,17 @@ impl Console {
     }
 }
 
+impl Console {
+    /// Kills the whole group at once (`kill -9`): what imgbuild cannot clean up after.
+    pub fn kill_hard(&mut self) {
+        kill_group(self.child.id(), "-KILL");
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Console {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.wait();
+        stop_group(&mut self.child);
         eprintln!(
             "ran {:.1} s; output:\n{}",
             self.started.elapsed().as_secs_f64(),
@@ -332,4 +337,48 @@ pub fn timing_stages(stderr: &str) -> Vec<String> {
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_string)
         .collect()
+}
+
+fn kill_group(leader: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, "--", &format!("-{leader}")])
+        .status();
+}
+
+/// Stops a process group (imgbuild and the QEMU or docker it started) as a user would: SIGTERM,
+/// up to 20 s for imgbuild to remove what it made, then SIGKILL for whatever is left.
+pub fn stop_group(child: &mut std::process::Child) {
+    kill_group(child.id(), "-TERM");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < end {
+        if !matches!(child.try_wait(), Ok(None)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    kill_group(child.id(), "-KILL");
+    let _ = child.wait();
+}
+
+/// What a process with this pid left in the temp directory under imgbuild's names
+/// (`imgbuild-…-PID…`): a boot's firmware variables or seed volume, `up`'s work directory.
+pub fn temp_leftovers(pid: u32) -> Vec<String> {
+    let tag = format!("-{pid}");
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.starts_with("imgbuild-")
+                && n.match_indices(&tag)
+                    .any(|(i, _)| !n[i + tag.len()..].starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .collect()
+}
+
+/// A temporary directory for what a test binary builds once and keeps in a `static` (which is
+/// never dropped, so never removed): under the target directory (`CARGO_TARGET_TMPDIR`), not
+/// the system's temp directory, so a test run leaves nothing in /tmp.
+pub fn kept_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }
