@@ -135,7 +135,27 @@ mod tests {
     #[test]
     fn reserved_ports_are_distinct_free_and_below_the_ephemeral_range() {
         let low = ephemeral_low();
-        let ports: Vec<u16> = (0..50).map(|_| reserved_port()).collect();
+        // Each port is bound the moment it is handed out and held to the end, as a test's
+        // server would: a later bind would race whatever else runs on the machine (a loaded
+        // CI run once saw one of 50 ports taken in the milliseconds between).
+        let mut held = Vec::new();
+        let ports: Vec<u16> = (0..50)
+            .map(|_| {
+                let p = reserved_port();
+                match TcpListener::bind(("127.0.0.1", p)) {
+                    Ok(l) => held.push(l),
+                    Err(e) => {
+                        let who = std::process::Command::new("ss")
+                            .args(["-ltnp", &format!("sport = :{p}")])
+                            .output()
+                            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                            .unwrap_or_default();
+                        panic!("port {p} was handed out but cannot be bound: {e}\n{who}");
+                    }
+                }
+                p
+            })
+            .collect();
         let mut sorted = ports.clone();
         sorted.sort();
         sorted.dedup();
@@ -145,7 +165,6 @@ mod tests {
                 u32::from(p) < low,
                 "{p} is in the ephemeral range from {low}"
             );
-            TcpListener::bind(("127.0.0.1", p)).unwrap();
         }
     }
 
