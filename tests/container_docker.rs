@@ -53,7 +53,7 @@ fn images() -> &'static Images {
         let o = common::run(&["profiles", "list", "--json"]);
         assert!(o.status.success(), "{}", common::stderr(&o));
         let list: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
-        let dir = tempfile::tempdir().unwrap();
+        let dir = common::kept_dir();
         // SAFETY: registering a plain extern "C" function to run at exit.
         unsafe { libc::atexit(remove_images) };
         let mut profiles = Vec::new();
