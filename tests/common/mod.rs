@@ -258,6 +258,12 @@ impl Console {
         self.log.lock().unwrap().clone()
     }
 
+    /// Kills the whole group at once (`kill -9`): what imgbuild cannot clean up after.
+    pub fn kill_hard(&mut self) {
+        kill_group(self.child.id(), "-KILL");
+        let _ = self.child.wait();
+    }
+
     /// Waits until the output shows `needle` `count` times; panics with the output when the
     /// command exits first or `timeout` passes.
     pub fn wait_for(&mut self, needle: &str, count: usize, timeout: std::time::Duration) {
@@ -273,14 +279,6 @@ impl Console {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         panic!("no {needle:?} ×{count} within {timeout:?}:\n{}", self.log());
-    }
-}
-
-impl Console {
-    /// Kills the whole group at once (`kill -9`): what imgbuild cannot clean up after.
-    pub fn kill_hard(&mut self) {
-        kill_group(self.child.id(), "-KILL");
-        let _ = self.child.wait();
     }
 }
 
