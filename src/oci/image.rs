@@ -479,7 +479,10 @@ pub fn write_layers_direct(
                 }
                 let hdr_pos = pos;
                 out.write_all(&zeros).map_err(OciError::Write)?;
-                let sink = io::BufWriter::with_capacity(1 << 20, out);
+                // What writes into this (the hash pipe, the compressor, the tar writer's reads)
+                // mostly hands it whole buffers of its size or more, which pass straight
+                // through; it gathers tar headers and small files.
+                let sink = io::BufWriter::with_capacity(256 << 10, out);
                 let (p, sink) = layer::produce(tree, l, lo, sink, record.is_none())?;
                 drop(sink);
                 let p = match &record {
