@@ -194,6 +194,85 @@ fn parallel_map<T: Sync, R: Send>(
         .collect()
 }
 
+/// Runs `f` over `items` on up to `available_parallelism` threads and hands each result to
+/// `take`, on the calling thread and in item order, as soon as it and every result before it
+/// are done. Workers run at most a few items ahead of `take`, so only a few results wait in
+/// memory at once. The first error in item order (from `f` or `take`) is returned and stops
+/// the workers; a panic in `f` is resumed on the calling thread.
+fn parallel_in_order<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R, ClosureError> + Sync,
+    mut take: impl FnMut(R) -> Result<(), ClosureError>,
+) -> Result<(), ClosureError> {
+    type Done<R> = std::thread::Result<Result<R, ClosureError>>;
+    struct State<R> {
+        ready: BTreeMap<usize, Done<R>>,
+        taken: usize,
+        stop: bool,
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len().max(1));
+    let ahead = 2 * threads;
+    let next = AtomicUsize::new(0);
+    let state = Mutex::new(State {
+        ready: BTreeMap::new(),
+        taken: 0,
+        stop: false,
+    });
+    let changed = std::sync::Condvar::new();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                {
+                    let mut st = state.lock().unwrap();
+                    while i >= st.taken + ahead && !st.stop {
+                        st = changed.wait(st).unwrap();
+                    }
+                    if st.stop {
+                        break;
+                    }
+                }
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(item)));
+                state.lock().unwrap().ready.insert(i, r);
+                changed.notify_all();
+            });
+        }
+        let stop = |st: &mut State<R>| {
+            st.stop = true;
+            changed.notify_all();
+        };
+        for i in 0..items.len() {
+            let done = {
+                let mut st = state.lock().unwrap();
+                let done = loop {
+                    match st.ready.remove(&i) {
+                        Some(d) => break d,
+                        None => st = changed.wait(st).unwrap(),
+                    }
+                };
+                st.taken = i + 1;
+                changed.notify_all();
+                done
+            };
+            let r = match done {
+                Ok(r) => r.and_then(&mut take),
+                Err(panic) => {
+                    stop(&mut state.lock().unwrap());
+                    std::panic::resume_unwind(panic);
+                }
+            };
+            if let Err(e) = r {
+                stop(&mut state.lock().unwrap());
+                return Err(e);
+            }
+        }
+        Ok(())
+    })
+}
+
 // ---------------------------------------------------------------------------------------
 // NAR size and reference scanning
 
@@ -386,31 +465,6 @@ impl Closure {
         // Store files are at `<root>/<image path>` (see `host_path`): their HostPath shares
         // the root and the image path.
         let root: Arc<Path> = Arc::from(store_root.unwrap_or(Path::new("/")));
-        let per_path = parallel_map(&self.paths, |sp| walk_store_path(sp, store_root, &root))?;
-
-        // Hard links: group by inode; the byte-smallest image path is the file.
-        let mut by_inode: BTreeMap<(u64, u64), Vec<(usize, usize)>> = BTreeMap::new();
-        for (i, walked) in per_path.iter().enumerate() {
-            for (j, w) in walked.iter().enumerate() {
-                if let Some(ino) = w.inode {
-                    by_inode.entry(ino).or_default().push((i, j));
-                }
-            }
-        }
-        let mut per_path = per_path;
-        for idxs in by_inode.values().filter(|v| v.len() > 1) {
-            let image = |&(i, j): &(usize, usize)| &per_path[i][j].image;
-            let first = *idxs
-                .iter()
-                .min_by(|a, b| image(a).cmp(image(b)))
-                .expect("non-empty");
-            let target = image(&first).to_vec();
-            for &(i, j) in idxs.iter().filter(|&&x| x != first) {
-                per_path[i][j].entry.kind = Kind::HardLink(target.clone());
-            }
-        }
-        drop(by_inode);
-
         for dir in ["nix", "nix/store"] {
             if tree.get(dir).is_none() {
                 tree.insert(dir, Entry::dir(0o755, Group::Base))
@@ -420,16 +474,52 @@ impl Closure {
                     })?;
             }
         }
-        // Each store path's entries are freed as soon as they are in the tree.
-        for w in per_path.into_iter().flatten() {
-            let image = Arc::clone(&w.image);
-            tree.insert_shared(w.image, w.entry)
-                .map_err(|err| ClosureError::Tree {
-                    path: display_path(&image),
-                    err,
-                })?;
-        }
+        // Each store path's entries go into the tree as soon as it and the paths before it
+        // are walked, and are freed there: never the whole closure twice in memory. The map's
+        // nodes, half full after inserts in byte order, are packed again whenever an eighth
+        // as many entries as it holds were added (at least COMPACT_EVERY), so what is left
+        // half full stays small; packing is linear, so this costs a handful of passes.
+        const COMPACT_EVERY: usize = 4096;
+        let mut since_compact = 0;
+        // Files with more than one link: (device, inode) and image path.
+        type DevIno = (u64, u64);
+        let mut linked: Vec<(DevIno, Arc<[u8]>)> = Vec::new();
+        parallel_in_order(
+            &self.paths,
+            |sp| walk_store_path(sp, store_root, &root),
+            |walked| {
+                since_compact += walked.len();
+                for w in walked {
+                    if let Some(ino) = w.inode {
+                        linked.push((ino, Arc::clone(&w.image)));
+                    }
+                    let image = Arc::clone(&w.image);
+                    tree.insert_shared(w.image, w.entry)
+                        .map_err(|err| ClosureError::Tree {
+                            path: display_path(&image),
+                            err,
+                        })?;
+                }
+                if since_compact >= COMPACT_EVERY.max(tree.len() / 8) {
+                    tree.compact();
+                    since_compact = 0;
+                }
+                Ok(())
+            },
+        )?;
         tree.compact();
+
+        // Hard links: the byte-smallest image path of an inode stays the file, the others
+        // become links to it.
+        linked.sort_unstable();
+        for same in linked.chunk_by(|a, b| a.0 == b.0).filter(|s| s.len() > 1) {
+            let target = same[0].1.to_vec();
+            for (_, path) in &same[1..] {
+                if let Some(e) = tree.get_mut(&path[..]) {
+                    e.kind = Kind::HardLink(target.clone());
+                }
+            }
+        }
         Ok(())
     }
 
@@ -507,7 +597,7 @@ fn walk_store_path(
             let content = Content::Host {
                 path,
                 size: meta.len(),
-                stamp: Some(Box::new(crate::tree::HostStamp::of(&meta))),
+                stamp: Some(crate::tree::HostStamp::of(&meta).print()),
             };
             let inode = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
             out.push(Walked {
@@ -544,6 +634,110 @@ mod tests {
     const A: &str = "/nix/store/0kwfpbiwpkrc415hz2ykpagpzw5pk1mr-busybox-static";
     const B: &str = "/nix/store/6w1z088wcnwgiw7qnlrf5v4rnngspq7c-greeting";
     const C: &str = "/nix/store/07v862jyjr4jfbiyxhkzm276y8p0dyv5-fixture-lib";
+
+    fn err(n: usize) -> ClosureError {
+        ClosureError::Malformed {
+            input: format!("item {n}"),
+            what: "test".into(),
+        }
+    }
+
+    #[test]
+    fn parallel_in_order_hands_results_over_in_item_order_with_few_waiting() {
+        let items: Vec<usize> = (0..500).collect();
+        let in_flight = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let mut seen = Vec::new();
+        parallel_in_order(
+            &items,
+            |&i| {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                // Later items finish first now and then, so results arrive out of order.
+                if i % 7 == 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(300));
+                }
+                Ok(i * 2)
+            },
+            |r| {
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                seen.push(r);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Made but not yet taken: at most the window workers may run ahead, plus one each.
+        assert!(
+            most.load(Ordering::SeqCst) <= 3 * threads,
+            "{} results waited at once",
+            most.load(Ordering::SeqCst)
+        );
+    }
+
+    #[test]
+    fn parallel_in_order_returns_the_first_error_in_item_order_and_takes_nothing_after() {
+        let items: Vec<usize> = (0..200).collect();
+        let mut taken = Vec::new();
+        let e = parallel_in_order(
+            &items,
+            |&i| {
+                if i == 40 || i == 120 {
+                    Err(err(i))
+                } else {
+                    Ok(i)
+                }
+            },
+            |r| {
+                taken.push(r);
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("item 40"), "{e}");
+        assert_eq!(taken, (0..40).collect::<Vec<_>>());
+
+        // An error from the taker stops the run the same way.
+        let mut taken = 0;
+        let e = parallel_in_order(
+            &items,
+            |&i| Ok(i),
+            |r| {
+                taken += 1;
+                if r == 10 {
+                    Err(err(r))
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("item 10"), "{e}");
+        assert_eq!(taken, 11);
+    }
+
+    #[test]
+    fn parallel_in_order_resumes_a_workers_panic_on_the_caller() {
+        let items: Vec<usize> = (0..50).collect();
+        let r = std::panic::catch_unwind(|| {
+            parallel_in_order(
+                &items,
+                |&i| {
+                    assert!(i != 30, "boom at 30");
+                    Ok(i)
+                },
+                |_| Ok(()),
+            )
+        });
+        let panic = r.unwrap_err();
+        let msg = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        assert!(msg.contains("boom at 30"), "{msg}");
+    }
 
     #[test]
     fn nar_size_matches_nix_for_a_single_file() {

@@ -58,17 +58,16 @@ pub fn cache_key(
                 // a stat now: the same fields either way.
                 let path = &path.to_path_buf();
                 let stamp = match stamp {
-                    Some(s) => **s,
+                    Some(s) => *s,
                     None => crate::tree::HostStamp::of(
                         &std::fs::metadata(path).map_err(|e| OciError::io(path, e))?,
-                    ),
+                    )
+                    .print(),
                 };
                 let mut v = b"host:".to_vec();
                 v.extend_from_slice(path.as_os_str().as_encoded_bytes());
                 v.extend_from_slice(&size.to_le_bytes());
-                for x in stamp.0 {
-                    v.extend_from_slice(&x.to_le_bytes());
-                }
+                v.extend_from_slice(&stamp.get().to_le_bytes());
                 v
             }
         })
