@@ -228,6 +228,18 @@ fn every_readme_command_runs() {
         .map(|n| std::env::temp_dir().join(n))
         .filter(|p| !p.exists())
         .collect();
+    // `mktemp -d` directories (a bench's scratch): each must be gone when its command ends.
+    let mktemp_dirs = || -> Vec<PathBuf> {
+        std::fs::read_dir(std::env::temp_dir())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("tmp."))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mktemp_before = mktemp_dirs();
     let blocks = sh_blocks();
     assert!(blocks.len() >= 6, "README has {} sh blocks", blocks.len());
     let mut failures = Vec::new();
@@ -272,6 +284,18 @@ fn every_readme_command_runs() {
     }
     for f in &report_files {
         let _ = std::fs::remove_file(f);
+    }
+    let left: Vec<PathBuf> = mktemp_dirs()
+        .into_iter()
+        .filter(|d| !mktemp_before.contains(d))
+        .collect();
+    for d in &left {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    if !left.is_empty() {
+        failures.push(format!(
+            "the README's commands left temporary directories behind: {left:?}"
+        ));
     }
     let _ = Command::new("docker")
         .args(["rm", "-f", "hls-origin", "imgbuild-up-origin-default"])
