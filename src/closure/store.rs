@@ -248,10 +248,16 @@ fn parallel_in_order<T: Sync, R: Send>(
                 changed.notify_all();
             });
         }
-        let stop = |st: &mut State<R>| {
-            st.stop = true;
-            changed.notify_all();
-        };
+        // However this thread leaves (done, an error, a panic in `take`), the workers stop
+        // instead of waiting for it forever.
+        struct StopOnDrop<'a, R>(&'a Mutex<State<R>>, &'a std::sync::Condvar);
+        impl<R> Drop for StopOnDrop<'_, R> {
+            fn drop(&mut self) {
+                self.0.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
+                self.1.notify_all();
+            }
+        }
+        let _stop = StopOnDrop(&state, &changed);
         for i in 0..items.len() {
             let done = {
                 let mut st = state.lock().unwrap();
@@ -265,16 +271,9 @@ fn parallel_in_order<T: Sync, R: Send>(
                 changed.notify_all();
                 done
             };
-            let r = match done {
-                Ok(r) => r.and_then(&mut take),
-                Err(panic) => {
-                    stop(&mut state.lock().unwrap());
-                    std::panic::resume_unwind(panic);
-                }
-            };
-            if let Err(e) = r {
-                stop(&mut state.lock().unwrap());
-                return Err(e);
+            match done {
+                Ok(r) => r.and_then(&mut take)?,
+                Err(panic) => std::panic::resume_unwind(panic),
             }
         }
         Ok(())
@@ -747,6 +746,19 @@ mod tests {
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_default();
         assert!(msg.contains("boom at 30"), "{msg}");
+
+        // A panic in the taker stops the workers too (they must not wait for it forever).
+        let r = std::panic::catch_unwind(|| {
+            parallel_in_order(
+                &(0..1000).collect::<Vec<usize>>(),
+                |&i| Ok(i),
+                |i| {
+                    assert!(i != 5, "taker gave up");
+                    Ok(())
+                },
+            )
+        });
+        assert!(r.is_err());
     }
 
     #[test]
