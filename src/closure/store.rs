@@ -8,8 +8,7 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::tree::{display_path, Content, Entry, Group, HostPath, Kind, Tree};
 
@@ -116,7 +115,7 @@ pub fn load(inputs: &[PathBuf], store_root: Option<&Path>) -> Result<Closure, Cl
         .filter(|(_, m)| m.scan || m.nar_size.is_none())
         .map(|(i, m)| (i, m.scan))
         .collect();
-    let results = parallel_map(&todo, |&(i, scan)| {
+    let results = crate::pool::map(&todo, threads(), |&(i, scan)| {
         let host = host_path(store_root, &known[i]);
         let mut found = BTreeSet::new();
         let scanner = scan.then_some(Scanner {
@@ -166,118 +165,17 @@ pub fn load(inputs: &[PathBuf], store_root: Option<&Path>) -> Result<Closure, Cl
     Ok(Closure { paths })
 }
 
-/// Runs `f` over `items` on up to `available_parallelism` threads; results in item order.
-fn parallel_map<T: Sync, R: Send>(
-    items: &[T],
-    f: impl Fn(&T) -> Result<R, ClosureError> + Sync,
-) -> Result<Vec<R>, ClosureError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len().max(1));
-    let next = AtomicUsize::new(0);
-    let out: Mutex<Vec<Option<Result<R, ClosureError>>>> =
-        Mutex::new((0..items.len()).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(item) = items.get(i) else { break };
-                let r = f(item);
-                out.lock().unwrap()[i] = Some(r);
-            });
-        }
-    });
-    out.into_inner()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.expect("every item ran"))
-        .collect()
+/// The threads the store walks and scans use: all cores.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// How many items [`parallel_in_order`]'s workers may run ahead of the one being taken. Store
-/// paths differ wildly in size (a few hold most of a closure's files), so a small window
-/// stalls the workers behind one big path: on the benchmark closure the tree stage took
-/// 0.24 s with 4, 0.16 s with 32 or more, and peak memory did not change.
+/// How many store paths the walk may run ahead of the Tree (see `Closure::add_to_tree`).
+/// Store paths differ wildly in size (a few hold most of a closure's files), so a small
+/// window stalls the walkers behind one big path: on the benchmark closure the tree stage
+/// took 0.24 s with 4, 0.16 s with 32 or more, and peak memory did not change.
 fn look_ahead(threads: usize) -> usize {
     64.max(16 * threads)
-}
-
-/// Runs `f` over `items` on up to `available_parallelism` threads and hands each result to
-/// `take`, on the calling thread and in item order, as soon as it and every result before it
-/// are done. Workers run at most [`look_ahead`] items ahead of `take`, so only that many wait in
-/// memory at once. The first error in item order (from `f` or `take`) is returned and stops
-/// the workers; a panic in `f` is resumed on the calling thread.
-fn parallel_in_order<T: Sync, R: Send>(
-    items: &[T],
-    f: impl Fn(&T) -> Result<R, ClosureError> + Sync,
-    mut take: impl FnMut(R) -> Result<(), ClosureError>,
-) -> Result<(), ClosureError> {
-    type Done<R> = std::thread::Result<Result<R, ClosureError>>;
-    struct State<R> {
-        ready: BTreeMap<usize, Done<R>>,
-        taken: usize,
-        stop: bool,
-    }
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len().max(1));
-    let ahead = look_ahead(threads);
-    let next = AtomicUsize::new(0);
-    let state = Mutex::new(State {
-        ready: BTreeMap::new(),
-        taken: 0,
-        stop: false,
-    });
-    let changed = std::sync::Condvar::new();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(item) = items.get(i) else { break };
-                {
-                    let mut st = state.lock().unwrap();
-                    while i >= st.taken + ahead && !st.stop {
-                        st = changed.wait(st).unwrap();
-                    }
-                    if st.stop {
-                        break;
-                    }
-                }
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(item)));
-                state.lock().unwrap().ready.insert(i, r);
-                changed.notify_all();
-            });
-        }
-        // However this thread leaves (done, an error, a panic in `take`), the workers stop
-        // instead of waiting for it forever.
-        struct StopOnDrop<'a, R>(&'a Mutex<State<R>>, &'a std::sync::Condvar);
-        impl<R> Drop for StopOnDrop<'_, R> {
-            fn drop(&mut self) {
-                self.0.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
-                self.1.notify_all();
-            }
-        }
-        let _stop = StopOnDrop(&state, &changed);
-        for i in 0..items.len() {
-            let done = {
-                let mut st = state.lock().unwrap();
-                let done = loop {
-                    match st.ready.remove(&i) {
-                        Some(d) => break d,
-                        None => st = changed.wait(st).unwrap(),
-                    }
-                };
-                st.taken = i + 1;
-                changed.notify_all();
-                done
-            };
-            match done {
-                Ok(r) => r.and_then(&mut take)?,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        Ok(())
-    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -491,8 +389,11 @@ impl Closure {
         // Files with more than one link: (device, inode) and image path.
         type DevIno = (u64, u64);
         let mut linked: Vec<(DevIno, Arc<[u8]>)> = Vec::new();
-        parallel_in_order(
+        let threads = threads();
+        crate::pool::stream_in_order(
             &self.paths,
+            threads,
+            look_ahead(threads),
             |sp| walk_store_path(sp, store_root, &root),
             |walked| {
                 since_compact += walked.len();
@@ -641,125 +542,6 @@ mod tests {
     const A: &str = "/nix/store/0kwfpbiwpkrc415hz2ykpagpzw5pk1mr-busybox-static";
     const B: &str = "/nix/store/6w1z088wcnwgiw7qnlrf5v4rnngspq7c-greeting";
     const C: &str = "/nix/store/07v862jyjr4jfbiyxhkzm276y8p0dyv5-fixture-lib";
-
-    fn err(n: usize) -> ClosureError {
-        ClosureError::Malformed {
-            input: format!("item {n}"),
-            what: "test".into(),
-        }
-    }
-
-    #[test]
-    fn parallel_in_order_hands_results_over_in_item_order_with_few_waiting() {
-        let items: Vec<usize> = (0..1000).collect();
-        let in_flight = AtomicUsize::new(0);
-        let most = AtomicUsize::new(0);
-        let mut seen = Vec::new();
-        parallel_in_order(
-            &items,
-            |&i| {
-                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(now, Ordering::SeqCst);
-                // Later items finish first now and then, so results arrive out of order.
-                if i % 7 == 0 {
-                    std::thread::sleep(std::time::Duration::from_micros(300));
-                }
-                Ok(i * 2)
-            },
-            |r| {
-                // A slow taker: unbounded workers would run far ahead of it.
-                std::thread::sleep(std::time::Duration::from_micros(50));
-                in_flight.fetch_sub(1, Ordering::SeqCst);
-                seen.push(r);
-                Ok(())
-            },
-        )
-        .unwrap();
-        assert_eq!(seen, items.iter().map(|i| i * 2).collect::<Vec<_>>());
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // Made but not yet taken: at most the window workers may run ahead, plus one each.
-        assert!(
-            most.load(Ordering::SeqCst) <= look_ahead(threads) + threads + 1,
-            "{} results waited at once",
-            most.load(Ordering::SeqCst)
-        );
-    }
-
-    #[test]
-    fn parallel_in_order_returns_the_first_error_in_item_order_and_takes_nothing_after() {
-        let items: Vec<usize> = (0..200).collect();
-        let mut taken = Vec::new();
-        let e = parallel_in_order(
-            &items,
-            |&i| {
-                if i == 40 || i == 120 {
-                    Err(err(i))
-                } else {
-                    Ok(i)
-                }
-            },
-            |r| {
-                taken.push(r);
-                Ok(())
-            },
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("item 40"), "{e}");
-        assert_eq!(taken, (0..40).collect::<Vec<_>>());
-
-        // An error from the taker stops the run the same way.
-        let mut taken = 0;
-        let e = parallel_in_order(
-            &items,
-            |&i| Ok(i),
-            |r| {
-                taken += 1;
-                if r == 10 {
-                    Err(err(r))
-                } else {
-                    Ok(())
-                }
-            },
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("item 10"), "{e}");
-        assert_eq!(taken, 11);
-    }
-
-    #[test]
-    fn parallel_in_order_resumes_a_workers_panic_on_the_caller() {
-        let items: Vec<usize> = (0..50).collect();
-        let r = std::panic::catch_unwind(|| {
-            parallel_in_order(
-                &items,
-                |&i| {
-                    assert!(i != 30, "boom at 30");
-                    Ok(i)
-                },
-                |_| Ok(()),
-            )
-        });
-        let panic = r.unwrap_err();
-        let msg = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        assert!(msg.contains("boom at 30"), "{msg}");
-
-        // A panic in the taker stops the workers too (they must not wait for it forever).
-        let r = std::panic::catch_unwind(|| {
-            parallel_in_order(
-                &(0..1000).collect::<Vec<usize>>(),
-                |&i| Ok(i),
-                |i| {
-                    assert!(i != 5, "taker gave up");
-                    Ok(())
-                },
-            )
-        });
-        assert!(r.is_err());
-    }
 
     #[test]
     fn nar_size_matches_nix_for_a_single_file() {
