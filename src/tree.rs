@@ -121,6 +121,18 @@ impl HostStamp {
             m.ctime_nsec() as u64,
         ])
     }
+
+    /// This stamp's [`StampPrint`].
+    pub fn print(&self) -> StampPrint {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for x in self.0 {
+            h.update(x.to_le_bytes());
+        }
+        let d = h.finalize();
+        let v = u64::from_le_bytes(d[..8].try_into().expect("8 bytes"));
+        StampPrint(std::num::NonZeroU64::new(v).unwrap_or(std::num::NonZeroU64::MIN))
+    }
 }
 
 /// A [`HostStamp`] folded to 64 bits (the first 8 bytes of the SHA-256 of its fields), all
@@ -133,20 +145,6 @@ pub struct StampPrint(std::num::NonZeroU64);
 impl StampPrint {
     pub fn get(self) -> u64 {
         self.0.get()
-    }
-}
-
-impl HostStamp {
-    /// This stamp's [`StampPrint`].
-    pub fn print(&self) -> StampPrint {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        for x in self.0 {
-            h.update(x.to_le_bytes());
-        }
-        let d = h.finalize();
-        let v = u64::from_le_bytes(d[..8].try_into().expect("8 bytes"));
-        StampPrint(std::num::NonZeroU64::new(v).unwrap_or(std::num::NonZeroU64::MIN))
     }
 }
 
