@@ -168,7 +168,7 @@ pub fn boot_assets() -> PathBuf {
 /// an earlier test is tearing down).
 pub fn wait_until_free(port: u16, timeout: std::time::Duration) {
     let t0 = std::time::Instant::now();
-    while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+    while !testkit::port_is_free(port) {
         assert!(
             t0.elapsed() < timeout,
             "port {port} is still in use after {timeout:?}: {}",

@@ -4,10 +4,11 @@
 //!   (QEMU's `hostfwd`, a healthcheck that reads the server's command line). Servers that can
 //!   bind port 0 and report the port they got (hls-origin's "hls-origin listening" line) are
 //!   started that way instead; see each crate's `tests/common`.
+//! - [`port_is_free`]: whether a server could bind a port now, asked in a way that a child
+//!   forked by another thread at that moment cannot turn into a busy port.
 //! - [`ChildLog`]: a file that takes a child's stderr, so a test that fails can say why the
 //!   server did not come up.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -42,13 +43,45 @@ pub fn reserved_port() -> u16 {
         let n = NEXT.fetch_add(1, Ordering::SeqCst) % span;
         let port = (base + n) as u16;
         // Free on every address (servers here bind 0.0.0.0 or 127.0.0.1).
-        if TcpListener::bind(("0.0.0.0", port)).is_ok()
-            && TcpListener::bind(("127.0.0.1", port)).is_ok()
-        {
+        if port_is_free(port) {
             return port;
         }
     }
     panic!("no free port in {base}..{low}");
+}
+
+/// Whether a server could bind TCP `port` now, on every address (servers here bind 0.0.0.0
+/// or 127.0.0.1), probed without listening (see [`bindable`]).
+pub fn port_is_free(port: u16) -> bool {
+    bindable([0, 0, 0, 0], port) && bindable([127, 0, 0, 1], port)
+}
+
+/// Whether a TCP socket can be bound to `ip:port` now; the probe socket is closed on return.
+///
+/// The probe binds with `SO_REUSEADDR` and never listens. A *listening* probe (what
+/// `TcpListener::bind` makes) can outlive its close: a child that another thread of the test
+/// process forks at that moment holds a copy of the socket until it execs, and for that
+/// while the port refuses the very server it was reserved for (a CI run failed on it; a
+/// thread spawning `true` in a loop beside check-then-bind made 114 of 20,000 binds fail with
+/// a listening probe and none with this one). A bound, non-listening socket with
+/// `SO_REUSEADDR` does not stop a server that sets `SO_REUSEADDR` itself (tokio, std, Go,
+/// QEMU's `hostfwd` all do) from binding and listening.
+fn bindable(ip: [u8; 4], port: u16) -> bool {
+    use nix::sys::socket::{
+        bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    use std::os::fd::AsRawFd;
+    let Ok(fd) = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return false;
+    };
+    let [a, b, c, d] = ip;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).is_ok()
+        && bind(fd.as_raw_fd(), &SockaddrIn::new(a, b, c, d, port)).is_ok()
 }
 
 /// The first port of the kernel's ephemeral range (32768 when it cannot be read).
@@ -131,6 +164,7 @@ impl Drop for ChildLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
 
     #[test]
     fn reserved_ports_are_distinct_free_and_below_the_ephemeral_range() {
@@ -166,6 +200,35 @@ mod tests {
                 "{p} is in the ephemeral range from {low}"
             );
         }
+    }
+
+    #[test]
+    fn a_reserved_port_binds_while_another_thread_spawns_children() {
+        // A child forked between the probe and the server's bind holds a copy of every socket
+        // the process has open; with a listening probe about one bind in 200 failed here.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spawner = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let _ = std::process::Command::new("true").status();
+                }
+            })
+        };
+        let failed: Vec<String> = (0..3000)
+            .filter_map(|_| {
+                let p = reserved_port();
+                TcpListener::bind(("127.0.0.1", p))
+                    .err()
+                    .map(|e| format!("{p}: {e}"))
+            })
+            .collect();
+        stop.store(true, Ordering::SeqCst);
+        spawner.join().unwrap();
+        assert!(
+            failed.is_empty(),
+            "reserved ports that could not be bound: {failed:?}"
+        );
     }
 
     #[test]
