@@ -94,6 +94,14 @@ fn the_microvm_directory_is_reproducible_and_carries_the_isos_initramfs() {
         .find_map(|w| w.strip_prefix("imgbuild.modules="))
         .unwrap_or_else(|| panic!("no imgbuild.modules= in {cmdline}"));
     let modules: Vec<&str> = modules.split(',').collect();
+    // The base profile's kernel arguments, which spare the boot work a VM pays for in emulated
+    // CPU time (docs/booting.md).
+    for w in ["cryptomgr.notests", "no_timer_check"] {
+        assert!(
+            cmdline.split_whitespace().any(|x| x == w),
+            "{w} missing: {cmdline}"
+        );
+    }
     for m in ["virtio_pci", "virtio_net", "virtio_ring", "net_failover"] {
         assert!(modules.contains(&m), "{m} missing: {modules:?}");
     }
