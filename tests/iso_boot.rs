@@ -136,6 +136,59 @@ fn uefi_disk_boot_answers_health_and_a_playlist() {
     boots_and_serves(&["--uefi", "--disk"], Duration::from_secs(120));
 }
 
+/// The firmware's variable store one UEFI boot leaves (stopped as a user stops it, SIGTERM) is
+/// where the next one starts (src/qemu/nvram.rs): the first-boot work is not done twice.
+#[test]
+#[ignore = "full: needs qemu"]
+fn a_uefi_boot_keeps_the_firmware_variables_for_the_next_one() {
+    let iso = default_iso();
+    let cache = tempfile::tempdir().unwrap();
+    let store_dir = cache.path().join("imgbuild/uefi-vars");
+    let boot = || {
+        let mut cmd = common::imgbuild();
+        cmd.env("XDG_CACHE_HOME", cache.path())
+            .arg("boot")
+            .arg(&iso)
+            .args(["--uefi", "--forward"])
+            .arg(format!("{}:17080", common::reserved_port()));
+        common::Console::start(cmd, Some(common::QemuSlot::take()))
+    };
+    let mut first = boot();
+    first.wait_for(STARTED, 1, Duration::from_secs(120));
+    assert!(
+        !first.log().contains("firmware variables kept"),
+        "{}",
+        first.log()
+    );
+    assert!(!store_dir.exists(), "a store was kept while QEMU ran");
+    common::stop_group(&mut first.child);
+    let kept: Vec<PathBuf> = std::fs::read_dir(&store_dir)
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", store_dir.display(), first.log()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].to_string_lossy().ends_with("-cd.fd"), "{kept:?}");
+    // A store the firmware has booted from holds its boot order (the template holds nothing).
+    let utf16: Vec<u8> = "BootOrder"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let bytes = std::fs::read(&kept[0]).unwrap();
+    assert!(
+        bytes.windows(utf16.len()).any(|w| w == utf16),
+        "no BootOrder variable in the kept store"
+    );
+
+    let mut second = boot();
+    second.wait_for(STARTED, 1, Duration::from_secs(120));
+    let line = format!(
+        "imgbuild: firmware variables kept from the last UEFI boot: {}",
+        kept[0].display()
+    );
+    assert!(second.log().contains(&line), "{}", second.log());
+    killed_leaves_nothing(second);
+}
+
 #[test]
 #[ignore = "full: needs qemu"]
 fn the_tap_profile_comes_up_with_its_static_address() {

@@ -13,6 +13,7 @@ use init_contract::Network;
 use super::Ctx;
 use crate::error::BadInput;
 use crate::qemu::accel::{self, Ended};
+use crate::qemu::nvram;
 use crate::qemu::{
     ovmf, parse_forward, parse_serial, qemu_args, shell_line, tap, Accel, BootError, Forward,
     Machine, Medium, Net, NetMode, Serial,
@@ -241,17 +242,28 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
     };
     // Held until the boot returns: QEMU opens them by their descriptors.
     let mut private = Vec::new();
+    // The firmware's variable store: a private copy of the one the last boot with this
+    // firmware kept (src/qemu/nvram.rs), else of the firmware's template.
+    let mut var_store = None;
     let uefi = if a.uefi {
-        let (code, vars) = ovmf()?;
-        // The firmware writes its variables: give it a private copy.
+        let (code, template) = ovmf()?;
+        let store = nvram::locate(nvram::default_dir().as_deref(), &code, &template, a.disk)
+            .with_context(|| format!("reading the firmware {}", code.display()))?;
         let copy = PrivateFile::new("firmware variable store")?;
         std::io::copy(
-            &mut std::fs::File::open(&vars)
-                .with_context(|| format!("reading {}", vars.display()))?,
+            &mut std::fs::File::open(&store.source)
+                .with_context(|| format!("reading {}", store.source.display()))?,
             &mut &copy.0,
         )
-        .with_context(|| format!("copying {}", vars.display()))?;
+        .with_context(|| format!("copying {}", store.source.display()))?;
+        if store.kept {
+            eprintln!(
+                "imgbuild: firmware variables kept from the last UEFI boot: {}",
+                store.source.display()
+            );
+        }
         let path = copy.path();
+        var_store = Some((copy.0.try_clone()?, store));
         private.push(copy);
         Some((code, path))
     } else {
@@ -358,6 +370,15 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
         }
     };
     drop(tapnet);
+    // QEMU has ended: its variable store is kept for the next boot. A store that cannot be
+    // kept costs the next boot time, not this one its result.
+    if let Some((mut file, store)) = var_store {
+        if let Some(at) = store.keep_at {
+            if let Err(e) = nvram::keep(&mut file, &at) {
+                tracing::warn!("firmware variables not kept at {}: {e}", at.display());
+            }
+        }
+    }
     drop(private);
     if crate::signals::interrupted() {
         anyhow::bail!("interrupted: QEMU stopped, tap devices and temporary files removed");

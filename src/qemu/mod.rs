@@ -1,9 +1,11 @@
 //! QEMU for `imgbuild boot` (src/commands/boot.rs) and `up`: the machine description
 //! ([`Machine`]) and its command line ([`qemu_args`]), the firmware ([`ovmf`]), the
 //! accelerator choice and guest supervision ([`accel`]: KVM only when it really runs a boot,
-//! else TCG, said in one line) and tap networking ([`tap`]).
+//! else TCG, said in one line), tap networking ([`tap`]) and the UEFI variable store kept
+//! between boots ([`nvram`]).
 
 pub mod accel;
+pub mod nvram;
 pub mod tap;
 
 use std::path::PathBuf;
