@@ -1,12 +1,23 @@
 //! The build environment every command reads in one place: `SOURCE_DATE_EPOCH` (every time
-//! stamp of an image, ISO or MicroVM), imgbuild's version and the source revision named in the
-//! image labels. docs/CLI.md lists the variables.
+//! stamp of an image, ISO or MicroVM), imgbuild's version, the source revision named in the
+//! image labels and the user's cache directory. docs/CLI.md lists the variables.
 
 use crate::error::BadInput;
 
 /// imgbuild's version (`org.opencontainers.image.version`, `created_by`, the ISO's
 /// application id).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// imgbuild's cache directory `name` for this user: `$XDG_CACHE_HOME/imgbuild/NAME`, else
+/// `~/.cache/imgbuild/NAME` (`None` without either variable).
+pub fn cache_dir(name: &str) -> Option<std::path::PathBuf> {
+    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        Some(x) => std::path::PathBuf::from(x),
+        None => std::path::PathBuf::from(std::env::var_os("HOME").filter(|x| !x.is_empty())?)
+            .join(".cache"),
+    };
+    Some(base.join("imgbuild").join(name))
+}
 
 /// `SOURCE_DATE_EPOCH`: seconds since 1970 for every time stamp; 1 when unset or empty.
 /// At most `i64::MAX` (the ISO writer's times are signed): see [`signed`].

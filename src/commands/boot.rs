@@ -247,8 +247,13 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
     let mut var_store = None;
     let uefi = if a.uefi {
         let (code, template) = ovmf()?;
-        let store = nvram::locate(nvram::default_dir().as_deref(), &code, &template, a.disk)
-            .with_context(|| format!("reading the firmware {}", code.display()))?;
+        let store = nvram::locate(
+            crate::buildenv::cache_dir("uefi-vars").as_deref(),
+            &code,
+            &template,
+            a.disk,
+        )
+        .with_context(|| format!("reading the firmware {}", code.display()))?;
         let copy = PrivateFile::new("firmware variable store")?;
         std::io::copy(
             &mut std::fs::File::open(&store.source)

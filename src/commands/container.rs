@@ -532,12 +532,7 @@ pub fn dry_run_json(meta: &ImageMeta, tree: &Tree, plan: &plan::Plan) -> serde_j
 }
 
 fn default_cache_dir() -> Option<PathBuf> {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        return Some(PathBuf::from(x).join("imgbuild/layers"));
-    }
-    std::env::var_os("HOME")
-        .filter(|x| !x.is_empty())
-        .map(|h| PathBuf::from(h).join(".cache/imgbuild/layers"))
+    crate::buildenv::cache_dir("layers")
 }
 
 pub fn run(ctx: &Ctx, a: ContainerArgs) -> Result<()> {

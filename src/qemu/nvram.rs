@@ -32,16 +32,6 @@ pub struct VarStore {
     pub keep_at: Option<PathBuf>,
 }
 
-/// The default directory of kept stores.
-pub fn default_dir() -> Option<PathBuf> {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        return Some(PathBuf::from(x).join("imgbuild/uefi-vars"));
-    }
-    std::env::var_os("HOME")
-        .filter(|x| !x.is_empty())
-        .map(|h| PathBuf::from(h).join(".cache/imgbuild/uefi-vars"))
-}
-
 /// The store for a boot with firmware `code` and variable template `template` from a CD
 /// (`disk` false) or a disk, kept in `dir`.
 pub fn locate(
