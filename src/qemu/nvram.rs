@@ -1,19 +1,19 @@
 //! The UEFI firmware's variable store kept between boots, as a machine keeps its NVRAM.
 //!
-//! OVMF starts from an empty store (the `OVMF_VARS` template) and fills it on its first boot:
-//! boot options, consoles, language, memory type information and eight `Attempt` records
-//! (the iSCSI driver's), each written through the emulated flash chip. Under TCG that first-boot work is about 0.6-0.9 s
-//! of a UEFI boot (docs/booting.md). `imgbuild boot --uefi` therefore starts from the store
-//! the last boot with the same firmware and the same kind of boot medium left behind, and
-//! keeps the store of this boot when QEMU has ended.
+//! OVMF starts from an empty store (the `OVMF_VARS` template) and fills it on its first
+//! boot: boot options, consoles, language, memory type information and eight `Attempt`
+//! records (the iSCSI driver's), each written through the emulated flash chip. Under TCG
+//! that first-boot work is about 0.6-0.9 s of a UEFI boot (docs/booting.md). `imgbuild boot
+//! --uefi` therefore starts from the store the last boot with the same firmware and the same
+//! kind of boot medium left behind ([`locate`]), and keeps the store of this boot when QEMU
+//! has ended ([`keep`]), in `imgbuild/uefi-vars` of the user's cache directory
+//! (`crate::buildenv::cache_dir`); removing it gives the next boot an empty store again.
 //!
 //! The store is copied only while no QEMU writes it (before the boot, after QEMU exited), so
 //! what is kept is the state a power cut at that moment would leave, which the firmware's
 //! fault-tolerant variable writes are made to recover from. A store is named by the SHA-256
 //! of the firmware code, of the template and of the medium kind: another OVMF, another
-//! template or a CD instead of a disk never start from it. Kept stores live in
-//! `$XDG_CACHE_HOME/imgbuild/uefi-vars` (else `~/.cache/imgbuild/uefi-vars`); removing that
-//! directory gives the next boot an empty store again.
+//! template or a CD instead of a disk never start from it.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
