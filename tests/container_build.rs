@@ -480,6 +480,35 @@ fn a_rebuild_after_changing_only_the_binary_rewrites_its_layer_and_the_sbom() {
 }
 
 /// Each layer's name and the value of one of its fields in the JSON summary.
+/// Without `--cache-dir` or `IMGBUILD_CACHE` the layer cache is `$XDG_CACHE_HOME/imgbuild/layers`,
+/// else `~/.cache/imgbuild/layers`.
+#[test]
+fn the_default_layer_cache_follows_xdg_cache_home_then_home() {
+    let b = Build::new();
+    let (xdg, home) = (b.path("xdg"), b.path("home"));
+    std::fs::create_dir_all(&home).unwrap();
+    for (env, cache) in [
+        (
+            vec![("XDG_CACHE_HOME", &xdg), ("HOME", &home)],
+            xdg.join("imgbuild/layers"),
+        ),
+        (vec![("HOME", &home)], home.join(".cache/imgbuild/layers")),
+    ] {
+        let mut c = b.cmd(b.dir.path(), &["-o", "x.tar"]);
+        c.env_remove("IMGBUILD_CACHE").env_remove("XDG_CACHE_HOME");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        assert!(
+            cache.join("keys").read_dir().map_or(0, |d| d.count()) > 0,
+            "no layer in {}",
+            cache.display()
+        );
+    }
+}
+
 fn layer_fields(o: &Output, field: &str) -> Vec<(String, Value)> {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     v["layers"]
