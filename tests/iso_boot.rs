@@ -43,9 +43,17 @@ fn default_iso() -> PathBuf {
 
 /// `imgbuild boot ISO ARGS` holding a QEMU slot.
 fn boot_vm(iso: &Path, args: &[&str]) -> common::Console {
+    boot_vm_with(iso, args, &[])
+}
+
+/// [`boot_vm`] with these environment variables set for imgbuild.
+fn boot_vm_with(iso: &Path, args: &[&str], env: &[(&str, &Path)]) -> common::Console {
     let slot = common::QemuSlot::take();
     let mut cmd = common::imgbuild();
-    cmd.arg("boot").arg(iso).args(args);
+    cmd.envs(env.iter().copied())
+        .arg("boot")
+        .arg(iso)
+        .args(args);
     common::Console::start(cmd, Some(slot))
 }
 
@@ -145,13 +153,12 @@ fn a_uefi_boot_keeps_the_firmware_variables_for_the_next_one() {
     let cache = tempfile::tempdir().unwrap();
     let store_dir = cache.path().join("imgbuild/uefi-vars");
     let boot = || {
-        let mut cmd = common::imgbuild();
-        cmd.env("XDG_CACHE_HOME", cache.path())
-            .arg("boot")
-            .arg(&iso)
-            .args(["--uefi", "--forward"])
-            .arg(format!("{}:17080", common::reserved_port()));
-        common::Console::start(cmd, Some(common::QemuSlot::take()))
+        let fwd = format!("{}:17080", common::reserved_port());
+        boot_vm_with(
+            &iso,
+            &["--uefi", "--forward", &fwd],
+            &[("XDG_CACHE_HOME", cache.path())],
+        )
     };
     let mut first = boot();
     first.wait_for(STARTED, 1, Duration::from_secs(120));

@@ -261,7 +261,7 @@ pub fn run(ctx: &Ctx, a: BootArgs) -> Result<()> {
             &mut &copy.0,
         )
         .with_context(|| format!("copying {}", store.source.display()))?;
-        if store.kept {
+        if store.kept() {
             eprintln!(
                 "imgbuild: firmware variables kept from the last UEFI boot: {}",
                 store.source.display()

@@ -15,7 +15,7 @@
 //! of the firmware code, of the template and of the medium kind: another OVMF, another
 //! template or a CD instead of a disk never start from it.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -26,8 +26,6 @@ pub struct VarStore {
     /// The file the boot's private copy is made from: the kept store when there is one, else
     /// the firmware's template.
     pub source: PathBuf,
-    /// Whether `source` is a kept store (else the template).
-    pub kept: bool,
     /// Where this boot's store is kept when QEMU has ended (`None`: no cache directory).
     pub keep_at: Option<PathBuf>,
 }
@@ -43,7 +41,6 @@ pub fn locate(
     let Some(dir) = dir else {
         return Ok(VarStore {
             source: template.to_path_buf(),
-            kept: false,
             keep_at: None,
         });
     };
@@ -58,16 +55,21 @@ pub fn locate(
     let d = h.finalize();
     let hex: String = d[..12].iter().map(|b| format!("{b:02x}")).collect();
     let keep_at = dir.join(format!("{hex}-{medium}.fd"));
-    let kept = keep_at.is_file();
     Ok(VarStore {
-        source: if kept {
+        source: if keep_at.is_file() {
             keep_at.clone()
         } else {
             template.to_path_buf()
         },
-        kept,
         keep_at: Some(keep_at),
     })
+}
+
+impl VarStore {
+    /// Whether the boot starts from a kept store (else from the template).
+    pub fn kept(&self) -> bool {
+        self.keep_at.as_ref() == Some(&self.source)
+    }
 }
 
 /// Keeps `store` (the boot's private copy, QEMU gone) at `at`: written beside it and renamed
@@ -82,10 +84,8 @@ pub fn keep(store: &mut std::fs::File, at: &Path) -> std::io::Result<()> {
     ));
     let result = (|| {
         store.seek(SeekFrom::Start(0))?;
-        let mut bytes = Vec::new();
-        store.read_to_end(&mut bytes)?;
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        std::io::copy(store, &mut f)?;
         f.sync_all()?;
         std::fs::rename(&tmp, at)
     })();
@@ -98,6 +98,7 @@ pub fn keep(store: &mut std::fs::File, at: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn dir() -> PathBuf {
         let d = std::env::temp_dir().join(format!(
@@ -120,7 +121,7 @@ mod tests {
 
         let first = locate(Some(&cache), &code, &template, false).unwrap();
         assert_eq!(first.source, template);
-        assert!(!first.kept);
+        assert!(!first.kept());
         let at = first.keep_at.clone().unwrap();
 
         let mut used = crate::oci::files::scratch_in(&d).unwrap();
@@ -135,21 +136,23 @@ mod tests {
         assert_eq!(names.len(), 1, "{names:?}");
 
         let second = locate(Some(&cache), &code, &template, false).unwrap();
-        assert!(second.kept);
+        assert!(second.kept());
         assert_eq!(second.source, at);
         // A disk boot, another firmware or another template start from the template.
-        assert!(!locate(Some(&cache), &code, &template, true).unwrap().kept);
+        assert!(!locate(Some(&cache), &code, &template, true).unwrap().kept());
         std::fs::write(&code, b"firmware 2").unwrap();
-        assert!(!locate(Some(&cache), &code, &template, false).unwrap().kept);
+        assert!(!locate(Some(&cache), &code, &template, false)
+            .unwrap()
+            .kept());
         std::fs::write(&code, b"firmware").unwrap();
         std::fs::write(&template, b"other store").unwrap();
-        assert!(!locate(Some(&cache), &code, &template, false).unwrap().kept);
+        assert!(!locate(Some(&cache), &code, &template, false)
+            .unwrap()
+            .kept());
         // Without a cache directory: the template, nothing kept.
         let none = locate(None, &code, &template, false).unwrap();
-        assert_eq!(
-            (none.source, none.kept, none.keep_at),
-            (template, false, None)
-        );
+        assert!(!none.kept());
+        assert_eq!((none.source, none.keep_at), (template, None));
         std::fs::remove_dir_all(&d).unwrap();
     }
 
