@@ -1,7 +1,10 @@
 //! Layer compression on all cores with output that does not depend on the thread count.
 //!
 //! The uncompressed layer stream is cut into fixed-size chunks that worker threads compress
-//! independently; the writer puts the results back in order.
+//! independently; the [`Encoder`] hands the pieces of the compressed stream on in order, to
+//! [`InOrder`], which writes them, or (for the archive's read-ahead, src/oci/layer.rs) to
+//! another thread, so the next layer's chunks can be compressing while the last one's are
+//! written.
 //! - gzip: each 128 KiB chunk is raw-deflated with the previous 32 KiB as its dictionary and
 //!   ends with a sync flush (the last one finishes the stream), so the pieces concatenate to
 //!   one deflate stream; one gzip header (mtime 0, no name, OS byte 255) and the CRC32 and
@@ -188,27 +191,95 @@ pub fn deflate_chunk(
     Ok(out)
 }
 
-/// A `Write` that compresses through the pool and writes the ordered result to `out`.
-pub struct Encoder<W: Write> {
+/// One piece of a compressed stream, in stream order: bytes the encoder wrote itself (the
+/// gzip header and trailer) or a chunk a pool worker is compressing.
+pub enum Piece {
+    Bytes(Vec<u8>),
+    Chunk(Receiver<io::Result<Vec<u8>>>),
+}
+
+impl Piece {
+    /// The piece's bytes, once its worker has them.
+    pub fn wait(self) -> io::Result<Vec<u8>> {
+        match self {
+            Piece::Bytes(b) => Ok(b),
+            Piece::Chunk(rx) => rx
+                .recv()
+                .map_err(|_| io::Error::other("compression worker stopped"))?,
+        }
+    }
+}
+
+/// Where an [`Encoder`] hands its pieces, in stream order.
+pub trait Pieces {
+    fn put(&mut self, piece: Piece) -> io::Result<()>;
+}
+
+/// Writes the pieces to `out` in order, keeping enough in flight that the workers never wait
+/// for the reader.
+pub struct InOrder<W: Write> {
+    out: W,
+    pending: VecDeque<Piece>,
+    max_pending: usize,
+}
+
+impl<W: Write> InOrder<W> {
+    pub fn new(out: W, pool: &Pool) -> Self {
+        InOrder {
+            out,
+            pending: VecDeque::new(),
+            max_pending: pieces_in_flight(pool),
+        }
+    }
+
+    fn drain(&mut self, keep: usize) -> io::Result<()> {
+        while self.pending.len() > keep {
+            let bytes = self.pending.pop_front().expect("non-empty").wait()?;
+            self.out.write_all(&bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every piece, writes it and returns the writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.drain(0)?;
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Pieces for InOrder<W> {
+    fn put(&mut self, piece: Piece) -> io::Result<()> {
+        self.pending.push_back(piece);
+        let keep = self.max_pending;
+        self.drain(keep)
+    }
+}
+
+/// How many pieces a reader keeps ahead of the writer: enough that the workers never wait
+/// for the reader, few enough that memory stays a few MiB.
+pub fn pieces_in_flight(pool: &Pool) -> usize {
+    pool.threads * 4 + 2
+}
+
+/// A `Write` that cuts what it is given into chunks, compresses them through the pool and
+/// hands the pieces of the compressed stream, in order, to `out` ([`InOrder`] writes them;
+/// the archive writer's read-ahead sends them to another thread).
+pub struct Encoder<S: Pieces> {
     kind: Compression,
     pool: Arc<Pool>,
-    out: W,
+    out: S,
     chunk: Vec<u8>,
     held: Option<Arc<Vec<u8>>>,
     prev: Option<Arc<Vec<u8>>>,
-    pending: VecDeque<Receiver<io::Result<Vec<u8>>>>,
-    max_pending: usize,
     crc: crc32fast::Hasher,
     total: u64,
 }
 
-impl<W: Write> Encoder<W> {
-    pub fn new(kind: Compression, pool: Arc<Pool>, mut out: W) -> io::Result<Self> {
+impl<S: Pieces> Encoder<S> {
+    pub fn new(kind: Compression, pool: Arc<Pool>, mut out: S) -> io::Result<Self> {
         if kind == Compression::Gzip {
-            out.write_all(&GZIP_HEADER)?;
+            out.put(Piece::Bytes(GZIP_HEADER.to_vec()))?;
         }
-        // Enough chunks in flight that the workers never wait for the reader.
-        let max_pending = pool.threads * 4 + 2;
         Ok(Encoder {
             kind,
             pool,
@@ -216,22 +287,9 @@ impl<W: Write> Encoder<W> {
             chunk: Vec::with_capacity(kind.chunk_size()),
             held: None,
             prev: None,
-            pending: VecDeque::new(),
-            max_pending,
             crc: crc32fast::Hasher::new(),
             total: 0,
         })
-    }
-
-    fn drain(&mut self, keep: usize) -> io::Result<()> {
-        while self.pending.len() > keep {
-            let rx = self.pending.pop_front().expect("non-empty");
-            let bytes = rx
-                .recv()
-                .map_err(|_| io::Error::other("compression worker stopped"))??;
-            self.out.write_all(&bytes)?;
-        }
-        Ok(())
     }
 
     /// Submits the held chunk (gzip needs to know which chunk is last, so one is held back).
@@ -251,9 +309,7 @@ impl<W: Write> Encoder<W> {
                 last,
                 reply: tx,
             });
-            self.pending.push_back(rx);
-            let keep = self.max_pending;
-            self.drain(keep)?;
+            self.out.put(Piece::Chunk(rx))?;
         }
         Ok(())
     }
@@ -265,23 +321,24 @@ impl<W: Write> Encoder<W> {
         Ok(())
     }
 
-    /// Flushes every chunk, writes the gzip trailer and returns the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
+    /// Submits every chunk, hands over the gzip trailer and returns the sink (which may still
+    /// be waiting for pieces: [`InOrder::finish`]).
+    pub fn finish(mut self) -> io::Result<S> {
         if !self.chunk.is_empty() || self.held.is_none() {
             self.cut()?;
         }
         self.submit_held(true)?;
-        self.drain(0)?;
         if self.kind == Compression::Gzip {
             let crc = self.crc.clone().finalize();
-            self.out.write_all(&crc.to_le_bytes())?;
-            self.out.write_all(&(self.total as u32).to_le_bytes())?;
+            let mut trailer = crc.to_le_bytes().to_vec();
+            trailer.extend_from_slice(&(self.total as u32).to_le_bytes());
+            self.out.put(Piece::Bytes(trailer))?;
         }
         Ok(self.out)
     }
 }
 
-impl<W: Write> Write for Encoder<W> {
+impl<S: Pieces> Write for Encoder<S> {
     fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
         let n = buf.len();
         if self.kind == Compression::Gzip {
@@ -325,11 +382,12 @@ mod tests {
 
     fn encode(kind: Compression, threads: usize, data: &[u8]) -> Vec<u8> {
         let pool = Pool::new(threads);
-        let mut e = Encoder::new(kind, Arc::clone(&pool), Vec::new()).unwrap();
+        let sink = InOrder::new(Vec::new(), &pool);
+        let mut e = Encoder::new(kind, Arc::clone(&pool), sink).unwrap();
         for piece in data.chunks(70_001) {
             e.write_all(piece).unwrap();
         }
-        let out = e.finish().unwrap();
+        let out = e.finish().unwrap().finish().unwrap();
         pool.shutdown();
         out
     }

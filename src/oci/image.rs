@@ -393,6 +393,57 @@ pub fn write_layers_direct(
     plan: &Plan,
     lo: &super::layer::LayerOptions,
 ) -> Result<(Vec<Blob>, Vec<super::layer_cache::Placed>), OciError> {
+    use super::layer::Stopped;
+    use super::layer_cache::{self, Cached};
+    let found = plan
+        .layers
+        .iter()
+        .map(|l| layer_cache::lookup(tree, l, lo))
+        .collect::<Result<Vec<_>, _>>()?;
+    if lo.compression == super::Compression::None {
+        return write_layers_in_order(f, tree, plan, lo, found, None).map_err(|e| match e {
+            Stopped::Error(e) => e,
+            Stopped::AheadEnded => unreachable!("no read-ahead without compression"),
+        });
+    }
+    // New compressed layers are read and compressed ahead on a thread of their own
+    // (layer::produce_ahead) while this one writes the previous one's chunks.
+    let new: Vec<&crate::plan::Layer> = plan
+        .layers
+        .iter()
+        .zip(&found)
+        .filter(|(_, (_, c))| !matches!(c, Some(Cached::Blob(_))))
+        .map(|(l, _)| l)
+        .collect();
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(super::compress::pieces_in_flight(&lo.pool));
+        let ahead = std::thread::Builder::new()
+            .name("layers-ahead".into())
+            .spawn_scoped(s, || super::layer::produce_ahead(tree, &new, lo, tx))
+            .map_err(OciError::Write)?;
+        let written = write_layers_in_order(f, tree, plan, lo, found, Some(rx));
+        let produced = ahead.join().expect("the layer read-ahead thread panicked");
+        match written {
+            Err(Stopped::AheadEnded) => Err(produced.err().unwrap_or_else(|| {
+                OciError::Input("the layer read-ahead ended before its last layer".into())
+            })),
+            Err(Stopped::Error(e)) => Err(e),
+            Ok(w) => Ok(w),
+        }
+    })
+}
+
+/// The layers in plan order into `f` (see [`write_layers_direct`]), `found` being what the
+/// cache holds for each; a layer to produce is taken from `ahead` where there is one, else
+/// produced here.
+fn write_layers_in_order(
+    f: &std::fs::File,
+    tree: &crate::tree::Tree,
+    plan: &Plan,
+    lo: &super::layer::LayerOptions,
+    found: Vec<(Option<String>, Option<super::layer_cache::Cached>)>,
+    ahead: Option<std::sync::mpsc::Receiver<super::layer::Ahead>>,
+) -> Result<(Vec<Blob>, Vec<super::layer_cache::Placed>), super::layer::Stopped> {
     use super::layer::{self, BlobSource, Store};
     use super::layer_cache::{self, Cached};
     use std::io::Seek;
@@ -411,8 +462,7 @@ pub fn write_layers_direct(
     let mut placed = Vec::new();
     let mut blobs = Vec::with_capacity(plan.layers.len());
     let zeros = [0u8; tar::BLOCK];
-    for l in &plan.layers {
-        let (key, cached) = layer_cache::lookup(tree, l, lo)?;
+    for (l, (key, cached)) in plan.layers.iter().zip(found) {
         match cached {
             Some(Cached::Blob(b)) => {
                 if !offsets.contains_key(&b.digest) {
@@ -426,9 +476,9 @@ pub fn write_layers_direct(
                             return Err(OciError::Input(format!(
                                 "cached layer blob {} is shorter than recorded; remove the layer cache",
                                 b.digest
-                            )));
+                            )).into());
                         }
-                        Err(e) => return Err(OciError::Write(e)),
+                        Err(e) => return Err(OciError::Write(e).into()),
                     }
                     let pad = tar::padding(b.size);
                     out.write_all(&zeros[..pad]).map_err(OciError::Write)?;
@@ -483,11 +533,14 @@ pub fn write_layers_direct(
                 // mostly hands it whole buffers of its size or more, which pass straight
                 // through; it gathers tar headers and small files.
                 let sink = io::BufWriter::with_capacity(256 << 10, out);
-                let (p, sink) = layer::produce(tree, l, lo, sink, record.is_none())?;
+                let (p, sink) = match &ahead {
+                    Some(rx) => layer::take_ahead(rx, sink)?,
+                    None => layer::produce(tree, l, lo, sink, record.is_none())?,
+                };
                 drop(sink);
                 let p = match &record {
                     Some(r) if r.tar_size != p.tar_size => {
-                        return Err(OciError::Input(format!("layer {:?} is {} bytes, its cache record says {}; a source changed without changing its metadata: rebuild with --no-cache", l.name, p.tar_size, r.tar_size)));
+                        return Err(OciError::Input(format!("layer {:?} is {} bytes, its cache record says {}; a source changed without changing its metadata: rebuild with --no-cache", l.name, p.tar_size, r.tar_size)).into());
                     }
                     Some(r) => r.clone(),
                     None => p,
@@ -502,7 +555,8 @@ pub fn write_layers_direct(
                         return Err(OciError::Input(format!(
                             "layer {:?}: its archive header does not fit one block",
                             l.name
-                        )));
+                        ))
+                        .into());
                     }
                     f.write_all_at(&h, hdr_pos).map_err(OciError::Write)?;
                     pos = data_pos + p.size + pad as u64;
@@ -601,4 +655,102 @@ pub fn write_oci_dir(dir: &Path, docs: &Documents, blobs: &[Blob]) -> Result<(),
         let _ = std::fs::remove_file(dir.join(extra));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::compress::{Compression, Pool};
+    use super::super::layer::{self, LayerOptions, Progress, Store};
+    use super::*;
+    use crate::plan::Layer;
+    use crate::tree::{Content, Entry, Group, HostPath, Tree};
+    use std::sync::Arc;
+
+    /// Three host files of a few chunks each, one per layer; `short` names the file whose
+    /// recorded size is one byte more than it has (the source "changed" after the walk).
+    fn three_layers(dir: &std::path::Path, short: Option<usize>) -> (Tree, Plan) {
+        let mut tree = Tree::new();
+        let mut layers = Vec::new();
+        for i in 0..3usize {
+            let mut x = 11u32 + i as u32;
+            let bytes: Vec<u8> = (0..(2 << 20) + 777 * i)
+                .map(|_| {
+                    x = x.wrapping_mul(1103515245).wrapping_add(12345);
+                    b"abcdefgh"[(x >> 28) as usize % 8]
+                })
+                .collect();
+            let host = dir.join(format!("f{i}"));
+            std::fs::write(&host, &bytes).unwrap();
+            let size = bytes.len() as u64 + u64::from(short == Some(i));
+            let content = Content::Host {
+                path: HostPath::from(host.as_path()),
+                size,
+                stamp: None,
+            };
+            let path: Arc<[u8]> = Arc::from(format!("f{i}").into_bytes());
+            tree.insert(&*path, Entry::file(content, 0o644, Group::Base))
+                .unwrap();
+            layers.push(Layer {
+                name: format!("l{i}"),
+                groups: vec![Group::Base],
+                paths: vec![path],
+                size: bytes.len() as u64,
+            });
+        }
+        (tree, Plan { layers })
+    }
+
+    fn options(compression: Compression, scratch: &std::path::Path) -> LayerOptions {
+        LayerOptions {
+            compression,
+            mtime: 0,
+            store: Store::Scratch(scratch.to_path_buf()),
+            pool: Pool::new(2),
+            progress: Arc::new(Progress::default()),
+        }
+    }
+
+    #[test]
+    fn layers_read_ahead_are_the_blobs_each_layer_gives_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tree, plan) = three_layers(dir.path(), None);
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            let lo = options(compression, dir.path());
+            let f = tempfile::tempfile_in(dir.path()).unwrap();
+            let (blobs, _) = write_layers_direct(&f, &tree, &plan, &lo).unwrap();
+            assert_eq!(blobs.len(), 3);
+            let mut archive = Vec::new();
+            std::io::Seek::rewind(&mut &f).unwrap();
+            std::io::Read::read_to_end(&mut &f, &mut archive).unwrap();
+            for (l, b) in plan.layers.iter().zip(&blobs) {
+                let (alone, bytes) = layer::produce(&tree, l, &lo, Vec::new(), true).unwrap();
+                assert_eq!((&b.digest, &b.diff_id), (&alone.digest, &alone.diff_id));
+                assert_eq!((b.size, b.tar_size), (alone.size, alone.tar_size));
+                let at = archive
+                    .windows(bytes.len())
+                    .position(|w| w == &bytes[..])
+                    .expect("the layer's bytes are in the archive");
+                assert_eq!(at % tar::BLOCK, 0, "{compression:?} layer {}", l.name);
+            }
+            lo.pool.shutdown();
+        }
+    }
+
+    #[test]
+    fn a_source_that_changed_fails_the_build_wherever_its_layer_is() {
+        for short in 0..3 {
+            for compression in [Compression::Gzip, Compression::Zstd] {
+                let dir = tempfile::tempdir().unwrap();
+                let (tree, plan) = three_layers(dir.path(), Some(short));
+                let lo = options(compression, dir.path());
+                let f = tempfile::tempfile_in(dir.path()).unwrap();
+                let err = write_layers_direct(&f, &tree, &plan, &lo).unwrap_err();
+                assert!(
+                    matches!(err, OciError::Changed { .. }),
+                    "file {short}, {compression:?}: {err}"
+                );
+                lo.pool.shutdown();
+            }
+        }
+    }
 }
