@@ -395,6 +395,17 @@ impl Tree {
         self.entries.iter()
     }
 
+    /// [`Tree::iter`] from `path` on (inclusive).
+    pub fn range_from<'a>(
+        &'a self,
+        path: &[u8],
+    ) -> impl Iterator<Item = (&'a [u8], &'a Entry)> + 'a {
+        use std::ops::Bound;
+        self.entries
+            .range::<[u8], _>((Bound::Included(path), Bound::Unbounded))
+            .map(|(k, v)| (&k[..], v))
+    }
+
     /// The tree's own path for `path` (normal form), to hold on to without a copy.
     pub fn shared_path(&self, path: &[u8]) -> Option<&Arc<[u8]>> {
         self.entries.get_key_value(path).map(|(k, _)| k)

@@ -101,8 +101,8 @@ impl Store {
 }
 
 /// The tree entry of a path the Plan put in a layer.
-pub(super) fn planned_entry<'t>(tree: &'t Tree, p: &[u8]) -> Result<&'t Entry, OciError> {
-    tree.get(p).ok_or_else(|| {
+pub(super) fn planned_entry<'t>(p: &[u8], e: Option<&'t Entry>) -> Result<&'t Entry, OciError> {
+    e.ok_or_else(|| {
         OciError::Input(format!(
             "planned path {} is not in the tree",
             display_path(p)
@@ -140,7 +140,8 @@ pub(super) fn resolve_link<'a>(
         match &e.kind {
             Kind::HardLink(next) => t = next,
             Kind::File(_) => {
-                let same_layer = t < path && layer.paths.binary_search_by(|p| (**p).cmp(t)).is_ok();
+                // A file is in a layer as one of its groups' (parents are directories).
+                let same_layer = t < path && layer.groups.contains(&e.group);
                 return Ok(if same_layer {
                     Link::Tar(t)
                 } else {
@@ -255,8 +256,8 @@ pub fn write_tar(
     let mut buf = vec![0u8; 256 << 10];
     let mut hdr = Vec::with_capacity(2048);
     let mut name = Vec::with_capacity(256);
-    for p in &layer.paths {
-        let e = planned_entry(tree, p)?;
+    for (p, e) in layer.entries(tree) {
+        let e = planned_entry(p, e)?;
         name.clear();
         name.extend_from_slice(p);
         let mut h = Header {
@@ -404,12 +405,13 @@ mod tests {
     use crate::tree::Group;
 
     fn layer_of(tree: &Tree) -> Layer {
-        Layer {
-            name: "t".into(),
-            groups: vec![Group::Base],
-            paths: tree.iter().map(|(p, _)| p.into()).collect(),
-            size: 0,
-        }
+        Layer::with_paths(
+            "t".into(),
+            vec![Group::Base],
+            tree,
+            tree.iter().map(|(p, _)| p),
+            0,
+        )
     }
 
     fn entries(tar: &[u8]) -> Vec<tar::Parsed> {
@@ -499,12 +501,13 @@ mod tests {
             },
         )
         .unwrap();
-        let only_b = Layer {
-            name: "b".into(),
-            groups: vec![Group::Config],
-            paths: [&b"b"[..], b"b/link", b"b/same"].map(Into::into).to_vec(),
-            size: 0,
-        };
+        let only_b = Layer::with_paths(
+            "b".into(),
+            vec![Group::Config],
+            &t,
+            [&b"b"[..], b"b/link", b"b/same"],
+            0,
+        );
         let mut out = Vec::new();
         write_tar(&t, &only_b, 1, &mut out).unwrap();
         let e = entries(&out);

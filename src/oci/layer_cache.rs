@@ -72,8 +72,8 @@ pub fn cache_key(
             }
         })
     };
-    for p in &layer.paths {
-        let e = planned_entry(tree, p)?;
+    for (p, e) in layer.entries(tree) {
+        let e = planned_entry(p, e)?;
         put(p);
         put(&[e.mode, e.uid, e.gid].map(u32::to_le_bytes).concat());
         match &e.kind {
