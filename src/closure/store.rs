@@ -316,7 +316,6 @@ fn nar_walk(host: &Path, mut scanner: Option<Scanner<'_>>) -> io::Result<u64> {
 struct Walked {
     image: Arc<[u8]>,
     entry: Entry,
-    inode: Option<(u64, u64)>,
 }
 
 fn file_type_name(ft: fs::FileType) -> &'static str {
@@ -386,9 +385,6 @@ impl Closure {
         // half full stays small; packing is linear, so this costs a handful of passes.
         const COMPACT_EVERY: usize = 4096;
         let mut since_compact = 0;
-        // Files with more than one link: (device, inode) and image path.
-        type DevIno = (u64, u64);
-        let mut linked: Vec<(DevIno, Arc<[u8]>)> = Vec::new();
         let threads = threads();
         crate::pool::stream_in_order(
             &self.paths,
@@ -398,9 +394,6 @@ impl Closure {
             |walked| {
                 since_compact += walked.len();
                 for w in walked {
-                    if let Some(ino) = w.inode {
-                        linked.push((ino, Arc::clone(&w.image)));
-                    }
                     let image = Arc::clone(&w.image);
                     tree.insert_shared(w.image, w.entry)
                         .map_err(|err| ClosureError::Tree {
@@ -417,11 +410,81 @@ impl Closure {
         )?;
         tree.compact();
 
-        // Hard links: the byte-smallest image path of an inode stays the file, the others
-        // become links to it.
+        self.link_shared_inodes(tree)
+    }
+
+    /// Hard links: of the closure's files that share an inode, the byte-smallest image path
+    /// stays the file, the others become links to it. Files sharing an inode share its stamp
+    /// (`StampPrint`: size, device, inode, times), so only files whose print is not unique
+    /// are looked at again (`lstat`: more than one link, the same device and inode). Nothing
+    /// is kept per file while the closure is walked (in an optimised store every file has
+    /// several links: a list of them cost ~50 bytes a file at the build's peak); this costs
+    /// 8 bytes a file, once the tree is whole.
+    fn link_shared_inodes(&self, tree: &mut Tree) -> Result<(), ClosureError> {
+        // The closure's files with the stamp the walk took, store path by store path.
+        let prefixes: Vec<Vec<u8>> = self.paths.iter().map(|sp| image_of(&sp.path)).collect();
+        let stamped = |tree: &Tree, each: &mut dyn FnMut(u64, &[u8], &HostPath)| {
+            for pre in &prefixes {
+                let under =
+                    |p: &[u8]| p.starts_with(pre) && (p.len() == pre.len() || p[pre.len()] == b'/');
+                for (p, e) in tree.range_from(pre).take_while(|(p, _)| under(p)) {
+                    if let Kind::File(Content::Host {
+                        path,
+                        stamp: Some(s),
+                        ..
+                    }) = &e.kind
+                    {
+                        each(s.get(), p, path);
+                    }
+                }
+            }
+        };
+        let mut prints: Vec<u64> = Vec::new();
+        stamped(tree, &mut |s, _, _| prints.push(s));
+        prints.sort_unstable();
+        let shared: BTreeSet<u64> = prints
+            .chunk_by(|a, b| a == b)
+            .filter(|same| same.len() > 1)
+            .map(|same| same[0])
+            .collect();
+        drop(prints);
+        if shared.is_empty() {
+            return Ok(());
+        }
+        // Files with more than one link: (device, inode) and image path.
+        type DevIno = (u64, u64);
+        let mut linked: Vec<(DevIno, Vec<u8>)> = Vec::new();
+        let mut failed = None;
+        stamped(tree, &mut |s, p, host| {
+            if !shared.contains(&s) || failed.is_some() {
+                return;
+            }
+            let host = host.to_path_buf();
+            match fs::symlink_metadata(&host) {
+                Ok(m) if m.nlink() > 1 => linked.push(((m.dev(), m.ino()), p.to_vec())),
+                Ok(_) => {}
+                Err(err) => {
+                    // `nix/store/<base>` of `nix/store/<base>/…`.
+                    let store_path = p
+                        .split(|&b| b == b'/')
+                        .take(3)
+                        .map(<[u8]>::len)
+                        .sum::<usize>()
+                        + 2;
+                    failed = Some(ClosureError::StoreRead {
+                        path: crate::tree::display_path(&p[..store_path.min(p.len())]),
+                        host: host.display().to_string(),
+                        err,
+                    })
+                }
+            }
+        });
+        if let Some(err) = failed {
+            return Err(err);
+        }
         linked.sort_unstable();
         for same in linked.chunk_by(|a, b| a.0 == b.0).filter(|s| s.len() > 1) {
-            let target = same[0].1.to_vec();
+            let target = same[0].1.clone();
             for (_, path) in &same[1..] {
                 if let Some(e) = tree.get_mut(&path[..]) {
                     e.kind = Kind::HardLink(target.clone());
@@ -507,11 +570,9 @@ fn walk_store_path(
                 size: meta.len(),
                 stamp: Some(crate::tree::HostStamp::of(&meta).print()),
             };
-            let inode = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
             out.push(Walked {
                 image,
                 entry: Entry::file(content, mode, group.clone()),
-                inode,
             });
             continue;
         } else {
@@ -521,11 +582,7 @@ fn walk_store_path(
                 what: file_type_name(ft),
             });
         };
-        out.push(Walked {
-            image,
-            entry,
-            inode: None,
-        });
+        out.push(Walked { image, entry });
     }
     Ok(out)
 }
