@@ -8,10 +8,10 @@
 //! `BTreeMap`, so iteration is byte-sorted and therefore parent-before-child.
 //!
 //! A big closure puts ~44k entries here, and they live for the whole build, so an entry is
-//! kept small: its path is an `Arc<[u8]>` that the Plan's layers share instead of copying, a
-//! closure file's host path is that same `Arc` under the store root ([`HostPath`]), its
-//! stamp is folded to 64 bits inline ([`StampPrint`]), and its group shares one `Arc<str>`
-//! per store path.
+//! kept small: its path is one `Box<[u8]>` (the Plan's layers keep runs of the tree's order,
+//! not paths), a closure file's host path is that path under the store root, kept once for
+//! the whole closure ([`HostPath`]), its stamp is folded to 64 bits inline
+//! ([`StampPrint`]), and its group shares one `Arc<str>` per store path.
 
 use std::{
     collections::BTreeMap,
@@ -37,6 +37,16 @@ pub enum TreeError {
     ParentNotDir(String, String),
 }
 
+impl TreeError {
+    /// The image path the error is about, as [`display_path`] shows it.
+    pub fn path(&self) -> String {
+        match self {
+            TreeError::BadPath(p) => display_path(p.as_bytes()),
+            TreeError::Conflict { path, .. } | TreeError::ParentNotDir(path, _) => path.clone(),
+        }
+    }
+}
+
 /// Where a file's bytes come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Content {
@@ -52,29 +62,32 @@ pub enum Content {
     Bytes(Arc<[u8]>),
 }
 
-/// Where a host file is. A closure file lives at `<store root>/<its image path>`, so it
-/// keeps the store root (one `Arc` for the whole closure) and the image path (the same
-/// `Arc` as the tree's key) instead of a second copy of its path.
-#[derive(Clone, Debug)]
+/// Where a host file is: a path of its own, or (a closure file, at `<store root>/<its image
+/// path>`) the image path of its entry under a root, kept once for the whole closure (a
+/// thin `Arc`, 8 bytes) instead of a copy of its path. The image path is not kept: whoever
+/// reads the content names it ([`HostPath::resolve`]), as it names the entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostPath {
-    base: Arc<Path>,
-    image: Option<Arc<[u8]>>,
+    base: Arc<PathBuf>,
+    under: bool,
 }
 
 impl HostPath {
-    /// `root/<image>` (`image` relative, as the tree's keys are).
-    pub fn under(root: Arc<Path>, image: Arc<[u8]>) -> HostPath {
+    /// `root/<the entry's image path>`.
+    pub fn under(root: Arc<PathBuf>) -> HostPath {
         HostPath {
             base: root,
-            image: Some(image),
+            under: true,
         }
     }
 
-    /// The path on the host.
-    pub fn to_path_buf(&self) -> PathBuf {
-        match &self.image {
-            None => self.base.to_path_buf(),
-            Some(i) => self.base.join(OsStr::from_bytes(i)),
+    /// The path on the host of the content of the entry at `image` (relative, as the tree's
+    /// paths are): the entry whose `Content` this is, not a hard link to it.
+    pub fn resolve(&self, image: &[u8]) -> PathBuf {
+        if self.under {
+            self.base.join(OsStr::from_bytes(image))
+        } else {
+            self.base.to_path_buf()
         }
     }
 }
@@ -82,8 +95,8 @@ impl HostPath {
 impl From<PathBuf> for HostPath {
     fn from(p: PathBuf) -> HostPath {
         HostPath {
-            base: Arc::from(p),
-            image: None,
+            base: Arc::new(p),
+            under: false,
         }
     }
 }
@@ -93,15 +106,6 @@ impl From<&Path> for HostPath {
         p.to_path_buf().into()
     }
 }
-
-/// The same host path, however it is kept.
-impl PartialEq for HostPath {
-    fn eq(&self, other: &HostPath) -> bool {
-        self.to_path_buf() == other.to_path_buf()
-    }
-}
-
-impl Eq for HostPath {}
 
 /// What identifies a host file's state (see src/oci/layer.rs's cache key): length, device,
 /// inode, mtime and ctime (nanoseconds).
@@ -262,8 +266,7 @@ impl Entry {
 /// The whole image filesystem, byte-sorted by path.
 #[derive(Clone, Debug, Default)]
 pub struct Tree {
-    /// Keys are shared: a Plan's layers hold clones of them (see [`Tree::iter_shared`]).
-    entries: BTreeMap<Arc<[u8]>, Entry>,
+    entries: BTreeMap<Box<[u8]>, Entry>,
     /// Whether a directory was ever removed. Until then every entry's ancestors are in the
     /// tree (insert adds them), so a path whose parent is a directory needs no walk up.
     dir_removed: bool,
@@ -308,15 +311,12 @@ impl Tree {
     /// Adding the same path twice is an error unless both are identical directories
     /// (then the first is kept).
     pub fn insert(&mut self, path: impl AsRef<[u8]>, entry: Entry) -> Result<(), TreeError> {
-        let path = image_path(path);
-        check_path(&path)?;
-        self.insert_shared(Arc::from(path), entry)
+        self.insert_owned(image_path(path).into_boxed_slice(), entry)
     }
 
     /// [`Tree::insert`] for a path already in its normal form (`a/b`, no leading or trailing
-    /// `/`; anything else is refused), kept as the key as it is: its owner may share it
-    /// (a closure file's [`HostPath`]).
-    pub fn insert_shared(&mut self, path: Arc<[u8]>, entry: Entry) -> Result<(), TreeError> {
+    /// `/`; anything else is refused), kept as the key as it is, without a copy.
+    pub fn insert_owned(&mut self, path: Box<[u8]>, entry: Entry) -> Result<(), TreeError> {
         check_path(&path)?;
         // Parents first; the closure alone adds ~44k entries, so the common case (the
         // parent is there, hence all ancestors) costs one lookup instead of one per level.
@@ -339,7 +339,7 @@ impl Tree {
                 }
                 None => {
                     self.entries
-                        .insert(Arc::from(parent), Entry::dir(0o755, entry.group.clone()));
+                        .insert(Box::from(parent), Entry::dir(0o755, entry.group.clone()));
                 }
             }
             idx += off + 1;
@@ -390,11 +390,6 @@ impl Tree {
         self.entries.iter().map(|(k, v)| (&k[..], v))
     }
 
-    /// [`Tree::iter`] with the paths as the tree keeps them, to hold on to without a copy.
-    pub fn iter_shared(&self) -> impl Iterator<Item = (&Arc<[u8]>, &Entry)> {
-        self.entries.iter()
-    }
-
     /// [`Tree::iter`] from `path` on (inclusive).
     pub fn range_from<'a>(
         &'a self,
@@ -406,9 +401,11 @@ impl Tree {
             .map(|(k, v)| (&k[..], v))
     }
 
-    /// The tree's own path for `path` (normal form), to hold on to without a copy.
-    pub fn shared_path(&self, path: &[u8]) -> Option<&Arc<[u8]>> {
-        self.entries.get_key_value(path).map(|(k, _)| k)
+    /// [`Tree::get`] with the tree's own path of the entry: what a [`HostPath`] resolves.
+    pub fn get_with_path(&self, path: impl AsRef<[u8]>) -> Option<(&[u8], &Entry)> {
+        self.entries
+            .get_key_value(&image_path(path)[..])
+            .map(|(k, v)| (&k[..], v))
     }
 
     /// Packs the map's nodes full. Entries added in byte order (as the closure's are) leave
@@ -453,7 +450,7 @@ impl Tree {
 pub fn host_content(path: &Path) -> std::io::Result<Content> {
     let size = std::fs::metadata(path)?.len();
     Ok(Content::Host {
-        path: path.into(),
+        path: path.to_path_buf().into(),
         size,
         stamp: None,
     })
@@ -468,11 +465,12 @@ mod tests {
         // ~44k entries live for the whole build of a big closure (bench/container-vs-tar
         // measures the bytes each adds): a field that grows Entry grows all of them.
         assert!(
-            std::mem::size_of::<Entry>() <= 96,
+            std::mem::size_of::<Entry>() <= 72,
             "{}",
             std::mem::size_of::<Entry>()
         );
         assert_eq!(std::mem::size_of::<Option<StampPrint>>(), 8);
+        assert_eq!(std::mem::size_of::<Kind>(), 32);
     }
 
     #[test]
@@ -584,23 +582,24 @@ mod tests {
 
     #[test]
     fn a_shared_host_path_is_the_root_joined_with_the_image_path() {
-        let image: Arc<[u8]> = Arc::from(&b"nix/store/abc-x/bin/x"[..]);
-        let under = HostPath::under(Arc::from(Path::new("/")), Arc::clone(&image));
-        assert_eq!(under.to_path_buf(), Path::new("/nix/store/abc-x/bin/x"));
-        assert_eq!(under, HostPath::from(Path::new("/nix/store/abc-x/bin/x")));
-        let rooted = HostPath::under(Arc::from(Path::new("/srv/root")), image);
+        let image = &b"nix/store/abc-x/bin/x"[..];
+        let under = HostPath::under(Arc::new(PathBuf::from("/")));
+        assert_eq!(under.resolve(image), Path::new("/nix/store/abc-x/bin/x"));
+        let own = HostPath::from(Path::new("/srv/x"));
+        assert_eq!(own.resolve(image), Path::new("/srv/x"));
+        let rooted = HostPath::under(Arc::new(PathBuf::from("/srv/root")));
         assert_eq!(
-            rooted.to_path_buf(),
+            rooted.resolve(image),
             Path::new("/srv/root/nix/store/abc-x/bin/x")
         );
-        // The tree keeps the very bytes it was given.
+        // The tree keeps the very bytes it was given, and refuses others than normal ones.
         let mut t = Tree::new();
-        let key: Arc<[u8]> = Arc::from(&b"a/b"[..]);
-        t.insert_shared(Arc::clone(&key), Entry::dir(0o755, Group::Base))
-            .unwrap();
-        assert!(Arc::ptr_eq(t.shared_path(b"a/b").unwrap(), &key));
+        let key: Box<[u8]> = Box::from(&b"a/b"[..]);
+        let at = key.as_ptr();
+        t.insert_owned(key, Entry::dir(0o755, Group::Base)).unwrap();
+        assert_eq!(t.get_with_path("/a/b/").unwrap().0.as_ptr(), at);
         assert!(matches!(
-            t.insert_shared(Arc::from(&b"/x/"[..]), Entry::dir(0o755, Group::Base)),
+            t.insert_owned(Box::from(&b"/x/"[..]), Entry::dir(0o755, Group::Base)),
             Err(TreeError::BadPath(_))
         ));
     }

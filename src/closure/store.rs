@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::tree::{display_path, Content, Entry, Group, HostPath, Kind, Tree};
+use crate::tree::{Content, Entry, Group, HostPath, Kind, Tree};
 
 use super::input::{parse_input, Parsed};
 use super::{
@@ -314,7 +314,7 @@ fn nar_walk(host: &Path, mut scanner: Option<Scanner<'_>>) -> io::Result<u64> {
 
 /// One entry found while walking the store, before hard links are decided.
 struct Walked {
-    image: Arc<[u8]>,
+    image: Box<[u8]>,
     entry: Entry,
 }
 
@@ -367,8 +367,8 @@ impl Closure {
         store_root: Option<&Path>,
     ) -> Result<(), ClosureError> {
         // Store files are at `<root>/<image path>` (see `host_path`): their HostPath shares
-        // the root and the image path.
-        let root: Arc<Path> = Arc::from(store_root.unwrap_or(Path::new("/")));
+        // the root and names no path of its own.
+        let root: Arc<PathBuf> = Arc::new(store_root.unwrap_or(Path::new("/")).to_path_buf());
         for dir in ["nix", "nix/store"] {
             if tree.get(dir).is_none() {
                 tree.insert(dir, Entry::dir(0o755, Group::Base))
@@ -394,10 +394,9 @@ impl Closure {
             |walked| {
                 since_compact += walked.len();
                 for w in walked {
-                    let image = Arc::clone(&w.image);
-                    tree.insert_shared(w.image, w.entry)
+                    tree.insert_owned(w.image, w.entry)
                         .map_err(|err| ClosureError::Tree {
-                            path: display_path(&image),
+                            path: err.path(),
                             err,
                         })?;
                 }
@@ -459,7 +458,7 @@ impl Closure {
             if !shared.contains(&s) || failed.is_some() {
                 return;
             }
-            let host = host.to_path_buf();
+            let host = host.resolve(p);
             match fs::symlink_metadata(&host) {
                 Ok(m) if m.nlink() > 1 => linked.push(((m.dev(), m.ino()), p.to_vec())),
                 Ok(_) => {}
@@ -512,7 +511,7 @@ impl Closure {
 fn walk_store_path(
     sp: &StorePath,
     store_root: Option<&Path>,
-    root: &Arc<Path>,
+    root: &Arc<PathBuf>,
 ) -> Result<Vec<Walked>, ClosureError> {
     let name = sp.path.display().to_string();
     let group = Group::StorePath(sp.basename().into());
@@ -532,7 +531,7 @@ fn walk_store_path(
         let host = dent.path();
         // Not following links, this is the entry's `lstat`; the layer cache keys on it too.
         let meta = dent.metadata().map_err(|e| read_err(host, e.into()))?;
-        let image: Arc<[u8]> = if dent.depth() > 0 {
+        let image: Box<[u8]> = if dent.depth() > 0 {
             let rel = host
                 .strip_prefix(&host_root)
                 .expect("walked under the root");
@@ -559,8 +558,8 @@ fn walk_store_path(
         } else if ft.is_file() {
             // The image path under the store root names this very file (checked: a store
             // root spelled oddly gets the walk's own path instead).
-            let shared = HostPath::under(Arc::clone(root), Arc::clone(&image));
-            let path = if shared.to_path_buf() == host {
+            let shared = HostPath::under(Arc::clone(root));
+            let path = if shared.resolve(&image) == host {
                 shared
             } else {
                 HostPath::from(host)

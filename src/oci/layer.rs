@@ -118,8 +118,9 @@ pub(super) fn hex(d: impl AsRef<[u8]>) -> String {
 pub(super) enum Link<'a> {
     /// Its target is written earlier in the same layer: a tar hard link.
     Tar(&'a [u8]),
-    /// Its target is elsewhere: a regular file with the target's content and metadata.
-    File(&'a Entry),
+    /// Its target (path, entry) is elsewhere: a regular file with the target's content and
+    /// metadata.
+    File(&'a [u8], &'a Entry),
 }
 
 pub(super) fn resolve_link<'a>(
@@ -145,7 +146,7 @@ pub(super) fn resolve_link<'a>(
                 return Ok(if same_layer {
                     Link::Tar(t)
                 } else {
-                    Link::File(e)
+                    Link::File(t, e)
                 });
             }
             _ => {
@@ -202,10 +203,13 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// Writes `c`, the content of the entry at `at`, for the entry at `path` (the same, or a hard
+/// link to it).
 fn write_content(
     out: &mut impl Write,
     c: &Content,
     path: &[u8],
+    at: &[u8],
     buf: &mut [u8],
 ) -> Result<(), OciError> {
     match c {
@@ -213,7 +217,7 @@ fn write_content(
         Content::Host {
             path: host, size, ..
         } => {
-            let host = &host.to_path_buf();
+            let host = &host.resolve(at);
             let mut f = File::open(host).map_err(|e| OciError::io(host, e))?;
             let now = f.metadata().map_err(|e| OciError::io(host, e))?.len();
             if now != *size {
@@ -271,7 +275,8 @@ pub fn write_tar(
             mtime,
             dev: (0, 0),
         };
-        let mut content: Option<&Content> = None;
+        // The content, with the path of the entry it is of (a hard link's target).
+        let mut content: Option<(&[u8], &Content)> = None;
         match &e.kind {
             Kind::Dir => {
                 name.push(b'/');
@@ -279,7 +284,7 @@ pub fn write_tar(
             }
             Kind::File(c) => {
                 h.size = c.len();
-                content = Some(c);
+                content = Some((p, c));
             }
             Kind::Symlink(t) => {
                 h.kind = EntryType::Symlink;
@@ -290,7 +295,7 @@ pub fn write_tar(
                     h.kind = EntryType::HardLink;
                     h.link = t;
                 }
-                Link::File(target) => {
+                Link::File(at, target) => {
                     let Kind::File(c) = &target.kind else {
                         unreachable!("resolved to a file")
                     };
@@ -298,7 +303,7 @@ pub fn write_tar(
                     h.uid = target.uid;
                     h.gid = target.gid;
                     h.size = c.len();
-                    content = Some(c);
+                    content = Some((at, c));
                 }
             },
             Kind::CharDevice { major, minor } => {
@@ -310,8 +315,8 @@ pub fn write_tar(
         hdr.clear();
         tar::header_bytes(&h, &mut hdr);
         out.write_all(&hdr).map_err(OciError::Write)?;
-        if let Some(c) = content {
-            write_content(out, c, p, &mut buf)?;
+        if let Some((at, c)) = content {
+            write_content(out, c, p, at, &mut buf)?;
             let pad = tar::padding(h.size);
             out.write_all(&[0u8; tar::BLOCK][..pad])
                 .map_err(OciError::Write)?;
