@@ -289,7 +289,8 @@ pub fn plan(tree: &Tree, closure: &[StoreNode], opts: &PlanOptions) -> Result<Pl
                 .flat_map(|g| by_group.get(g).into_iter().flatten().copied())
                 .collect();
             runs.sort_unstable();
-            let members: BTreeSet<&Group> = groups.iter().collect();
+            // Hashed: a group's name compares as text, its hash is a number.
+            let members: std::collections::HashSet<&Group> = groups.iter().collect();
             // Parent directories, so the layer unpacks alone with the right modes: those of
             // other groups (or, a directory removed, of none), once each.
             let mut parents: BTreeSet<&[u8]> = BTreeSet::new();

@@ -11,7 +11,7 @@
 //! kept small: its path is one `Box<[u8]>` (the Plan's layers keep runs of the tree's order,
 //! not paths), a closure file's host path is that path under the store root, kept once for
 //! the whole closure ([`HostPath`]), its stamp is folded to 64 bits inline
-//! ([`StampPrint`]), and its group shares one `Arc<str>` per store path.
+//! ([`StampPrint`]), and its group is a number for its name ([`Name`]).
 
 use std::{
     collections::BTreeMap,
@@ -189,9 +189,9 @@ pub enum Group {
     /// The rootfs skeleton and generated system files (passwd, os-release…).
     Base,
     /// A Nix store path, named by its base name (`<hash>-<name>`); its entries share the name.
-    StorePath(Arc<str>),
+    StorePath(Name),
     /// A payload binary of the workspace (`hls-origin`…).
-    Payload(Arc<str>),
+    Payload(Name),
     /// The profile's configuration.
     Config,
     /// The image's SBOM (src/sbom.rs), in a small layer of its own, last.
@@ -207,6 +207,95 @@ impl fmt::Display for Group {
             Group::Config => f.write_str("config"),
             Group::Sbom => f.write_str("sbom"),
         }
+    }
+}
+
+/// A name interned for the whole process (a store path's base name, a payload's name), so
+/// that a [`Group`], in every entry, is 8 bytes and not a pointer to its text. Names compare
+/// and sort as their text. The text is kept until the process ends: a build names a few
+/// hundred store paths, whose names are kept anyway.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Name(u32);
+
+/// Every interned name, and the number of each.
+#[derive(Default)]
+struct Names {
+    text: Vec<&'static str>,
+    number: std::collections::HashMap<&'static str, u32>,
+}
+
+static NAMES: std::sync::RwLock<Option<Names>> = std::sync::RwLock::new(None);
+
+impl Name {
+    /// The name for `text` (the same for the same text, from any thread).
+    pub fn new(text: &str) -> Name {
+        let known = |names: &Option<Names>| names.as_ref()?.number.get(text).copied();
+        if let Some(n) = known(&NAMES.read().unwrap_or_else(|e| e.into_inner())) {
+            return Name(n);
+        }
+        let mut names = NAMES.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = known(&names) {
+            return Name(n);
+        }
+        let names = names.get_or_insert_with(Names::default);
+        let n = u32::try_from(names.text.len()).expect("fewer than 2^32 names");
+        let text: &'static str = Box::leak(text.into());
+        names.text.push(text);
+        names.number.insert(text, n);
+        Name(n)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        let names = NAMES.read().unwrap_or_else(|e| e.into_inner());
+        names.as_ref().expect("a Name is made by Name::new").text[self.0 as usize]
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for Name {
+    fn from(text: &str) -> Name {
+        Name::new(text)
+    }
+}
+
+impl From<String> for Name {
+    fn from(text: String) -> Name {
+        Name::new(&text)
+    }
+}
+
+/// As its text.
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Name) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// As its text.
+impl Ord for Name {
+    fn cmp(&self, other: &Name) -> std::cmp::Ordering {
+        if self == other {
+            return std::cmp::Ordering::Equal;
+        }
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -465,11 +554,12 @@ mod tests {
         // ~44k entries live for the whole build of a big closure (bench/container-vs-tar
         // measures the bytes each adds): a field that grows Entry grows all of them.
         assert!(
-            std::mem::size_of::<Entry>() <= 72,
+            std::mem::size_of::<Entry>() <= 56,
             "{}",
             std::mem::size_of::<Entry>()
         );
         assert_eq!(std::mem::size_of::<Option<StampPrint>>(), 8);
+        assert_eq!(std::mem::size_of::<Group>(), 8);
         assert_eq!(std::mem::size_of::<Kind>(), 32);
     }
 
