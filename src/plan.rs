@@ -19,9 +19,8 @@
 //! unpacks alone with the right modes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
-use crate::tree::{Group, Tree};
+use crate::tree::{Entry, Group, Tree};
 
 /// Overlay allows 127 lower directories; images above that build but do not run.
 pub const HARD_MAX_LAYERS: usize = 127;
@@ -83,15 +82,74 @@ pub struct StoreNode {
 }
 
 /// One layer: a description, the Tree groups it holds, and the image paths it writes
-/// (byte-sorted, parents first, parent directories included). The paths are the Tree's own
-/// (`Arc` clones, not copies: a big closure has ~44k of them).
+/// (byte-sorted, parents first, parent directories included). The paths are kept as runs of
+/// the Tree's own order, not one by one: a store path's entries are consecutive in the
+/// Tree, so a big closure's ~44k paths are a few hundred runs. A Plan is of the Tree it was
+/// made from, unchanged since.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layer {
     pub name: String,
     pub groups: Vec<Group>,
-    pub paths: Vec<Arc<[u8]>>,
+    /// Byte-sorted and disjoint.
+    runs: Vec<Run>,
     /// Bytes of file content in this layer.
     pub size: u64,
+}
+
+/// `len` consecutive Tree paths from `first`; with `len` 0, the one path `first`, which the
+/// Tree lacks (a parent directory removed from it: the writers refuse it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Run {
+    first: Box<[u8]>,
+    len: u32,
+}
+
+impl Layer {
+    /// A layer of exactly `paths` of `tree` (in any order), as the planner would hold them:
+    /// for tests and callers that pick paths themselves.
+    pub fn with_paths<P: AsRef<[u8]>>(
+        name: String,
+        groups: Vec<Group>,
+        tree: &Tree,
+        paths: impl IntoIterator<Item = P>,
+        size: u64,
+    ) -> Layer {
+        let mut runs: Vec<Run> = paths
+            .into_iter()
+            .map(|p| Run {
+                first: p.as_ref().into(),
+                len: u32::from(tree.get(p.as_ref()).is_some()),
+            })
+            .collect();
+        runs.sort_unstable_by(|a, b| a.first.cmp(&b.first));
+        runs.dedup();
+        Layer {
+            name,
+            groups,
+            runs,
+            size,
+        }
+    }
+
+    /// The layer's paths in byte order with their Tree entries (`None`: not in the Tree).
+    pub fn entries<'a>(
+        &'a self,
+        tree: &'a Tree,
+    ) -> impl Iterator<Item = (&'a [u8], Option<&'a Entry>)> + 'a {
+        self.runs.iter().flat_map(move |r| {
+            let missing = (r.len == 0).then_some((&r.first[..], None));
+            let there = tree
+                .range_from(&r.first)
+                .take(r.len as usize)
+                .map(|(p, e)| (p, Some(e)));
+            missing.into_iter().chain(there)
+        })
+    }
+
+    /// The layer's paths in byte order.
+    pub fn paths<'a>(&'a self, tree: &'a Tree) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.entries(tree).map(|(p, _)| p)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -105,10 +163,21 @@ pub fn plan(tree: &Tree, closure: &[StoreNode], opts: &PlanOptions) -> Result<Pl
     if opts.max_layers > HARD_MAX_LAYERS {
         return Err(PlanError::TooManyLayers(opts.max_layers));
     }
-    // Group the tree's entries.
-    let mut by_group: BTreeMap<&Group, Vec<&Arc<[u8]>>> = BTreeMap::new();
-    for (p, e) in tree.iter_shared() {
-        by_group.entry(&e.group).or_default().push(p);
+    // The tree's entries as runs of one group: (first path, how many).
+    let mut by_group: BTreeMap<&Group, Vec<(&[u8], u32)>> = BTreeMap::new();
+    let mut run: Option<(&Group, &[u8], u32)> = None;
+    for (p, e) in tree.iter() {
+        match &mut run {
+            Some((g, _, n)) if *g == &e.group => *n += 1,
+            _ => {
+                if let Some((g, first, n)) = run.replace((&e.group, p, 1)) {
+                    by_group.entry(g).or_default().push((first, n));
+                }
+            }
+        }
+    }
+    if let Some((g, first, n)) = run {
+        by_group.entry(g).or_default().push((first, n));
     }
     let mut store_sizes: BTreeMap<String, u64> = BTreeMap::new();
     let mut payloads: Vec<String> = Vec::new();
@@ -215,43 +284,91 @@ pub fn plan(tree: &Tree, closure: &[StoreNode], opts: &PlanOptions) -> Result<Pl
     let layers = layer_groups
         .into_iter()
         .map(|(name, groups)| {
-            let mut set: BTreeSet<Arc<[u8]>> = BTreeSet::new();
-            for g in &groups {
-                for &p in by_group.get(g).into_iter().flatten() {
-                    set.insert(Arc::clone(p));
-                    // Parent directories, so the layer unpacks alone with the right modes.
-                    let mut q = &p[..];
+            let mut runs: Vec<(&[u8], u32)> = groups
+                .iter()
+                .flat_map(|g| by_group.get(g).into_iter().flatten().copied())
+                .collect();
+            runs.sort_unstable();
+            // Hashed: a group's name compares as text, its hash is a number.
+            let members: std::collections::HashSet<&Group> = groups.iter().collect();
+            // Parent directories, so the layer unpacks alone with the right modes: those of
+            // other groups (or, a directory removed, of none), once each.
+            let mut parents: BTreeSet<&[u8]> = BTreeSet::new();
+            let mut size = 0;
+            for &(first, n) in &runs {
+                for (p, e) in tree.range_from(first).take(n as usize) {
+                    size += e.size();
+                    let mut q = p;
                     while let Some(i) = q.iter().rposition(|&b| b == b'/') {
                         q = &q[..i];
-                        if set.contains(q) {
+                        if parents.contains(q) {
                             break;
                         }
-                        let shared = tree.shared_path(q).cloned();
-                        set.insert(shared.unwrap_or_else(|| Arc::from(q)));
+                        // A member did its own parents (a tree path from `first` to here is
+                        // one of this run).
+                        match tree.get(q) {
+                            Some(e) if q >= first || members.contains(&e.group) => break,
+                            _ => parents.insert(q),
+                        };
                     }
                 }
             }
-            let paths: Vec<Arc<[u8]>> = set.into_iter().collect();
-            let size = paths
-                .iter()
-                .filter_map(|p| tree.get(p))
-                .map(|e| {
-                    if groups.contains(&e.group) {
-                        e.size()
-                    } else {
-                        0
-                    }
+            let mut all: Vec<Run> = runs
+                .into_iter()
+                .map(|(first, len)| Run {
+                    first: first.into(),
+                    len,
                 })
-                .sum();
+                .chain(parents.into_iter().map(|q| Run {
+                    first: q.into(),
+                    len: u32::from(tree.get(q).is_some()),
+                }))
+                .collect();
+            all.sort_unstable_by(|a, b| a.first.cmp(&b.first));
+            split_at_missing(tree, &mut all);
             Layer {
                 name,
                 groups,
-                paths,
+                runs: all,
                 size,
             }
         })
         .collect();
     Ok(Plan { layers })
+}
+
+/// A path the tree lacks (`len` 0) sorts inside the run before it when that run holds its
+/// children (a directory removed from the tree, its entries kept): that run is cut there, so
+/// the layer's paths stay in byte order.
+fn split_at_missing(tree: &Tree, runs: &mut Vec<Run>) {
+    let mut i = 1;
+    while i < runs.len() {
+        if runs[i].len == 0 && runs[i - 1].len > 0 {
+            let (prev, missing) = (&runs[i - 1], &runs[i].first);
+            let before = tree
+                .range_from(&prev.first)
+                .take(prev.len as usize)
+                .take_while(|(p, _)| *p < &missing[..])
+                .count() as u32;
+            if before < prev.len {
+                let rest = tree
+                    .range_from(&prev.first)
+                    .nth(before as usize)
+                    .map(|(p, _)| Box::from(p))
+                    .expect("inside the run");
+                let len = prev.len - before;
+                runs[i - 1].len = before;
+                runs.insert(i + 1, Run { first: rest, len });
+                if before == 0 {
+                    // Cannot happen (the run's first path sorts before the missing one), but
+                    // an empty run must not pass for a missing path.
+                    runs.remove(i - 1);
+                    continue;
+                }
+            }
+        }
+        i += 1;
+    }
 }
 
 /// `<hash>-glibc-2.39` → `glibc-2.39`.
@@ -497,15 +614,15 @@ mod tests {
             let owners = p
                 .layers
                 .iter()
-                .filter(|l| l.groups.contains(&e.group) && l.paths.iter().any(|x| **x == *path))
+                .filter(|l| l.groups.contains(&e.group) && l.paths(&t).any(|x| x == path))
                 .count();
             assert_eq!(owners, 1, "{}", crate::tree::display_path(path));
         }
         // Parents are carried along.
         let cfg = p.layers.last().unwrap();
         assert_eq!(
-            cfg.paths,
-            [&b"etc"[..], b"etc/imgbuild", b"etc/imgbuild/profile.json"].map(Arc::from)
+            cfg.paths(&t).collect::<Vec<_>>(),
+            [&b"etc"[..], b"etc/imgbuild", b"etc/imgbuild/profile.json"]
         );
     }
 

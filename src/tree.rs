@@ -8,10 +8,10 @@
 //! `BTreeMap`, so iteration is byte-sorted and therefore parent-before-child.
 //!
 //! A big closure puts ~44k entries here, and they live for the whole build, so an entry is
-//! kept small: its path is an `Arc<[u8]>` that the Plan's layers share instead of copying, a
-//! closure file's host path is that same `Arc` under the store root ([`HostPath`]), its
-//! stamp is folded to 64 bits inline ([`StampPrint`]), and its group shares one `Arc<str>`
-//! per store path.
+//! kept small: its path is one `Box<[u8]>` (the Plan's layers keep runs of the tree's order,
+//! not paths), a closure file's host path is that path under the store root, kept once for
+//! the whole closure ([`HostPath`]), its stamp is folded to 64 bits inline
+//! ([`StampPrint`]), and its group is a number for its name ([`Name`]).
 
 use std::{
     collections::BTreeMap,
@@ -37,6 +37,16 @@ pub enum TreeError {
     ParentNotDir(String, String),
 }
 
+impl TreeError {
+    /// The image path the error is about, as [`display_path`] shows it.
+    pub fn path(&self) -> String {
+        match self {
+            TreeError::BadPath(p) => display_path(p.as_bytes()),
+            TreeError::Conflict { path, .. } | TreeError::ParentNotDir(path, _) => path.clone(),
+        }
+    }
+}
+
 /// Where a file's bytes come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Content {
@@ -52,29 +62,32 @@ pub enum Content {
     Bytes(Arc<[u8]>),
 }
 
-/// Where a host file is. A closure file lives at `<store root>/<its image path>`, so it
-/// keeps the store root (one `Arc` for the whole closure) and the image path (the same
-/// `Arc` as the tree's key) instead of a second copy of its path.
-#[derive(Clone, Debug)]
+/// Where a host file is: a path of its own, or (a closure file, at `<store root>/<its image
+/// path>`) the image path of its entry under a root, kept once for the whole closure (a
+/// thin `Arc`, 8 bytes) instead of a copy of its path. The image path is not kept: whoever
+/// reads the content names it ([`HostPath::resolve`]), as it names the entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostPath {
-    base: Arc<Path>,
-    image: Option<Arc<[u8]>>,
+    base: Arc<PathBuf>,
+    under: bool,
 }
 
 impl HostPath {
-    /// `root/<image>` (`image` relative, as the tree's keys are).
-    pub fn under(root: Arc<Path>, image: Arc<[u8]>) -> HostPath {
+    /// `root/<the entry's image path>`.
+    pub fn under(root: Arc<PathBuf>) -> HostPath {
         HostPath {
             base: root,
-            image: Some(image),
+            under: true,
         }
     }
 
-    /// The path on the host.
-    pub fn to_path_buf(&self) -> PathBuf {
-        match &self.image {
-            None => self.base.to_path_buf(),
-            Some(i) => self.base.join(OsStr::from_bytes(i)),
+    /// The path on the host of the content of the entry at `image` (relative, as the tree's
+    /// paths are): the entry whose `Content` this is, not a hard link to it.
+    pub fn resolve(&self, image: &[u8]) -> PathBuf {
+        if self.under {
+            self.base.join(OsStr::from_bytes(image))
+        } else {
+            self.base.to_path_buf()
         }
     }
 }
@@ -82,8 +95,8 @@ impl HostPath {
 impl From<PathBuf> for HostPath {
     fn from(p: PathBuf) -> HostPath {
         HostPath {
-            base: Arc::from(p),
-            image: None,
+            base: Arc::new(p),
+            under: false,
         }
     }
 }
@@ -93,15 +106,6 @@ impl From<&Path> for HostPath {
         p.to_path_buf().into()
     }
 }
-
-/// The same host path, however it is kept.
-impl PartialEq for HostPath {
-    fn eq(&self, other: &HostPath) -> bool {
-        self.to_path_buf() == other.to_path_buf()
-    }
-}
-
-impl Eq for HostPath {}
 
 /// What identifies a host file's state (see src/oci/layer.rs's cache key): length, device,
 /// inode, mtime and ctime (nanoseconds).
@@ -185,9 +189,9 @@ pub enum Group {
     /// The rootfs skeleton and generated system files (passwd, os-release…).
     Base,
     /// A Nix store path, named by its base name (`<hash>-<name>`); its entries share the name.
-    StorePath(Arc<str>),
+    StorePath(Name),
     /// A payload binary of the workspace (`hls-origin`…).
-    Payload(Arc<str>),
+    Payload(Name),
     /// The profile's configuration.
     Config,
     /// The image's SBOM (src/sbom.rs), in a small layer of its own, last.
@@ -203,6 +207,95 @@ impl fmt::Display for Group {
             Group::Config => f.write_str("config"),
             Group::Sbom => f.write_str("sbom"),
         }
+    }
+}
+
+/// A name interned for the whole process (a store path's base name, a payload's name), so
+/// that a [`Group`], in every entry, is 8 bytes and not a pointer to its text. Names compare
+/// and sort as their text. The text is kept until the process ends: a build names a few
+/// hundred store paths, whose names are kept anyway.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Name(u32);
+
+/// Every interned name, and the number of each.
+#[derive(Default)]
+struct Names {
+    text: Vec<&'static str>,
+    number: std::collections::HashMap<&'static str, u32>,
+}
+
+static NAMES: std::sync::RwLock<Option<Names>> = std::sync::RwLock::new(None);
+
+impl Name {
+    /// The name for `text` (the same for the same text, from any thread).
+    pub fn new(text: &str) -> Name {
+        let known = |names: &Option<Names>| names.as_ref()?.number.get(text).copied();
+        if let Some(n) = known(&NAMES.read().unwrap_or_else(|e| e.into_inner())) {
+            return Name(n);
+        }
+        let mut names = NAMES.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = known(&names) {
+            return Name(n);
+        }
+        let names = names.get_or_insert_with(Names::default);
+        let n = u32::try_from(names.text.len()).expect("fewer than 2^32 names");
+        let text: &'static str = Box::leak(text.into());
+        names.text.push(text);
+        names.number.insert(text, n);
+        Name(n)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        let names = NAMES.read().unwrap_or_else(|e| e.into_inner());
+        names.as_ref().expect("a Name is made by Name::new").text[self.0 as usize]
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for Name {
+    fn from(text: &str) -> Name {
+        Name::new(text)
+    }
+}
+
+impl From<String> for Name {
+    fn from(text: String) -> Name {
+        Name::new(&text)
+    }
+}
+
+/// As its text.
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Name) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// As its text.
+impl Ord for Name {
+    fn cmp(&self, other: &Name) -> std::cmp::Ordering {
+        if self == other {
+            return std::cmp::Ordering::Equal;
+        }
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -262,8 +355,7 @@ impl Entry {
 /// The whole image filesystem, byte-sorted by path.
 #[derive(Clone, Debug, Default)]
 pub struct Tree {
-    /// Keys are shared: a Plan's layers hold clones of them (see [`Tree::iter_shared`]).
-    entries: BTreeMap<Arc<[u8]>, Entry>,
+    entries: BTreeMap<Box<[u8]>, Entry>,
     /// Whether a directory was ever removed. Until then every entry's ancestors are in the
     /// tree (insert adds them), so a path whose parent is a directory needs no walk up.
     dir_removed: bool,
@@ -308,15 +400,12 @@ impl Tree {
     /// Adding the same path twice is an error unless both are identical directories
     /// (then the first is kept).
     pub fn insert(&mut self, path: impl AsRef<[u8]>, entry: Entry) -> Result<(), TreeError> {
-        let path = image_path(path);
-        check_path(&path)?;
-        self.insert_shared(Arc::from(path), entry)
+        self.insert_owned(image_path(path).into_boxed_slice(), entry)
     }
 
     /// [`Tree::insert`] for a path already in its normal form (`a/b`, no leading or trailing
-    /// `/`; anything else is refused), kept as the key as it is: its owner may share it
-    /// (a closure file's [`HostPath`]).
-    pub fn insert_shared(&mut self, path: Arc<[u8]>, entry: Entry) -> Result<(), TreeError> {
+    /// `/`; anything else is refused), kept as the key as it is, without a copy.
+    pub fn insert_owned(&mut self, path: Box<[u8]>, entry: Entry) -> Result<(), TreeError> {
         check_path(&path)?;
         // Parents first; the closure alone adds ~44k entries, so the common case (the
         // parent is there, hence all ancestors) costs one lookup instead of one per level.
@@ -339,7 +428,7 @@ impl Tree {
                 }
                 None => {
                     self.entries
-                        .insert(Arc::from(parent), Entry::dir(0o755, entry.group.clone()));
+                        .insert(Box::from(parent), Entry::dir(0o755, entry.group.clone()));
                 }
             }
             idx += off + 1;
@@ -390,14 +479,22 @@ impl Tree {
         self.entries.iter().map(|(k, v)| (&k[..], v))
     }
 
-    /// [`Tree::iter`] with the paths as the tree keeps them, to hold on to without a copy.
-    pub fn iter_shared(&self) -> impl Iterator<Item = (&Arc<[u8]>, &Entry)> {
-        self.entries.iter()
+    /// [`Tree::iter`] from `path` on (inclusive).
+    pub fn range_from<'a>(
+        &'a self,
+        path: &[u8],
+    ) -> impl Iterator<Item = (&'a [u8], &'a Entry)> + 'a {
+        use std::ops::Bound;
+        self.entries
+            .range::<[u8], _>((Bound::Included(path), Bound::Unbounded))
+            .map(|(k, v)| (&k[..], v))
     }
 
-    /// The tree's own path for `path` (normal form), to hold on to without a copy.
-    pub fn shared_path(&self, path: &[u8]) -> Option<&Arc<[u8]>> {
-        self.entries.get_key_value(path).map(|(k, _)| k)
+    /// [`Tree::get`] with the tree's own path of the entry: what a [`HostPath`] resolves.
+    pub fn get_with_path(&self, path: impl AsRef<[u8]>) -> Option<(&[u8], &Entry)> {
+        self.entries
+            .get_key_value(&image_path(path)[..])
+            .map(|(k, v)| (&k[..], v))
     }
 
     /// Packs the map's nodes full. Entries added in byte order (as the closure's are) leave
@@ -442,7 +539,7 @@ impl Tree {
 pub fn host_content(path: &Path) -> std::io::Result<Content> {
     let size = std::fs::metadata(path)?.len();
     Ok(Content::Host {
-        path: path.into(),
+        path: path.to_path_buf().into(),
         size,
         stamp: None,
     })
@@ -457,11 +554,13 @@ mod tests {
         // ~44k entries live for the whole build of a big closure (bench/container-vs-tar
         // measures the bytes each adds): a field that grows Entry grows all of them.
         assert!(
-            std::mem::size_of::<Entry>() <= 96,
+            std::mem::size_of::<Entry>() <= 56,
             "{}",
             std::mem::size_of::<Entry>()
         );
         assert_eq!(std::mem::size_of::<Option<StampPrint>>(), 8);
+        assert_eq!(std::mem::size_of::<Group>(), 8);
+        assert_eq!(std::mem::size_of::<Kind>(), 32);
     }
 
     #[test]
@@ -573,23 +672,24 @@ mod tests {
 
     #[test]
     fn a_shared_host_path_is_the_root_joined_with_the_image_path() {
-        let image: Arc<[u8]> = Arc::from(&b"nix/store/abc-x/bin/x"[..]);
-        let under = HostPath::under(Arc::from(Path::new("/")), Arc::clone(&image));
-        assert_eq!(under.to_path_buf(), Path::new("/nix/store/abc-x/bin/x"));
-        assert_eq!(under, HostPath::from(Path::new("/nix/store/abc-x/bin/x")));
-        let rooted = HostPath::under(Arc::from(Path::new("/srv/root")), image);
+        let image = &b"nix/store/abc-x/bin/x"[..];
+        let under = HostPath::under(Arc::new(PathBuf::from("/")));
+        assert_eq!(under.resolve(image), Path::new("/nix/store/abc-x/bin/x"));
+        let own = HostPath::from(Path::new("/srv/x"));
+        assert_eq!(own.resolve(image), Path::new("/srv/x"));
+        let rooted = HostPath::under(Arc::new(PathBuf::from("/srv/root")));
         assert_eq!(
-            rooted.to_path_buf(),
+            rooted.resolve(image),
             Path::new("/srv/root/nix/store/abc-x/bin/x")
         );
-        // The tree keeps the very bytes it was given.
+        // The tree keeps the very bytes it was given, and refuses others than normal ones.
         let mut t = Tree::new();
-        let key: Arc<[u8]> = Arc::from(&b"a/b"[..]);
-        t.insert_shared(Arc::clone(&key), Entry::dir(0o755, Group::Base))
-            .unwrap();
-        assert!(Arc::ptr_eq(t.shared_path(b"a/b").unwrap(), &key));
+        let key: Box<[u8]> = Box::from(&b"a/b"[..]);
+        let at = key.as_ptr();
+        t.insert_owned(key, Entry::dir(0o755, Group::Base)).unwrap();
+        assert_eq!(t.get_with_path("/a/b/").unwrap().0.as_ptr(), at);
         assert!(matches!(
-            t.insert_shared(Arc::from(&b"/x/"[..]), Entry::dir(0o755, Group::Base)),
+            t.insert_owned(Box::from(&b"/x/"[..]), Entry::dir(0o755, Group::Base)),
             Err(TreeError::BadPath(_))
         ));
     }

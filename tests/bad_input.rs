@@ -992,12 +992,13 @@ fn a_9_gib_sparse_file_gets_a_tar_size_past_8_gib() {
         ),
     )
     .unwrap();
-    let layer = imgbuild::plan::Layer {
-        name: "big".into(),
-        groups: vec![Group::Base],
-        paths: tree.iter().map(|(p, _)| p.into()).collect(),
-        size: NINE_GIB,
-    };
+    let layer = imgbuild::plan::Layer::with_paths(
+        "big".into(),
+        vec![Group::Base],
+        &tree,
+        tree.iter().map(|(p, _)| p),
+        NINE_GIB,
+    );
     /// Keeps the first 64 KiB, then refuses to take more.
     struct Sink {
         head: Vec<u8>,

@@ -83,9 +83,13 @@ fn dyn_info(b: &[u8]) -> Option<DynInfo> {
     Some(info)
 }
 
+/// An entry with its own path in the tree (what its host content resolves against).
+type Located<'t> = (&'t [u8], &'t Entry);
+
 /// Follows symlinks (and hard links) inside the tree to the entry a path names, like the
-/// kernel would inside the image. Returns the resolved image path and entry.
-fn resolve<'t>(tree: &'t Tree, path: &[u8]) -> Option<(Vec<u8>, &'t Entry)> {
+/// kernel would inside the image. Returns the resolved image path and entry (a hard link's
+/// target, with its path).
+fn resolve<'t>(tree: &'t Tree, path: &[u8]) -> Option<(Vec<u8>, Located<'t>)> {
     let mut pending: Vec<Vec<u8>> = path
         .split(|&b| b == b'/')
         .filter(|c| !c.is_empty())
@@ -130,9 +134,9 @@ fn resolve<'t>(tree: &'t Tree, path: &[u8]) -> Option<(Vec<u8>, &'t Entry)> {
         }
     }
     let joined = cur.join(&b'/');
-    let mut entry = tree.get(&joined)?;
-    if let Kind::HardLink(t) = &entry.kind {
-        entry = tree.get(t)?;
+    let mut entry = tree.get_with_path(&joined)?;
+    if let Kind::HardLink(t) = &entry.1.kind {
+        entry = tree.get_with_path(t)?;
     }
     Some((joined, entry))
 }
@@ -144,13 +148,13 @@ struct Object {
     info: DynInfo,
 }
 
-fn read_content(entry: &Entry, limit: Option<usize>) -> io::Result<Option<Vec<u8>>> {
+fn read_content((at, entry): Located, limit: Option<usize>) -> io::Result<Option<Vec<u8>>> {
     match &entry.kind {
         Kind::File(Content::Bytes(b)) => Ok(Some(match limit {
             Some(n) => b[..b.len().min(n)].to_vec(),
             None => b.to_vec(),
         })),
-        Kind::File(Content::Host { path, .. }) => match (path.to_path_buf(), limit) {
+        Kind::File(Content::Host { path, .. }) => match (path.resolve(at), limit) {
             (path, Some(n)) => {
                 let mut buf = Vec::with_capacity(n);
                 fs::File::open(path)?.take(n as u64).read_to_end(&mut buf)?;
@@ -165,7 +169,7 @@ fn read_content(entry: &Entry, limit: Option<usize>) -> io::Result<Option<Vec<u8
 /// Cheap test on the first 4 KiB: false for non-ELF files and for ELF files that are
 /// neither `ET_EXEC` nor have a `PT_INTERP` (libraries), so those are not read whole.
 /// True when unsure (program headers past the first 4 KiB).
-fn may_be_executable(entry: &Entry) -> bool {
+fn may_be_executable(entry: Located) -> bool {
     const HEAD: usize = 4096;
     let Ok(Some(b)) = read_content(entry, Some(HEAD)) else {
         return true; // let the full read report the error
@@ -198,7 +202,7 @@ fn may_be_executable(entry: &Entry) -> bool {
     })
 }
 
-fn read_object(binary: &str, entry: &Entry) -> Result<Option<Object>, ClosureError> {
+fn read_object(binary: &str, entry: Located) -> Result<Option<Object>, ClosureError> {
     let bad = |what: String| ClosureError::BadExecutable {
         binary: binary.to_string(),
         what,
@@ -242,7 +246,7 @@ pub fn unresolved(tree: &Tree) -> Vec<ClosureError> {
     fn load(
         objects: &mut HashMap<Vec<u8>, Option<Object>>,
         path: &[u8],
-        entry: &Entry,
+        entry: Located,
     ) -> Result<bool, ClosureError> {
         if !objects.contains_key(path) {
             let o = read_object(&display_path(path), entry)?;
@@ -262,7 +266,7 @@ pub fn unresolved(tree: &Tree) -> Vec<ClosureError> {
         })
         .collect();
     for (path, real) in candidates {
-        let Some(entry) = tree.get(&real) else {
+        let Some(entry) = tree.get_with_path(&real) else {
             continue;
         };
         if !objects.contains_key(&real) && !may_be_executable(entry) {
@@ -284,7 +288,7 @@ pub fn unresolved(tree: &Tree) -> Vec<ClosureError> {
         let interp_dir = match &exe.interpreter {
             Some(i) => {
                 let ok = resolve(tree, i.as_bytes())
-                    .is_some_and(|(_, e)| matches!(e.kind, Kind::File(_)));
+                    .is_some_and(|(_, (_, e))| matches!(e.kind, Kind::File(_)));
                 if !ok {
                     problems.push(ClosureError::MissingInterpreter {
                         binary,
@@ -360,7 +364,7 @@ pub fn unresolved(tree: &Tree) -> Vec<ClosureError> {
             let mut unreadable = false;
             for c in &candidates {
                 if let Some((p, e)) = resolve(tree, c) {
-                    if !matches!(e.kind, Kind::File(_)) {
+                    if !matches!(e.1.kind, Kind::File(_)) {
                         continue;
                     }
                     match load(&mut objects, &p, e) {

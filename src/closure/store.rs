@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::tree::{display_path, Content, Entry, Group, HostPath, Kind, Tree};
+use crate::tree::{Content, Entry, Group, HostPath, Kind, Tree};
 
 use super::input::{parse_input, Parsed};
 use super::{
@@ -314,9 +314,8 @@ fn nar_walk(host: &Path, mut scanner: Option<Scanner<'_>>) -> io::Result<u64> {
 
 /// One entry found while walking the store, before hard links are decided.
 struct Walked {
-    image: Arc<[u8]>,
+    image: Box<[u8]>,
     entry: Entry,
-    inode: Option<(u64, u64)>,
 }
 
 fn file_type_name(ft: fs::FileType) -> &'static str {
@@ -368,8 +367,8 @@ impl Closure {
         store_root: Option<&Path>,
     ) -> Result<(), ClosureError> {
         // Store files are at `<root>/<image path>` (see `host_path`): their HostPath shares
-        // the root and the image path.
-        let root: Arc<Path> = Arc::from(store_root.unwrap_or(Path::new("/")));
+        // the root and names no path of its own.
+        let root: Arc<PathBuf> = Arc::new(store_root.unwrap_or(Path::new("/")).to_path_buf());
         for dir in ["nix", "nix/store"] {
             if tree.get(dir).is_none() {
                 tree.insert(dir, Entry::dir(0o755, Group::Base))
@@ -386,9 +385,6 @@ impl Closure {
         // half full stays small; packing is linear, so this costs a handful of passes.
         const COMPACT_EVERY: usize = 4096;
         let mut since_compact = 0;
-        // Files with more than one link: (device, inode) and image path.
-        type DevIno = (u64, u64);
-        let mut linked: Vec<(DevIno, Arc<[u8]>)> = Vec::new();
         let threads = threads();
         crate::pool::stream_in_order(
             &self.paths,
@@ -398,13 +394,9 @@ impl Closure {
             |walked| {
                 since_compact += walked.len();
                 for w in walked {
-                    if let Some(ino) = w.inode {
-                        linked.push((ino, Arc::clone(&w.image)));
-                    }
-                    let image = Arc::clone(&w.image);
-                    tree.insert_shared(w.image, w.entry)
+                    tree.insert_owned(w.image, w.entry)
                         .map_err(|err| ClosureError::Tree {
-                            path: display_path(&image),
+                            path: err.path(),
                             err,
                         })?;
                 }
@@ -417,11 +409,81 @@ impl Closure {
         )?;
         tree.compact();
 
-        // Hard links: the byte-smallest image path of an inode stays the file, the others
-        // become links to it.
+        self.link_shared_inodes(tree)
+    }
+
+    /// Hard links: of the closure's files that share an inode, the byte-smallest image path
+    /// stays the file, the others become links to it. Files sharing an inode share its stamp
+    /// (`StampPrint`: size, device, inode, times), so only files whose print is not unique
+    /// are looked at again (`lstat`: more than one link, the same device and inode). Nothing
+    /// is kept per file while the closure is walked (in an optimised store every file has
+    /// several links: a list of them cost ~50 bytes a file at the build's peak); this costs
+    /// 8 bytes a file, once the tree is whole.
+    fn link_shared_inodes(&self, tree: &mut Tree) -> Result<(), ClosureError> {
+        // The closure's files with the stamp the walk took, store path by store path.
+        let prefixes: Vec<Vec<u8>> = self.paths.iter().map(|sp| image_of(&sp.path)).collect();
+        let stamped = |tree: &Tree, each: &mut dyn FnMut(u64, &[u8], &HostPath)| {
+            for pre in &prefixes {
+                let under =
+                    |p: &[u8]| p.starts_with(pre) && (p.len() == pre.len() || p[pre.len()] == b'/');
+                for (p, e) in tree.range_from(pre).take_while(|(p, _)| under(p)) {
+                    if let Kind::File(Content::Host {
+                        path,
+                        stamp: Some(s),
+                        ..
+                    }) = &e.kind
+                    {
+                        each(s.get(), p, path);
+                    }
+                }
+            }
+        };
+        let mut prints: Vec<u64> = Vec::new();
+        stamped(tree, &mut |s, _, _| prints.push(s));
+        prints.sort_unstable();
+        let shared: BTreeSet<u64> = prints
+            .chunk_by(|a, b| a == b)
+            .filter(|same| same.len() > 1)
+            .map(|same| same[0])
+            .collect();
+        drop(prints);
+        if shared.is_empty() {
+            return Ok(());
+        }
+        // Files with more than one link: (device, inode) and image path.
+        type DevIno = (u64, u64);
+        let mut linked: Vec<(DevIno, Vec<u8>)> = Vec::new();
+        let mut failed = None;
+        stamped(tree, &mut |s, p, host| {
+            if !shared.contains(&s) || failed.is_some() {
+                return;
+            }
+            let host = host.resolve(p);
+            match fs::symlink_metadata(&host) {
+                Ok(m) if m.nlink() > 1 => linked.push(((m.dev(), m.ino()), p.to_vec())),
+                Ok(_) => {}
+                Err(err) => {
+                    // `nix/store/<base>` of `nix/store/<base>/…`.
+                    let store_path = p
+                        .split(|&b| b == b'/')
+                        .take(3)
+                        .map(<[u8]>::len)
+                        .sum::<usize>()
+                        + 2;
+                    failed = Some(ClosureError::StoreRead {
+                        path: crate::tree::display_path(&p[..store_path.min(p.len())]),
+                        host: host.display().to_string(),
+                        err,
+                    })
+                }
+            }
+        });
+        if let Some(err) = failed {
+            return Err(err);
+        }
         linked.sort_unstable();
         for same in linked.chunk_by(|a, b| a.0 == b.0).filter(|s| s.len() > 1) {
-            let target = same[0].1.to_vec();
+            let target = same[0].1.clone();
             for (_, path) in &same[1..] {
                 if let Some(e) = tree.get_mut(&path[..]) {
                     e.kind = Kind::HardLink(target.clone());
@@ -449,7 +511,7 @@ impl Closure {
 fn walk_store_path(
     sp: &StorePath,
     store_root: Option<&Path>,
-    root: &Arc<Path>,
+    root: &Arc<PathBuf>,
 ) -> Result<Vec<Walked>, ClosureError> {
     let name = sp.path.display().to_string();
     let group = Group::StorePath(sp.basename().into());
@@ -469,7 +531,7 @@ fn walk_store_path(
         let host = dent.path();
         // Not following links, this is the entry's `lstat`; the layer cache keys on it too.
         let meta = dent.metadata().map_err(|e| read_err(host, e.into()))?;
-        let image: Arc<[u8]> = if dent.depth() > 0 {
+        let image: Box<[u8]> = if dent.depth() > 0 {
             let rel = host
                 .strip_prefix(&host_root)
                 .expect("walked under the root");
@@ -496,8 +558,8 @@ fn walk_store_path(
         } else if ft.is_file() {
             // The image path under the store root names this very file (checked: a store
             // root spelled oddly gets the walk's own path instead).
-            let shared = HostPath::under(Arc::clone(root), Arc::clone(&image));
-            let path = if shared.to_path_buf() == host {
+            let shared = HostPath::under(Arc::clone(root));
+            let path = if shared.resolve(&image) == host {
                 shared
             } else {
                 HostPath::from(host)
@@ -507,11 +569,9 @@ fn walk_store_path(
                 size: meta.len(),
                 stamp: Some(crate::tree::HostStamp::of(&meta).print()),
             };
-            let inode = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
             out.push(Walked {
                 image,
                 entry: Entry::file(content, mode, group.clone()),
-                inode,
             });
             continue;
         } else {
@@ -521,11 +581,7 @@ fn walk_store_path(
                 what: file_type_name(ft),
             });
         };
-        out.push(Walked {
-            image,
-            entry,
-            inode: None,
-        });
+        out.push(Walked { image, entry });
     }
     Ok(out)
 }

@@ -524,7 +524,7 @@ pub fn dry_run_json(meta: &ImageMeta, tree: &Tree, plan: &plan::Plan) -> serde_j
                 "name": l.name,
                 "groups": l.groups.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
                 "size": l.size,
-                "paths": l.paths.iter().map(|p| display_path(p)).collect::<Vec<_>>(),
+                "paths": l.paths(tree).map(display_path).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -57,7 +57,7 @@ pub fn convert(t: &Tree, time: DateTime) -> Result<hadris_fs::Tree, HadrisError>
             Kind::File(tree::Content::Host {
                 path: host, size, ..
             }) => {
-                let host = &host.to_path_buf();
+                let host = &host.resolve(path);
                 let c = hadris_fs::host::file(host)
                     .map_err(herr(format!("{shown}: reading {}", host.display())))?;
                 if c.len() != *size {

@@ -266,8 +266,8 @@ fn stage(dir: &Path, t: &Tree, esp: &[u8], mbr: &[u8]) -> Result<()> {
                 }
                 match c {
                     Content::Bytes(b) => std::fs::write(&dest, b)?,
-                    Content::Host { path, .. } => {
-                        std::fs::copy(path.to_path_buf(), &dest)?;
+                    Content::Host { path: host, .. } => {
+                        std::fs::copy(host.resolve(path), &dest)?;
                     }
                 }
             }

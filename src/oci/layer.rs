@@ -101,8 +101,8 @@ impl Store {
 }
 
 /// The tree entry of a path the Plan put in a layer.
-pub(super) fn planned_entry<'t>(tree: &'t Tree, p: &[u8]) -> Result<&'t Entry, OciError> {
-    tree.get(p).ok_or_else(|| {
+pub(super) fn planned_entry<'t>(p: &[u8], e: Option<&'t Entry>) -> Result<&'t Entry, OciError> {
+    e.ok_or_else(|| {
         OciError::Input(format!(
             "planned path {} is not in the tree",
             display_path(p)
@@ -118,8 +118,9 @@ pub(super) fn hex(d: impl AsRef<[u8]>) -> String {
 pub(super) enum Link<'a> {
     /// Its target is written earlier in the same layer: a tar hard link.
     Tar(&'a [u8]),
-    /// Its target is elsewhere: a regular file with the target's content and metadata.
-    File(&'a Entry),
+    /// Its target (path, entry) is elsewhere: a regular file with the target's content and
+    /// metadata.
+    File(&'a [u8], &'a Entry),
 }
 
 pub(super) fn resolve_link<'a>(
@@ -140,11 +141,12 @@ pub(super) fn resolve_link<'a>(
         match &e.kind {
             Kind::HardLink(next) => t = next,
             Kind::File(_) => {
-                let same_layer = t < path && layer.paths.binary_search_by(|p| (**p).cmp(t)).is_ok();
+                // A file is in a layer as one of its groups' (parents are directories).
+                let same_layer = t < path && layer.groups.contains(&e.group);
                 return Ok(if same_layer {
                     Link::Tar(t)
                 } else {
-                    Link::File(e)
+                    Link::File(t, e)
                 });
             }
             _ => {
@@ -201,10 +203,13 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// Writes `c`, the content of the entry at `at`, for the entry at `path` (the same, or a hard
+/// link to it).
 fn write_content(
     out: &mut impl Write,
     c: &Content,
     path: &[u8],
+    at: &[u8],
     buf: &mut [u8],
 ) -> Result<(), OciError> {
     match c {
@@ -212,7 +217,7 @@ fn write_content(
         Content::Host {
             path: host, size, ..
         } => {
-            let host = &host.to_path_buf();
+            let host = &host.resolve(at);
             let mut f = File::open(host).map_err(|e| OciError::io(host, e))?;
             let now = f.metadata().map_err(|e| OciError::io(host, e))?.len();
             if now != *size {
@@ -255,8 +260,8 @@ pub fn write_tar(
     let mut buf = vec![0u8; 256 << 10];
     let mut hdr = Vec::with_capacity(2048);
     let mut name = Vec::with_capacity(256);
-    for p in &layer.paths {
-        let e = planned_entry(tree, p)?;
+    for (p, e) in layer.entries(tree) {
+        let e = planned_entry(p, e)?;
         name.clear();
         name.extend_from_slice(p);
         let mut h = Header {
@@ -270,7 +275,8 @@ pub fn write_tar(
             mtime,
             dev: (0, 0),
         };
-        let mut content: Option<&Content> = None;
+        // The content, with the path of the entry it is of (a hard link's target).
+        let mut content: Option<(&[u8], &Content)> = None;
         match &e.kind {
             Kind::Dir => {
                 name.push(b'/');
@@ -278,7 +284,7 @@ pub fn write_tar(
             }
             Kind::File(c) => {
                 h.size = c.len();
-                content = Some(c);
+                content = Some((p, c));
             }
             Kind::Symlink(t) => {
                 h.kind = EntryType::Symlink;
@@ -289,7 +295,7 @@ pub fn write_tar(
                     h.kind = EntryType::HardLink;
                     h.link = t;
                 }
-                Link::File(target) => {
+                Link::File(at, target) => {
                     let Kind::File(c) = &target.kind else {
                         unreachable!("resolved to a file")
                     };
@@ -297,7 +303,7 @@ pub fn write_tar(
                     h.uid = target.uid;
                     h.gid = target.gid;
                     h.size = c.len();
-                    content = Some(c);
+                    content = Some((at, c));
                 }
             },
             Kind::CharDevice { major, minor } => {
@@ -309,8 +315,8 @@ pub fn write_tar(
         hdr.clear();
         tar::header_bytes(&h, &mut hdr);
         out.write_all(&hdr).map_err(OciError::Write)?;
-        if let Some(c) = content {
-            write_content(out, c, p, &mut buf)?;
+        if let Some((at, c)) = content {
+            write_content(out, c, p, at, &mut buf)?;
             let pad = tar::padding(h.size);
             out.write_all(&[0u8; tar::BLOCK][..pad])
                 .map_err(OciError::Write)?;
@@ -513,12 +519,13 @@ mod tests {
     use crate::tree::Group;
 
     fn layer_of(tree: &Tree) -> Layer {
-        Layer {
-            name: "t".into(),
-            groups: vec![Group::Base],
-            paths: tree.iter().map(|(p, _)| p.into()).collect(),
-            size: 0,
-        }
+        Layer::with_paths(
+            "t".into(),
+            vec![Group::Base],
+            tree,
+            tree.iter().map(|(p, _)| p),
+            0,
+        )
     }
 
     fn entries(tar: &[u8]) -> Vec<tar::Parsed> {
@@ -608,12 +615,13 @@ mod tests {
             },
         )
         .unwrap();
-        let only_b = Layer {
-            name: "b".into(),
-            groups: vec![Group::Config],
-            paths: [&b"b"[..], b"b/link", b"b/same"].map(Into::into).to_vec(),
-            size: 0,
-        };
+        let only_b = Layer::with_paths(
+            "b".into(),
+            vec![Group::Config],
+            &t,
+            [&b"b"[..], b"b/link", b"b/same"],
+            0,
+        );
         let mut out = Vec::new();
         write_tar(&t, &only_b, 1, &mut out).unwrap();
         let e = entries(&out);

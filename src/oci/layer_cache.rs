@@ -46,7 +46,8 @@ pub fn cache_key(
     put(FORMAT.as_bytes());
     put(compression.as_str().as_bytes());
     put(&epoch.to_le_bytes());
-    let content_id = |c: &Content| -> Result<Vec<u8>, OciError> {
+    // `c` is the content of the entry at `at`.
+    let content_id = |at: &[u8], c: &Content| -> Result<Vec<u8>, OciError> {
         Ok(match c {
             Content::Bytes(b) => {
                 let mut v = b"bytes:".to_vec();
@@ -56,7 +57,7 @@ pub fn cache_key(
             Content::Host { path, size, stamp } => {
                 // The stamp taken when the file was added (the closure walk's lstat), else
                 // a stat now: the same fields either way.
-                let path = &path.to_path_buf();
+                let path = &path.resolve(at);
                 let stamp = match stamp {
                     Some(s) => *s,
                     None => crate::tree::HostStamp::of(
@@ -72,15 +73,15 @@ pub fn cache_key(
             }
         })
     };
-    for p in &layer.paths {
-        let e = planned_entry(tree, p)?;
+    for (p, e) in layer.entries(tree) {
+        let e = planned_entry(p, e)?;
         put(p);
         put(&[e.mode, e.uid, e.gid].map(u32::to_le_bytes).concat());
         match &e.kind {
             Kind::Dir => put(b"dir"),
             Kind::File(c) => {
                 put(b"file");
-                put(&content_id(c)?);
+                put(&content_id(p, c)?);
             }
             Kind::Symlink(t) => {
                 put(b"symlink");
@@ -91,13 +92,13 @@ pub fn cache_key(
                     put(b"hardlink");
                     put(t);
                 }
-                Link::File(target) => {
+                Link::File(at, target) => {
                     put(b"linkfile");
                     put(&[target.mode, target.uid, target.gid]
                         .map(u32::to_le_bytes)
                         .concat());
                     if let Kind::File(c) = &target.kind {
-                        put(&content_id(c)?);
+                        put(&content_id(at, c)?);
                     }
                 }
             },
