@@ -687,15 +687,16 @@ mod tests {
                 size,
                 stamp: None,
             };
-            let path: Arc<[u8]> = Arc::from(format!("f{i}").into_bytes());
-            tree.insert(&*path, Entry::file(content, 0o644, Group::Base))
+            let path = format!("f{i}");
+            tree.insert(&path, Entry::file(content, 0o644, Group::Base))
                 .unwrap();
-            layers.push(Layer {
-                name: format!("l{i}"),
-                groups: vec![Group::Base],
-                paths: vec![path],
-                size: bytes.len() as u64,
-            });
+            layers.push(Layer::with_paths(
+                format!("l{i}"),
+                vec![Group::Base],
+                &tree,
+                [&path],
+                bytes.len() as u64,
+            ));
         }
         (tree, Plan { layers })
     }
