@@ -300,8 +300,8 @@ fn stdout_streaming_gives_the_same_bytes_as_a_file() {
 /// The stages `--timings` and `--json` report for a written image, in the order they run.
 const STAGES: [&str; 9] = [
     "resolve",
-    "tree",
     "sbom",
+    "tree",
     "elf-check",
     "plan",
     "layers",
@@ -442,7 +442,7 @@ fn a_dry_run_times_the_stages_before_the_layers_and_prints_the_same_json() {
         .collect();
     assert_eq!(
         names,
-        ["resolve", "tree", "sbom", "elf-check", "plan", "total"],
+        ["resolve", "sbom", "tree", "elf-check", "plan", "total"],
         "{}",
         common::stderr(&o)
     );

@@ -1,6 +1,7 @@
 //! `imgbuild container`: profile → Tree → Plan → OCI writer, as named stages:
-//! [`resolve`] (profile, payload binaries, closure), [`image_tree`] (the files of the
-//! image), [`add_sbom`] (its SBOM), [`check_executables`] (every executable can start),
+//! [`resolve`] (profile, payload binaries, closure), [`render_sbom`] (the SBOM document),
+//! [`image_tree`] (the files of the image; [`add_sbom`] puts the SBOM in),
+//! [`check_executables`] (every executable can start),
 //! [`crate::plan::plan`] (ordered layers) and [`image_meta`] (what it runs, as whom),
 //! [`crate::oci::write_image`] (layer blobs, config and manifests, the archive, its final
 //! name). `--timings` and `--json` report how long each took (docs/CLI.md).
@@ -248,8 +249,11 @@ fn prepare(
     sw: &mut Stopwatch,
 ) -> Result<(Inputs, Tree, plan::Plan, ImageMeta)> {
     let inputs = sw.time("resolve", || resolve(ctx, a))?;
+    // Rendered before the Tree exists: the document's JSON values, a few MB on a big
+    // closure, are freed before the Tree grows, instead of adding to its peak.
+    let sbom = sw.time("sbom", || render_sbom(&inputs))?;
     let mut tree = sw.time("tree", || image_tree(ctx, &inputs))?;
-    sw.time("sbom", || add_sbom(&mut tree, &inputs))?;
+    add_sbom(&mut tree, &inputs, sbom)?;
     sw.time("elf-check", || check_executables(&tree, &inputs))?;
     let (plan, meta) = sw.time("plan", || -> Result<_> {
         let plan = plan::plan(
@@ -345,7 +349,7 @@ pub fn init_json_bytes(p: &Profile) -> Vec<u8> {
     b
 }
 
-/// Stage 2: the image filesystem (its SBOM comes next, from [`add_sbom`]).
+/// Stage 3: the image filesystem (the SBOM rendered before it goes in next, [`add_sbom`]).
 pub fn image_tree(ctx: &Ctx, i: &Inputs) -> Result<Tree> {
     let mut tree = crate::rootfs::base_tree(&ctx.root, &i.profile, &i.version)?;
     i.closure
@@ -381,11 +385,18 @@ pub fn image_tree(ctx: &Ctx, i: &Inputs) -> Result<Tree> {
     Ok(tree)
 }
 
-/// Stage 3: the SBOM (`--sbom`) in the image, a layer of its own. It records each payload
+/// Stage 2: the SBOM (`--sbom`) document, None with `--sbom none`. It records each payload
 /// binary's sha256, so it reads every payload binary once more.
-pub fn add_sbom(tree: &mut Tree, i: &Inputs) -> Result<()> {
-    if let Some(path) = i.sbom.image_path() {
-        let doc = crate::sbom::render(&sbom_input(i)?, i.sbom).expect("a format with a path");
+pub fn render_sbom(i: &Inputs) -> Result<Option<Vec<u8>>> {
+    if i.sbom.image_path().is_none() {
+        return Ok(None);
+    }
+    Ok(crate::sbom::render(&sbom_input(i)?, i.sbom))
+}
+
+/// The SBOM document in the image, a layer of its own.
+pub fn add_sbom(tree: &mut Tree, i: &Inputs, doc: Option<Vec<u8>>) -> Result<()> {
+    if let (Some(path), Some(doc)) = (i.sbom.image_path(), doc) {
         tree.insert(path, Entry::file(Content::bytes(doc), 0o644, Group::Sbom))?;
     }
     Ok(())
