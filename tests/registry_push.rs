@@ -466,8 +466,8 @@ fn plain_registry_push_pull_run_and_push_only_what_changed() {
         stages,
         [
             "resolve",
-            "tree",
             "sbom",
+            "tree",
             "elf-check",
             "plan",
             "layers",
