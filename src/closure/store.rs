@@ -422,7 +422,9 @@ impl Closure {
     fn link_shared_inodes(&self, tree: &mut Tree) -> Result<(), ClosureError> {
         // The closure's files with the stamp the walk took, store path by store path.
         let prefixes: Vec<Vec<u8>> = self.paths.iter().map(|sp| image_of(&sp.path)).collect();
-        let stamped = |tree: &Tree, each: &mut dyn FnMut(u64, &[u8], &HostPath)| {
+        // Called with a file's print, image path, host path and its store path's image path.
+        type Each<'e> = dyn FnMut(u64, &[u8], &HostPath, &[u8]) + 'e;
+        let stamped = |tree: &Tree, each: &mut Each| {
             for pre in &prefixes {
                 let under =
                     |p: &[u8]| p.starts_with(pre) && (p.len() == pre.len() || p[pre.len()] == b'/');
@@ -433,13 +435,13 @@ impl Closure {
                         ..
                     }) = &e.kind
                     {
-                        each(s.get(), p, path);
+                        each(s.get(), p, path, pre);
                     }
                 }
             }
         };
         let mut prints: Vec<u64> = Vec::new();
-        stamped(tree, &mut |s, _, _| prints.push(s));
+        stamped(tree, &mut |s, _, _, _| prints.push(s));
         prints.sort_unstable();
         let shared: BTreeSet<u64> = prints
             .chunk_by(|a, b| a == b)
@@ -454,7 +456,7 @@ impl Closure {
         type DevIno = (u64, u64);
         let mut linked: Vec<(DevIno, Vec<u8>)> = Vec::new();
         let mut failed = None;
-        stamped(tree, &mut |s, p, host| {
+        stamped(tree, &mut |s, p, host, store_path| {
             if !shared.contains(&s) || failed.is_some() {
                 return;
             }
@@ -463,15 +465,8 @@ impl Closure {
                 Ok(m) if m.nlink() > 1 => linked.push(((m.dev(), m.ino()), p.to_vec())),
                 Ok(_) => {}
                 Err(err) => {
-                    // `nix/store/<base>` of `nix/store/<base>/…`.
-                    let store_path = p
-                        .split(|&b| b == b'/')
-                        .take(3)
-                        .map(<[u8]>::len)
-                        .sum::<usize>()
-                        + 2;
                     failed = Some(ClosureError::StoreRead {
-                        path: crate::tree::display_path(&p[..store_path.min(p.len())]),
+                        path: crate::tree::display_path(store_path),
                         host: host.display().to_string(),
                         err,
                     })

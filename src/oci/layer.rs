@@ -389,23 +389,33 @@ pub fn produce<W: Write>(
         return Ok((p, w.inner));
     }
     let compressed = InOrder::new(Hashing::new(sink, None, hash), &o.pool);
-    let enc =
-        Encoder::new(o.compression, Arc::clone(&o.pool), compressed).map_err(OciError::Write)?;
-    let mut w = Hashing::new(enc, Some(Arc::clone(&o.progress)), hash);
-    write_tar(tree, layer, o.mtime, &mut w)?;
-    let mut c = w
-        .inner
-        .finish()
-        .and_then(InOrder::finish)
-        .map_err(OciError::Write)?;
+    let (tar_hash, tar_size, c) = compress_tar(tree, layer, o, compressed, hash)?;
+    let mut c = c.finish().map_err(OciError::Write)?;
     c.flush().map_err(OciError::Write)?;
     let p = Produced {
-        diff_id: digest_of(w.hash),
-        tar_size: w.count,
+        diff_id: digest_of(tar_hash),
+        tar_size,
         digest: digest_of(c.hash),
         size: c.count,
     };
     Ok((p, c.inner))
+}
+
+/// The layer's tar, hashed (with `hash`: the diff_id) and counted on its way into an
+/// [`Encoder`] that hands the compressed pieces to `pieces`: the hash, the tar's size and the
+/// sink, once every chunk is submitted.
+fn compress_tar<S: Pieces>(
+    tree: &Tree,
+    layer: &Layer,
+    o: &LayerOptions,
+    pieces: S,
+    hash: bool,
+) -> Result<(Sha256, u64, S), OciError> {
+    let enc = Encoder::new(o.compression, Arc::clone(&o.pool), pieces).map_err(OciError::Write)?;
+    let mut w = Hashing::new(enc, Some(Arc::clone(&o.progress)), hash);
+    write_tar(tree, layer, o.mtime, &mut w)?;
+    let sink = w.inner.finish().map_err(OciError::Write)?;
+    Ok((w.hash, w.count, sink))
 }
 
 /// What [`produce_ahead`] sends the archive writer, in order: the pieces of one layer's
@@ -440,25 +450,15 @@ pub fn produce_ahead(
     to: std::sync::mpsc::SyncSender<Ahead>,
 ) -> Result<(), OciError> {
     for layer in layers {
-        let enc = Encoder::new(o.compression, Arc::clone(&o.pool), SendPieces(to.clone()));
-        let mut w = Hashing::new(
-            enc.map_err(OciError::Write)?,
-            Some(Arc::clone(&o.progress)),
-            true,
-        );
-        let written = write_tar(tree, layer, o.mtime, &mut w);
-        let sent = match written {
-            Ok(()) => w.inner.finish().map(drop).map_err(OciError::Write),
-            Err(e) => Err(e),
-        };
-        match sent {
+        let (tar_hash, tar_size) = match compress_tar(tree, layer, o, SendPieces(to.clone()), true)
+        {
+            Ok((h, n, _)) => (h, n),
             Err(OciError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
             Err(e) => return Err(e),
-            Ok(()) => {}
-        }
+        };
         let end = Ahead::End {
-            diff_id: format!("sha256:{}", hex(w.hash.finalize())),
-            tar_size: w.count,
+            diff_id: format!("sha256:{}", hex(tar_hash.finalize())),
+            tar_size,
         };
         if to.send(end).is_err() {
             return Ok(());
@@ -485,27 +485,24 @@ impl From<OciError> for Stopped {
 /// produced (digests and sizes) and the sink.
 pub fn take_ahead<W: Write>(
     from: &std::sync::mpsc::Receiver<Ahead>,
-    mut sink: W,
+    sink: W,
 ) -> Result<(Produced, W), Stopped> {
-    let mut hash = Sha256::new();
-    let mut size = 0u64;
+    let mut out = Hashing::new(sink, None, true);
     loop {
         match from.recv() {
             Ok(Ahead::Piece(p)) => {
                 let bytes = p.wait().map_err(OciError::Write)?;
-                hash.update(&bytes);
-                size += bytes.len() as u64;
-                sink.write_all(&bytes).map_err(OciError::Write)?;
+                out.write_all(&bytes).map_err(OciError::Write)?;
             }
             Ok(Ahead::End { diff_id, tar_size }) => {
-                sink.flush().map_err(OciError::Write)?;
+                out.flush().map_err(OciError::Write)?;
                 let p = Produced {
                     diff_id,
                     tar_size,
-                    digest: format!("sha256:{}", hex(hash.finalize())),
-                    size,
+                    digest: format!("sha256:{}", hex(out.hash.finalize())),
+                    size: out.count,
                 };
-                return Ok((p, sink));
+                return Ok((p, out.inner));
             }
             Err(_) => return Err(Stopped::AheadEnded),
         }
