@@ -247,31 +247,64 @@ fn nar_str(len: u64) -> u64 {
 
 /// The walk of one store path on the host: depth first, each directory's entries in byte
 /// order (`OsStr` compares bytes on Unix), symlinks never followed — not even the store path
-/// itself when it is one. `DirEntry::metadata` is then the entry's `lstat`.
-fn store_walk(root: &Path) -> walkdir::WalkDir {
-    walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .follow_root_links(false)
-        .sort_by(|a, b| a.file_name().cmp(b.file_name()))
+/// itself when it is one. `each(host, depth, lstat)` is called for every entry, the root at
+/// depth 0, a directory before its entries; `failed` names a read that failed.
+///
+/// Each entry's `lstat` is taken relative to its open directory (std's `DirEntry::metadata`
+/// is a `statx` on the directory's descriptor), not by its full path: on the benchmark
+/// closure the kernel's path lookup from `/` was half of every `lstat` (docs/DEPENDENCIES.md
+/// says why this replaced walkdir).
+fn walk_sorted<E>(
+    root: &Path,
+    each: &mut dyn FnMut(&Path, usize, &fs::Metadata) -> Result<(), E>,
+    failed: &dyn Fn(&Path, io::Error) -> E,
+) -> Result<(), E> {
+    let meta = fs::symlink_metadata(root).map_err(|e| failed(root, e))?;
+    each(root, 0, &meta)?;
+    if meta.is_dir() {
+        walk_dir(&mut root.to_path_buf(), 1, each, failed)?;
+    }
+    Ok(())
+}
+
+/// The entries of directory `host` (and below), for [`walk_sorted`]; `host` is the
+/// directory's path, grown and shrunk again by each entry's name.
+fn walk_dir<E>(
+    host: &mut PathBuf,
+    depth: usize,
+    each: &mut dyn FnMut(&Path, usize, &fs::Metadata) -> Result<(), E>,
+    failed: &dyn Fn(&Path, io::Error) -> E,
+) -> Result<(), E> {
+    let mut entries: Vec<(std::ffi::OsString, fs::DirEntry)> = Vec::new();
+    for dent in fs::read_dir(&*host).map_err(|e| failed(host, e))? {
+        let dent = dent.map_err(|e| failed(host, e))?;
+        entries.push((dent.file_name(), dent));
+    }
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (name, dent) in entries {
+        host.push(&name);
+        let meta = dent.metadata().map_err(|e| failed(host, e))?;
+        each(host, depth, &meta)?;
+        if meta.is_dir() {
+            walk_dir(host, depth + 1, each, failed)?;
+        }
+        host.pop();
+    }
+    Ok(())
 }
 
 /// Walks a store path on the host without following symlinks, returning its exact NAR
 /// size; with a scanner, also scans names, contents and symlink targets for hashes.
 fn nar_walk(host: &Path, mut scanner: Option<Scanner<'_>>) -> io::Result<u64> {
-    // Name the file inside the store path in every error.
+    let mut size = nar_str(13); // "nix-archive-1"
+                                // Name the file inside the store path in every error.
     let named =
         |path: &Path, e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-    let mut size = nar_str(13); // "nix-archive-1"
-    for dent in store_walk(host) {
-        let dent = dent.map_err(|e| {
-            let path = e.path().unwrap_or(host).to_path_buf();
-            named(&path, e.into())
-        })?;
-        let path = dent.path();
-        let meta = dent.metadata().map_err(|e| named(path, e.into()))?;
-        if dent.depth() > 0 {
+    let mut each = |path: &Path, depth, meta: &fs::Metadata| {
+        let failed = |e| named(path, e);
+        if depth > 0 {
             // Inside its directory: "entry" "(" "name" <name> "node" <node> ")"
-            let n = dent.file_name().as_bytes();
+            let n = path.file_name().map_or(&[][..], |n| n.as_bytes());
             if let Some(s) = &mut scanner {
                 s.scan(n);
             }
@@ -282,7 +315,7 @@ fn nar_walk(host: &Path, mut scanner: Option<Scanner<'_>>) -> io::Result<u64> {
         size += nar_str(1) + nar_str(4) + nar_str(1);
         let ft = meta.file_type();
         if ft.is_symlink() {
-            let target = fs::read_link(path).map_err(|e| named(path, e))?;
+            let target = fs::read_link(path).map_err(failed)?;
             let t = target.as_os_str().as_bytes();
             if let Some(s) = &mut scanner {
                 s.scan(t);
@@ -297,15 +330,15 @@ fn nar_walk(host: &Path, mut scanner: Option<Scanner<'_>>) -> io::Result<u64> {
             }
             size += nar_str(8) + nar_str(meta.len()); // "contents" <bytes>
             if let Some(s) = &mut scanner {
-                s.scan_file(path).map_err(|e| named(path, e))?;
+                s.scan_file(path).map_err(failed)?;
             }
         } else {
-            return Err(io::Error::other(SpecialFile(
-                path.to_path_buf(),
-                file_type_name(ft),
-            )));
+            let special = SpecialFile(path.to_path_buf(), file_type_name(ft));
+            return Err(io::Error::other(special));
         }
-    }
+        Ok(())
+    };
+    walk_sorted(host, &mut each, &named)?;
     Ok(size)
 }
 
@@ -517,16 +550,13 @@ fn walk_store_path(
         err,
     };
     let root_image = image_of(&sp.path);
+    // A file's image path under the store root names that very file when the store path
+    // does (checked once here: a store root spelled oddly gets each file's own path).
+    let shared = HostPath::under(Arc::clone(root));
+    let under_root = shared.resolve(&root_image) == host_root;
     let mut out = Vec::new();
-    for dent in store_walk(&host_root) {
-        let dent = dent.map_err(|e| {
-            let host = e.path().unwrap_or(&host_root).to_path_buf();
-            read_err(&host, e.into())
-        })?;
-        let host = dent.path();
-        // Not following links, this is the entry's `lstat`; the layer cache keys on it too.
-        let meta = dent.metadata().map_err(|e| read_err(host, e.into()))?;
-        let image: Box<[u8]> = if dent.depth() > 0 {
+    let mut each = |host: &Path, depth, meta: &fs::Metadata| {
+        let image: Box<[u8]> = if depth > 0 {
             let rel = host
                 .strip_prefix(&host_root)
                 .expect("walked under the root");
@@ -541,7 +571,7 @@ fn walk_store_path(
         let entry = if ft.is_symlink() {
             let target = fs::read_link(host).map_err(|e| read_err(host, e))?;
             let t = target.as_os_str().as_bytes().to_vec();
-            if dent.depth() == 0 && !link_stays_in_store(&t) {
+            if depth == 0 && !link_stays_in_store(&t) {
                 return Err(ClosureError::EscapingSymlink {
                     path: name.clone(),
                     target: String::from_utf8_lossy(&t).into_owned(),
@@ -551,24 +581,17 @@ fn walk_store_path(
         } else if ft.is_dir() {
             Entry::dir(mode, group.clone())
         } else if ft.is_file() {
-            // The image path under the store root names this very file (checked: a store
-            // root spelled oddly gets the walk's own path instead).
-            let shared = HostPath::under(Arc::clone(root));
-            let path = if shared.resolve(&image) == host {
-                shared
+            let path = if under_root {
+                shared.clone()
             } else {
                 HostPath::from(host)
             };
             let content = Content::Host {
                 path,
                 size: meta.len(),
-                stamp: Some(crate::tree::HostStamp::of(&meta).print()),
+                stamp: Some(crate::tree::HostStamp::of(meta).print()),
             };
-            out.push(Walked {
-                image,
-                entry: Entry::file(content, mode, group.clone()),
-            });
-            continue;
+            Entry::file(content, mode, group.clone())
         } else {
             return Err(ClosureError::UnsupportedFile {
                 path: name.clone(),
@@ -577,7 +600,9 @@ fn walk_store_path(
             });
         };
         out.push(Walked { image, entry });
-    }
+        Ok(())
+    };
+    walk_sorted(&host_root, &mut each, &read_err)?;
     Ok(out)
 }
 
