@@ -379,29 +379,120 @@ fn header(name: &str, kind: EntryType, mode: u32, size: u64, mtime: u64) -> Vec<
     hdr
 }
 
-/// Writes the layers of the docker-archive tar straight into `f` (a new, empty, seekable
-/// file): every layer is produced (or copied from the cache) in place, its header written once
-/// its digest is known — one write of every byte, no intermediate blob files. New compressed
-/// layers are then copied into the cache from the archive (`copy_file_range`); cached ones
-/// are copied from it the same way, and so are unchanged plain layers from the archive last
-/// written (see [`super::layer_cache::ArchiveRef`]). Also returns where each plain layer's
-/// bytes are in `f`, for the cache to point at once the archive has its name. Entries: the
-/// `blobs/` directories, then the layers in plan order; [`write_archive_tail`] writes the rest.
+/// What the layer cache holds for a layer: its key (with a cache) and what is kept under it.
+pub type Found = (Option<String>, Option<super::layer_cache::Cached>);
+
+/// Looks every layer of the plan up in the layer cache, in plan order.
+pub fn lookup_layers(
+    tree: &crate::tree::Tree,
+    plan: &Plan,
+    lo: &super::layer::LayerOptions,
+) -> Result<Vec<Found>, OciError> {
+    plan.layers
+        .iter()
+        .map(|l| super::layer_cache::lookup(tree, l, lo))
+        .collect()
+}
+
+/// What [`write_layers_direct`] wrote: the blobs in plan order, where the plain layers' bytes
+/// are now (for their cache records), and the archive's blobs in the order they are in it
+/// (its layout, for the next build).
+#[derive(Debug)]
+pub struct Written {
+    pub blobs: Vec<Blob>,
+    pub placed: Vec<super::layer_cache::Placed>,
+    pub members: Vec<super::layer_cache::Member>,
+}
+
+/// The leading layers of a build already in the previous archive at the same offsets: how
+/// many, and where the archive goes on after them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kept {
+    pub layers: usize,
+    pub bytes: u64,
+}
+
+/// The most bytes of plain layers an update in place may have to read from their sources
+/// again: layers after the kept ones that the cache would have copied out of the very file
+/// being rewritten.
+const REREAD_MAX: u64 = 64 << 20;
+
+/// Whether the previous archive at the output path (its `layout`) is worth updating in place
+/// rather than writing a new file, and what of it stays: the longest run of leading layers
+/// whose blobs the cache knows (`found`) and the layout has at the offsets this build would
+/// write them at, with the same header mtime. Worth it when that keeps at least half of the
+/// previous archive's layer bytes and leaves at most [`REREAD_MAX`] bytes of plain layers to
+/// be read from their sources again; otherwise the new file is written whole, as always.
+pub fn kept_prefix(
+    plan: &Plan,
+    found: &[Found],
+    layout: &super::layer_cache::ArchiveLayout,
+    mtime: u64,
+) -> Option<Kept> {
+    use super::layer_cache::{Cached, Member};
+    if layout.mtime != mtime || found.len() != plan.layers.len() {
+        return None;
+    }
+    let block = tar::BLOCK as u64;
+    // After the `blobs/` and `blobs/sha256/` directory entries.
+    let mut pos = 2 * block;
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut layers, mut members, mut kept_size) = (0, 0, 0);
+    for (_, cached) in found {
+        let (digest, size) = match cached {
+            Some(Cached::Blob(b)) => (&b.digest, b.size),
+            Some(Cached::Record(r, _)) => (&r.digest, r.size),
+            None => break,
+        };
+        if !seen.contains(digest) {
+            let want = Member {
+                digest: digest.clone(),
+                offset: pos + block,
+                size,
+            };
+            if layout.members.get(members) != Some(&want) {
+                break;
+            }
+            seen.insert(digest);
+            members += 1;
+            kept_size += size;
+            pos = want.offset + size + tar::padding(size) as u64;
+        }
+        layers += 1;
+    }
+    let old_size: u64 = layout.members.iter().map(|m| m.size).sum();
+    let reread: u64 = found[layers..]
+        .iter()
+        .filter_map(|(_, c)| match c {
+            Some(Cached::Record(r, Some(a))) if a.path == layout.path => Some(r.size),
+            _ => None,
+        })
+        .sum();
+    (layers > 0 && 2 * kept_size >= old_size && reread <= REREAD_MAX)
+        .then_some(Kept { layers, bytes: pos })
+}
+
+/// Writes the layers of the docker-archive tar straight into `f`: every layer is produced (or
+/// copied from the cache) in place, its header written once its digest is known — one write
+/// of every byte, no intermediate blob files. New compressed layers are then copied into the
+/// cache from the archive (`copy_file_range`); cached ones are copied from it the same way,
+/// and so are unchanged plain layers from the archive last written (see
+/// [`super::layer_cache::ArchiveRef`]). Entries: the `blobs/` directories, then the layers in
+/// plan order; [`write_archive_tail`] writes the rest. `f` is a new, empty file, or with
+/// `kept` the previous archive cut to `kept.bytes` and positioned there: its first
+/// `kept.layers` layers stay as they are ([`kept_prefix`]). `found` is [`lookup_layers`].
 pub fn write_layers_direct(
     f: &std::fs::File,
     tree: &crate::tree::Tree,
     plan: &Plan,
     lo: &super::layer::LayerOptions,
-) -> Result<(Vec<Blob>, Vec<super::layer_cache::Placed>), OciError> {
+    found: Vec<Found>,
+    kept: Option<Kept>,
+) -> Result<Written, OciError> {
     use super::layer::Stopped;
-    use super::layer_cache::{self, Cached};
-    let found = plan
-        .layers
-        .iter()
-        .map(|l| layer_cache::lookup(tree, l, lo))
-        .collect::<Result<Vec<_>, _>>()?;
+    use super::layer_cache::Cached;
     if lo.compression == super::Compression::None {
-        return write_layers_in_order(f, tree, plan, lo, found, None).map_err(|e| match e {
+        return write_layers_in_order(f, tree, plan, lo, found, kept, None).map_err(|e| match e {
             Stopped::Error(e) => e,
             Stopped::AheadEnded => unreachable!("no read-ahead without compression"),
         });
@@ -421,7 +512,7 @@ pub fn write_layers_direct(
             .name("layers-ahead".into())
             .spawn_scoped(s, || super::layer::produce_ahead(tree, &new, lo, tx))
             .map_err(OciError::Write)?;
-        let written = write_layers_in_order(f, tree, plan, lo, found, Some(rx));
+        let written = write_layers_in_order(f, tree, plan, lo, found, kept, Some(rx));
         let produced = ahead.join().expect("the layer read-ahead thread panicked");
         match written {
             Err(Stopped::AheadEnded) => Err(produced.err().unwrap_or_else(|| {
@@ -434,18 +525,19 @@ pub fn write_layers_direct(
 }
 
 /// The layers in plan order into `f` (see [`write_layers_direct`]), `found` being what the
-/// cache holds for each; a layer to produce is taken from `ahead` where there is one, else
-/// produced here.
+/// cache holds for each and `kept` what of the previous archive stays; a layer to produce is
+/// taken from `ahead` where there is one, else produced here.
 fn write_layers_in_order(
     f: &std::fs::File,
     tree: &crate::tree::Tree,
     plan: &Plan,
     lo: &super::layer::LayerOptions,
-    found: Vec<(Option<String>, Option<super::layer_cache::Cached>)>,
+    found: Vec<Found>,
+    kept: Option<Kept>,
     ahead: Option<std::sync::mpsc::Receiver<super::layer::Ahead>>,
-) -> Result<(Vec<Blob>, Vec<super::layer_cache::Placed>), super::layer::Stopped> {
+) -> Result<Written, super::layer::Stopped> {
     use super::layer::{self, BlobSource, Store};
-    use super::layer_cache::{self, Cached};
+    use super::layer_cache::{self, Cached, Member};
     use std::io::Seek;
     use std::os::unix::fs::FileExt;
     use std::sync::atomic::Ordering;
@@ -454,19 +546,86 @@ fn write_layers_in_order(
     let mut pos = 0u64;
     for d in ["blobs/", "blobs/sha256/"] {
         let h = header(d, EntryType::Dir, 0o755, 0, mtime);
-        out.write_all(&h).map_err(OciError::Write)?;
+        if kept.is_none() {
+            out.write_all(&h).map_err(OciError::Write)?;
+        }
         pos += h.len() as u64;
     }
+    let mut layouts = match &lo.store {
+        Store::Cache(dir) => Some(layer_cache::Layouts::new(dir)),
+        Store::Scratch(_) => None,
+    };
     // Where each blob's bytes start in the archive: a blob is written once.
     let mut offsets = std::collections::BTreeMap::<String, u64>::new();
+    let mut members = Vec::new();
     let mut placed = Vec::new();
     let mut blobs = Vec::with_capacity(plan.layers.len());
     let zeros = [0u8; tar::BLOCK];
-    for (l, (key, cached)) in plan.layers.iter().zip(found) {
+    let kept_layers = kept.map_or(0, |k| k.layers);
+    for (i, (l, (key, cached))) in plan.layers.iter().zip(found).enumerate() {
+        if i < kept_layers {
+            // Already in the archive being updated, at this very place (kept_prefix).
+            let (record, archive, blob) = match cached {
+                Some(Cached::Blob(b)) => (None, None, b),
+                Some(Cached::Record(r, a)) => {
+                    let b = Blob {
+                        diff_id: r.diff_id.clone(),
+                        digest: r.digest.clone(),
+                        size: r.size,
+                        tar_size: r.tar_size,
+                        media_type: lo.compression.media_type(),
+                        source: BlobSource::InArchive,
+                        cached: true,
+                        origin: layer::Origin::Kept,
+                    };
+                    (Some(r), a, b)
+                }
+                None => unreachable!("kept_prefix keeps only layers the cache knows"),
+            };
+            if !offsets.contains_key(&blob.digest) {
+                offsets.insert(blob.digest.clone(), pos + tar::BLOCK as u64);
+                members.push(Member {
+                    digest: blob.digest.clone(),
+                    offset: pos + tar::BLOCK as u64,
+                    size: blob.size,
+                });
+                pos += tar::BLOCK as u64 + blob.size + tar::padding(blob.size) as u64;
+            }
+            if let (Some(r), Some(key)) = (record, key) {
+                placed.push(layer_cache::Placed {
+                    key,
+                    offset: offsets[&r.digest],
+                    produced: r,
+                    was: archive,
+                });
+            }
+            lo.progress
+                .bytes
+                .fetch_add(blob.tar_size, Ordering::Relaxed);
+            lo.progress.layers_done.fetch_add(1, Ordering::Relaxed);
+            blobs.push(Blob {
+                origin: layer::Origin::Kept,
+                source: BlobSource::InArchive,
+                ..blob
+            });
+            if i + 1 == kept_layers && Some(pos) != kept.map(|k| k.bytes) {
+                return Err(OciError::Input(format!(
+                    "the archive being updated in place goes on at byte {pos}, not at {:?} as planned",
+                    kept.map(|k| k.bytes)
+                ))
+                .into());
+            }
+            continue;
+        }
         match cached {
             Some(Cached::Blob(b)) => {
                 if !offsets.contains_key(&b.digest) {
                     offsets.insert(b.digest.clone(), pos + tar::BLOCK as u64);
+                    members.push(Member {
+                        digest: b.digest.clone(),
+                        offset: pos + tar::BLOCK as u64,
+                        size: b.size,
+                    });
                     let h = header(&blob_path(&b.digest), EntryType::File, 0o644, b.size, mtime);
                     out.write_all(&h).map_err(OciError::Write)?;
                     let src = b.open().map_err(OciError::Write)?;
@@ -495,22 +654,36 @@ fn write_layers_in_order(
                 };
                 // A plain layer still whole in the archive written last time: copied from
                 // there in the kernel, not streamed from its sources again.
-                if let (Some(r), Some(a), Some(key)) = (&record, &archive, &key) {
-                    let h = header(&blob_path(&r.digest), EntryType::File, 0o644, r.size, mtime);
-                    if let Some(old) = a.open_if_unchanged(&h) {
+                if let (Some(r), Some(a), Some(key), Some(layouts)) =
+                    (&record, &archive, &key, &mut layouts)
+                {
+                    if let Some(old) = a.open_if_unchanged(layouts, &r.digest, r.size) {
                         if !offsets.contains_key(&r.digest) {
+                            let h = header(
+                                &blob_path(&r.digest),
+                                EntryType::File,
+                                0o644,
+                                r.size,
+                                mtime,
+                            );
                             out.write_all(&h).map_err(OciError::Write)?;
                             layer_cache::copy_range(&old, a.offset, f, r.size)
                                 .map_err(|e| OciError::io(&a.path, e))?;
                             let pad = tar::padding(r.size);
                             out.write_all(&zeros[..pad]).map_err(OciError::Write)?;
                             offsets.insert(r.digest.clone(), pos + h.len() as u64);
+                            members.push(Member {
+                                digest: r.digest.clone(),
+                                offset: pos + h.len() as u64,
+                                size: r.size,
+                            });
                             pos += h.len() as u64 + r.size + pad as u64;
                         }
                         placed.push(layer_cache::Placed {
                             key: key.clone(),
                             produced: r.clone(),
                             offset: offsets[&r.digest],
+                            was: Some(a.clone()),
                         });
                         lo.progress.bytes.fetch_add(r.tar_size, Ordering::Relaxed);
                         lo.progress.layers_done.fetch_add(1, Ordering::Relaxed);
@@ -548,6 +721,11 @@ fn write_layers_in_order(
                 let data_pos = hdr_pos + tar::BLOCK as u64;
                 if !offsets.contains_key(&p.digest) {
                     offsets.insert(p.digest.clone(), data_pos);
+                    members.push(Member {
+                        digest: p.digest.clone(),
+                        offset: data_pos,
+                        size: p.size,
+                    });
                     let pad = tar::padding(p.size);
                     out.write_all(&zeros[..pad]).map_err(OciError::Write)?;
                     let h = header(&blob_path(&p.digest), EntryType::File, 0o644, p.size, mtime);
@@ -580,6 +758,7 @@ fn write_layers_in_order(
                         key: key.clone(),
                         produced: p.clone(),
                         offset: offsets[&p.digest],
+                        was: archive.clone(),
                     });
                 }
                 lo.progress.layers_done.fetch_add(1, Ordering::Relaxed);
@@ -600,7 +779,11 @@ fn write_layers_in_order(
             }
         }
     }
-    Ok((blobs, placed))
+    Ok(Written {
+        blobs,
+        placed,
+        members,
+    })
 }
 
 /// Ends the docker-archive tar [`write_layers_direct`] began in `f` (its position at the end
@@ -668,7 +851,10 @@ mod tests {
 
     /// Three host files of a few chunks each, one per layer; `short` names the file whose
     /// recorded size is one byte more than it has (the source "changed" after the walk).
-    fn three_layers(dir: &std::path::Path, short: Option<usize>) -> (Tree, Plan) {
+    pub(in crate::oci) fn three_layers(
+        dir: &std::path::Path,
+        short: Option<usize>,
+    ) -> (Tree, Plan) {
         let mut tree = Tree::new();
         let mut layers = Vec::new();
         for i in 0..3usize {
@@ -718,7 +904,10 @@ mod tests {
         for compression in [Compression::Gzip, Compression::Zstd] {
             let lo = options(compression, dir.path());
             let f = tempfile::tempfile_in(dir.path()).unwrap();
-            let (blobs, _) = write_layers_direct(&f, &tree, &plan, &lo).unwrap();
+            let found = lookup_layers(&tree, &plan, &lo).unwrap();
+            let blobs = write_layers_direct(&f, &tree, &plan, &lo, found, None)
+                .unwrap()
+                .blobs;
             assert_eq!(blobs.len(), 3);
             let mut archive = Vec::new();
             std::io::Seek::rewind(&mut &f).unwrap();
@@ -745,7 +934,8 @@ mod tests {
                 let (tree, plan) = three_layers(dir.path(), Some(short));
                 let lo = options(compression, dir.path());
                 let f = tempfile::tempfile_in(dir.path()).unwrap();
-                let err = write_layers_direct(&f, &tree, &plan, &lo).unwrap_err();
+                let found = lookup_layers(&tree, &plan, &lo).unwrap();
+                let err = write_layers_direct(&f, &tree, &plan, &lo, found, None).unwrap_err();
                 assert!(
                     matches!(err, OciError::Changed { .. }),
                     "file {short}, {compression:?}: {err}"

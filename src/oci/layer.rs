@@ -47,6 +47,9 @@ pub enum Origin {
     Sources,
     /// Copied from the archive the previous build wrote (uncompressed layers).
     PreviousArchive,
+    /// Left where it was: the previous archive at the output path was updated in place and
+    /// already held this layer at the same offset.
+    Kept,
 }
 
 /// Where a blob's bytes are.

@@ -1,7 +1,8 @@
 //! The layer cache: a layer's content key, and what the cache keeps under it — the digests
 //! and sizes of every layer (`keys/<key>`), compressed blobs whole (`blobs/sha256/…`), and for
-//! a plain layer where its bytes are in the archive last written ([`ArchiveRef`]) — and
-//! [`write_layer`], which produces a layer blob through it.
+//! a plain layer where its bytes are in the archive last written ([`ArchiveRef`]) — the
+//! layout of the docker-archive file last written at each output path ([`ArchiveLayout`]),
+//! and [`write_layer`], which produces a layer blob through it.
 //!
 //! The cache key is a sha256 over everything that decides the layer's bytes: the format
 //! version, compression, mtime, and per entry its path, kind, mode, owner, link target and
@@ -123,34 +124,152 @@ struct KeyRecord {
 }
 
 /// An uncompressed layer's bytes inside the docker-archive tar last written with it: the
-/// archive's absolute path, the layer's offset in it, and the archive file's stamp (length,
-/// device, inode, mtime, ctime) when it was written. A rebuild copies the layer from there in
-/// the kernel (`copy_file_range`, a reflink where the filesystem has them) instead of reading
-/// every source file again, if the file at that path still has that stamp — any write, chmod
-/// or rename-over changes its ctime — and the tar header before the offset still names the
-/// layer's digest. Otherwise the layer is streamed from its sources as before. The cache thus
-/// keeps no second copy of plain layers: the previous output is the copy.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+/// archive's absolute path and the layer's offset in it. A rebuild copies the layer from there
+/// in the kernel (`copy_file_range`, a reflink where the filesystem has them) instead of
+/// reading every source file again, if the file at that path is still the one the cache's
+/// [`ArchiveLayout`] of it describes — any write, chmod or rename-over changes its ctime — and
+/// that layout has the layer's blob at this offset. Otherwise the layer is streamed from its
+/// sources as before. The cache thus keeps no second copy of plain layers: the previous output
+/// is the copy.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ArchiveRef {
     pub path: PathBuf,
     pub offset: u64,
-    pub stamp: [u64; 7],
 }
 
 impl ArchiveRef {
-    /// The archive, opened, if it is still the file the reference was taken of and the tar
-    /// header before `offset` is `header` (the blob's member header).
-    pub fn open_if_unchanged(&self, header: &[u8]) -> Option<File> {
-        use std::os::unix::fs::FileExt;
-        let f = File::open(&self.path).ok()?;
-        let m = f.metadata().ok()?;
-        if crate::tree::HostStamp::of(&m).0 != self.stamp {
+    /// The archive, opened, if it is still the file its layout was recorded of and holds the
+    /// blob `digest` of `size` bytes at the offset. `layouts` keeps the layouts read so far.
+    pub fn open_if_unchanged(
+        &self,
+        layouts: &mut Layouts,
+        digest: &str,
+        size: u64,
+    ) -> Option<File> {
+        let layout = layouts.get(&self.path)?;
+        let member = Member {
+            digest: digest.to_string(),
+            offset: self.offset,
+            size,
+        };
+        if !layout.members.contains(&member) {
             return None;
         }
-        let at = self.offset.checked_sub(header.len() as u64)?;
-        let mut got = vec![0u8; header.len()];
-        f.read_exact_at(&mut got, at).ok()?;
-        (got == header).then_some(f)
+        let f = File::open(&self.path).ok()?;
+        let m = f.metadata().ok()?;
+        (crate::tree::HostStamp::of(&m).0 == layout.stamp).then_some(f)
+    }
+}
+
+/// A docker-archive file as the build that wrote it left it: its absolute path, its stamp
+/// (length, device, inode, mtime, ctime) then, the mtime of its tar headers, and its blobs in
+/// the order they are in it. Kept as `archives/<sha256 of the path>`, one per output path,
+/// replaced by each build that writes there. While the file has that stamp, the cache knows
+/// every byte of it: plain layers are copied out of it ([`ArchiveRef`]), and the next build
+/// to the same path keeps the blobs it would write at the same offsets where they are and
+/// rewrites only the rest (see `oci::image::kept_prefix`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ArchiveLayout {
+    pub path: PathBuf,
+    pub stamp: [u64; 7],
+    pub mtime: u64,
+    pub members: Vec<Member>,
+}
+
+/// A blob in an archive: its digest, where its bytes start and how many there are.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Member {
+    pub digest: String,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// Where the layout of the archive at `path` (absolute, canonical) is kept.
+fn layout_file(dir: &Path, path: &Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    dir.join("archives")
+        .join(hex(Sha256::digest(path.as_os_str().as_bytes())))
+}
+
+/// The recorded layout of the archive at `path` (absolute, canonical), if there is one.
+pub fn read_layout(dir: &Path, path: &Path) -> Option<ArchiveLayout> {
+    let l: ArchiveLayout =
+        serde_json::from_slice(&std::fs::read(layout_file(dir, path)).ok()?).ok()?;
+    (l.path == path).then_some(l)
+}
+
+/// Forgets the layout of the archive at `path` (absolute, canonical): done before that file is
+/// changed in place, so a build that dies on the way leaves no record claiming its bytes.
+pub fn forget_layout(dir: &Path, path: &Path) -> Result<(), OciError> {
+    let f = layout_file(dir, path);
+    match std::fs::remove_file(&f) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(OciError::io(&f, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Records the layout of the archive just written at `archive` (after its rename: the stamp
+/// is the named file's), its headers' mtime and its blobs in order.
+pub fn store_layout(
+    dir: &Path,
+    archive: &Path,
+    mtime: u64,
+    members: Vec<Member>,
+) -> Result<(), OciError> {
+    let path = std::fs::canonicalize(archive).map_err(|e| OciError::io(archive, e))?;
+    let m = std::fs::metadata(&path).map_err(|e| OciError::io(&path, e))?;
+    let layout = ArchiveLayout {
+        stamp: crate::tree::HostStamp::of(&m).0,
+        path,
+        mtime,
+        members,
+    };
+    let adir = dir.join("archives");
+    std::fs::create_dir_all(&adir).map_err(|e| OciError::io(&adir, e))?;
+    let mut p = Pending::new_in(&adir, "archive").map_err(|e| OciError::io(&adir, e))?;
+    p.file
+        .write_all(&serde_json::to_vec(&layout).expect("json"))
+        .map_err(OciError::Write)?;
+    let dest = layout_file(dir, &layout.path);
+    p.persist(&dest, true).map_err(|e| OciError::io(&dest, e))?;
+    Ok(())
+}
+
+/// The docker-archive file at `output` opened for writing, with its layout, when it is still
+/// exactly what the build that recorded the layout wrote (same stamp) and no other name links
+/// to it (an update in place would change that name's bytes too).
+pub fn previous_output(dir: &Path, output: &Path) -> Option<(File, ArchiveLayout)> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::fs::canonicalize(output).ok()?;
+    let layout = read_layout(dir, &path)?;
+    let f = File::options().read(true).write(true).open(&path).ok()?;
+    let m = f.metadata().ok()?;
+    (m.is_file() && m.nlink() == 1 && crate::tree::HostStamp::of(&m).0 == layout.stamp)
+        .then_some((f, layout))
+}
+
+/// The archive layouts of the cache in `dir` a build has read, by path (a build asks for the
+/// same one for every plain layer).
+pub struct Layouts {
+    dir: PathBuf,
+    read: std::collections::HashMap<PathBuf, Option<ArchiveLayout>>,
+}
+
+impl Layouts {
+    pub fn new(dir: &Path) -> Layouts {
+        Layouts {
+            dir: dir.to_path_buf(),
+            read: Default::default(),
+        }
+    }
+
+    /// The layout of the archive at `path`, read once per build.
+    fn get(&mut self, path: &Path) -> Option<&ArchiveLayout> {
+        let dir = &self.dir;
+        self.read
+            .entry(path.to_path_buf())
+            .or_insert_with(|| read_layout(dir, path))
+            .as_ref()
     }
 }
 
@@ -204,20 +323,28 @@ pub fn lookup(
     Ok((Some(key), found))
 }
 
-/// An uncompressed layer as placed in the archive being written: its key, digests and the
-/// offset of its bytes.
+/// An uncompressed layer as placed in the archive being written: its key, digests, the
+/// offset of its bytes, and where its cache record said they were before this build.
 #[derive(Clone, Debug)]
 pub struct Placed {
     pub key: String,
     pub produced: Produced,
     pub offset: u64,
+    pub was: Option<ArchiveRef>,
 }
 
 /// Points the cache records of the plain layers in `placed` at the archive now named
-/// `archive` (after its rename: the stamp is the named file's).
+/// `archive` (after its rename); a record that already points there is left as it is.
 pub fn record_placed(dir: &Path, placed: &[Placed], archive: &Path) -> Result<(), OciError> {
+    let path = std::fs::canonicalize(archive).map_err(|e| OciError::io(archive, e))?;
     for p in placed {
-        store_record_in_archive(dir, &p.key, &p.produced, archive, p.offset)?;
+        let at = ArchiveRef {
+            path: path.clone(),
+            offset: p.offset,
+        };
+        if p.was.as_ref() != Some(&at) {
+            record(dir, &p.key, &p.produced, Some(at))?;
+        }
     }
     Ok(())
 }
@@ -225,25 +352,6 @@ pub fn record_placed(dir: &Path, placed: &[Placed], archive: &Path) -> Result<()
 /// Records a layer under its key (atomically).
 pub fn store_record(dir: &Path, key: &str, p: &Produced) -> Result<(), OciError> {
     record(dir, key, p, None)
-}
-
-/// Records an uncompressed layer under its key with where its bytes now are: `offset` in the
-/// archive just written at `archive` (see [`ArchiveRef`]).
-pub fn store_record_in_archive(
-    dir: &Path,
-    key: &str,
-    p: &Produced,
-    archive: &Path,
-    offset: u64,
-) -> Result<(), OciError> {
-    let path = std::fs::canonicalize(archive).map_err(|e| OciError::io(archive, e))?;
-    let m = std::fs::metadata(&path).map_err(|e| OciError::io(&path, e))?;
-    let r = ArchiveRef {
-        path,
-        offset,
-        stamp: crate::tree::HostStamp::of(&m).0,
-    };
-    record(dir, key, p, Some(r))
 }
 
 fn record(

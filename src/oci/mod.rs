@@ -16,7 +16,7 @@ pub mod layer_cache;
 pub mod source;
 pub mod tar;
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -157,7 +157,7 @@ pub struct LayerSummary {
     pub media_type: &'static str,
     pub cached: bool,
     /// Where the layer's bytes came from: `new`, `cache`, `sources` (re-read, digests from
-    /// the cache) or `previous-archive`.
+    /// the cache), `previous-archive` or `kept` (left in place in the updated output).
     pub from: layer::Origin,
     pub contents: Vec<String>,
 }
@@ -280,6 +280,121 @@ fn store_dir(o: &WriteOptions) -> PathBuf {
     }
 }
 
+/// A docker-archive file at `path`: a new file given its name when whole, or — when the layer
+/// cache recorded the file now at `path` and most of it stays as it is — that file updated in
+/// place (see `image::kept_prefix`). An update in place that fails removes the file rather
+/// than leave a torn image under its name; so does SIGINT, SIGTERM or SIGHUP meanwhile.
+#[allow(clippy::too_many_arguments)]
+fn write_archive_file(
+    tree: &Tree,
+    plan: &Plan,
+    meta: &ImageMeta,
+    path: &Path,
+    o: &WriteOptions,
+    run: &LayerRun,
+    times: &mut WriteTimings,
+    t: Instant,
+) -> Result<(image::Documents, Vec<Blob>), OciError> {
+    let found = image::lookup_layers(tree, plan, &run.lo).map_err(|e| e.at(path))?;
+    let update = match &o.store {
+        Store::Cache(cache) => layer_cache::previous_output(cache, path).and_then(|(f, layout)| {
+            let kept = image::kept_prefix(plan, &found, &layout, o.epoch)?;
+            Some((f, layout.path, kept))
+        }),
+        Store::Scratch(_) => None,
+    };
+    let Some((file, canonical, kept)) = update else {
+        return write_new_archive_file(tree, plan, meta, path, o, run, times, t, found);
+    };
+    let Store::Cache(cache) = &o.store else {
+        unreachable!("an update in place needs the layer cache's layout")
+    };
+    let slot = files::cleanup_register(&canonical);
+    let mut t = t;
+    let result = (|| {
+        // The layout describes the file as it was: forgotten before the first change.
+        layer_cache::forget_layout(cache, &canonical)?;
+        file.set_len(kept.bytes)
+            .map_err(|e| OciError::io(path, e))?;
+        (&file)
+            .seek(std::io::SeekFrom::Start(kept.bytes))
+            .map_err(|e| OciError::io(path, e))?;
+        let w = image::write_layers_direct(&file, tree, plan, &run.lo, found, Some(kept))
+            .map_err(|e| e.at(path))?;
+        times.layers = t.elapsed();
+        t = Instant::now();
+        let docs = image::Documents::new(meta, plan, &w.blobs);
+        times.config = t.elapsed();
+        t = Instant::now();
+        image::write_archive_tail(&file, &docs, o.epoch).map_err(|e| e.at(path))?;
+        let end = (&file)
+            .stream_position()
+            .map_err(|e| OciError::io(path, e))?;
+        file.set_len(end).map_err(|e| OciError::io(path, e))?;
+        times.archive = t.elapsed();
+        Ok((docs, w))
+    })();
+    let (docs, w) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&canonical);
+            files::cleanup_release(slot);
+            return Err(e);
+        }
+    };
+    files::cleanup_release(slot);
+    t = Instant::now();
+    remember_archive(cache, path, o.epoch, &w);
+    times.rename = t.elapsed();
+    Ok((docs, w.blobs))
+}
+
+/// A new docker-archive file at `path`, given its name when whole ([`write_archive_file`]).
+#[allow(clippy::too_many_arguments)]
+fn write_new_archive_file(
+    tree: &Tree,
+    plan: &Plan,
+    meta: &ImageMeta,
+    path: &Path,
+    o: &WriteOptions,
+    run: &LayerRun,
+    times: &mut WriteTimings,
+    mut t: Instant,
+    found: Vec<image::Found>,
+) -> Result<(image::Documents, Vec<Blob>), OciError> {
+    let dir = files::output_dir(path);
+    let pending = files::Pending::new_in(&dir, "image").map_err(|e| OciError::io(&dir, e))?;
+    let w = image::write_layers_direct(&pending.file, tree, plan, &run.lo, found, None)
+        .map_err(|e| e.at(path))?;
+    times.layers = t.elapsed();
+    t = Instant::now();
+    let docs = image::Documents::new(meta, plan, &w.blobs);
+    times.config = t.elapsed();
+    t = Instant::now();
+    image::write_archive_tail(&pending.file, &docs, o.epoch).map_err(|e| e.at(path))?;
+    times.archive = t.elapsed();
+    t = Instant::now();
+    pending
+        .persist(path, true)
+        .map_err(|e| OciError::io(path, e))?;
+    if let Store::Cache(cache) = &o.store {
+        remember_archive(cache, path, o.epoch, &w);
+    }
+    times.rename = t.elapsed();
+    Ok((docs, w.blobs))
+}
+
+/// Tells the layer cache what the archive now at `path` holds: its layout, and for each plain
+/// layer its place in it, for the next build to keep or copy them (a failure here costs that
+/// build a re-read, not this one).
+fn remember_archive(cache: &Path, path: &Path, epoch: u64, w: &image::Written) {
+    let noted = layer_cache::store_layout(cache, path, epoch, w.members.clone())
+        .and_then(|()| layer_cache::record_placed(cache, &w.placed, path));
+    if let Err(e) = noted {
+        tracing::warn!(error = %e, "could not note the layers' place in the archive");
+    }
+}
+
 /// Builds the image: layers, config, manifest, index, and the archive or directory; and says
 /// how long each of those took.
 pub fn write_image(
@@ -294,36 +409,7 @@ pub fn write_image(
     let run = LayerRun::start(plan, o)?;
     // The common case, a tar file: layers go straight into it (one write of every byte).
     if let (Format::DockerArchive, Output::File(path)) = (o.format, out) {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut t = t;
-        let result = (|| {
-            let pending = files::Pending::new_in(dir, "image").map_err(|e| OciError::io(dir, e))?;
-            let (blobs, placed) = image::write_layers_direct(&pending.file, tree, plan, &run.lo)
-                .map_err(|e| e.at(path))?;
-            times.layers = t.elapsed();
-            t = Instant::now();
-            let docs = image::Documents::new(meta, plan, &blobs);
-            times.config = t.elapsed();
-            t = Instant::now();
-            image::write_archive_tail(&pending.file, &docs, o.epoch).map_err(|e| e.at(path))?;
-            times.archive = t.elapsed();
-            t = Instant::now();
-            pending
-                .persist(path, true)
-                .map_err(|e| OciError::io(path, e))?;
-            // The plain layers' records now point at this archive, for the next build to
-            // copy them from (a failure here costs that build a re-read, not this one).
-            if let Store::Cache(cache) = &o.store {
-                if let Err(e) = layer_cache::record_placed(cache, &placed, path) {
-                    tracing::warn!(error = %e, "could not note the layers' place in the archive");
-                }
-            }
-            times.rename = t.elapsed();
-            Ok((docs, blobs))
-        })();
+        let result = write_archive_file(tree, plan, meta, path, o, &run, &mut times, t);
         // Stopping the compression pool ends the layers' work.
         let t = Instant::now();
         run.finish();
@@ -433,6 +519,186 @@ fn summary(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
+    fn meta() -> ImageMeta {
+        ImageMeta {
+            name: "t".into(),
+            tag: "1".into(),
+            user: "0:0".into(),
+            env: vec![],
+            entrypoint: vec!["/f0".into()],
+            cmd: vec![],
+            exposed_ports: vec![],
+            workdir: "/".into(),
+            stop_signal: "SIGTERM".into(),
+            labels: BTreeMap::new(),
+            healthcheck: None,
+            created: rfc3339(0),
+            created_by: "test".into(),
+        }
+    }
+
+    fn options(compression: Compression, store: Store) -> WriteOptions {
+        WriteOptions {
+            compression,
+            format: Format::DockerArchive,
+            threads: 2,
+            epoch: 0,
+            store,
+            progress: false,
+        }
+    }
+
+    fn origins(s: &Summary) -> Vec<layer::Origin> {
+        s.layers.iter().map(|l| l.from).collect()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Writes host file `f{i}` of `len` pseudo-random bytes (seeded by `seed`) into `dir`.
+    fn write_file(dir: &Path, i: usize, len: usize, seed: u32) {
+        let mut x = seed;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                x = x.wrapping_mul(1103515245).wrapping_add(12345);
+                (x >> 16) as u8
+            })
+            .collect();
+        std::fs::write(dir.join(format!("f{i}")), bytes).unwrap();
+    }
+
+    /// The tree of host files `f0`, `f1`, `f2` in `dir` as they are now, one layer each.
+    fn tree_of(dir: &Path) -> (Tree, Plan) {
+        use crate::tree::{Content, Entry, Group, HostPath};
+        let mut tree = Tree::new();
+        let mut layers = Vec::new();
+        for i in 0..3 {
+            let host = dir.join(format!("f{i}"));
+            let size = std::fs::metadata(&host).unwrap().len();
+            let content = Content::Host {
+                path: HostPath::from(host.as_path()),
+                size,
+                stamp: None,
+            };
+            let path = format!("f{i}");
+            tree.insert(&path, Entry::file(content, 0o644, Group::Base))
+                .unwrap();
+            layers.push(crate::plan::Layer::with_paths(
+                format!("l{i}"),
+                vec![Group::Base],
+                &tree,
+                [&path],
+                size,
+            ));
+        }
+        (tree, Plan { layers })
+    }
+
+    #[test]
+    fn a_rebuild_updates_its_previous_archive_in_place_to_the_bytes_of_a_fresh_one() {
+        use layer::Origin::{Kept, New};
+        use std::os::unix::fs::MetadataExt;
+        for compression in [Compression::None, Compression::Gzip] {
+            let (src, out, cache) = (tempdir(), tempdir(), tempdir());
+            for i in 0..3 {
+                write_file(src.path(), i, (1 << 20) + 1000 * i, i as u32);
+            }
+            let o = options(compression, Store::Cache(cache.path().to_path_buf()));
+            let path = out.path().join("img.tar");
+            let build = |o: &WriteOptions, to: &Path| {
+                let (tree, plan) = tree_of(src.path());
+                let (s, _) =
+                    write_image(&tree, &plan, &meta(), &Output::File(to.into()), o).unwrap();
+                origins(&s)
+            };
+            assert_eq!(build(&o, &path), [New, New, New]);
+            let inode = std::fs::metadata(&path).unwrap().ino();
+            // The last layer's file changes (another size): the first two stay where they are.
+            write_file(src.path(), 2, 5000, 99);
+            assert_eq!(build(&o, &path), [Kept, Kept, New], "{compression:?}");
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().ino(),
+                inode,
+                "{compression:?}"
+            );
+            // The same bytes as a build from scratch into a new file.
+            let fresh = out.path().join("fresh.tar");
+            let scratch = options(compression, Store::Scratch(cache.path().to_path_buf()));
+            build(&scratch, &fresh);
+            let bytes = std::fs::read(&fresh).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), bytes, "{compression:?}");
+            // Unchanged: every layer stays.
+            assert_eq!(build(&o, &path), [Kept, Kept, Kept], "{compression:?}");
+            assert_eq!(std::fs::read(&path).unwrap(), bytes, "{compression:?}");
+            // The first layer changes: too little would stay, a new file is written.
+            write_file(src.path(), 0, 7000, 98);
+            let whole = build(&o, &path);
+            assert!(!whole.contains(&Kept), "{compression:?}: {whole:?}");
+            assert_ne!(
+                std::fs::metadata(&path).unwrap().ino(),
+                inode,
+                "{compression:?}"
+            );
+            // Another name linked to the archive: a new file, that name keeps its bytes.
+            let before = std::fs::read(&path).unwrap();
+            std::fs::hard_link(&path, out.path().join("keep.tar")).unwrap();
+            write_file(src.path(), 2, 6000, 97);
+            let linked = build(&o, &path);
+            assert!(!linked.contains(&Kept), "{compression:?}: {linked:?}");
+            assert_eq!(std::fs::read(out.path().join("keep.tar")).unwrap(), before);
+            assert_ne!(std::fs::read(&path).unwrap(), before);
+            assert_eq!(names(out.path()), ["fresh.tar", "img.tar", "keep.tar"]);
+        }
+    }
+
+    #[test]
+    fn an_update_in_place_that_fails_leaves_no_torn_archive_and_no_record_of_it() {
+        for compression in [Compression::None, Compression::Gzip] {
+            let (src, out, cache) = (tempdir(), tempdir(), tempdir());
+            for i in 0..3 {
+                write_file(src.path(), i, (1 << 20) + 1000 * i, i as u32);
+            }
+            let o = options(compression, Store::Cache(cache.path().to_path_buf()));
+            let path = out.path().join("img.tar");
+            let (tree, plan) = tree_of(src.path());
+            write_image(&tree, &plan, &meta(), &Output::File(path.clone()), &o).unwrap();
+            // The last layer's source changes after the tree was taken (its size no longer
+            // the recorded one): the build fails while it updates the archive in place.
+            write_file(src.path(), 2, 5000, 99);
+            let (tree, plan) = tree_of(src.path());
+            write_file(src.path(), 2, 5001, 99);
+            let err = write_image(&tree, &plan, &meta(), &Output::File(path.clone()), &o)
+                .expect_err("the source changed");
+            assert!(
+                matches!(err, OciError::Changed { .. }),
+                "{compression:?}: {err}"
+            );
+            assert_eq!(names(out.path()), Vec::<String>::new(), "{compression:?}");
+            let canonical = out.path().canonicalize().unwrap().join("img.tar");
+            assert!(layer_cache::read_layout(cache.path(), &canonical).is_none());
+            // The next build writes a whole new archive.
+            let (tree, plan) = tree_of(src.path());
+            let (s, _) =
+                write_image(&tree, &plan, &meta(), &Output::File(path.clone()), &o).unwrap();
+            assert!(
+                !origins(&s).contains(&layer::Origin::Kept),
+                "{compression:?}"
+            );
+            assert!(path.exists());
+        }
+    }
+
+    fn tempdir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
 
     #[test]
     fn rfc3339_of_known_epochs() {
