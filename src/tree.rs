@@ -150,6 +150,12 @@ impl StampPrint {
     pub fn get(self) -> u64 {
         self.0.get()
     }
+
+    /// The print whose value is `v` (as [`StampPrint::get`] gave it); `None` for 0, which no
+    /// print is.
+    pub fn from_raw(v: u64) -> Option<StampPrint> {
+        std::num::NonZeroU64::new(v).map(StampPrint)
+    }
 }
 
 impl Content {

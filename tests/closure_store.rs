@@ -289,7 +289,9 @@ fn a_missing_store_path_is_a_clear_error() {
         &format!(r#"[{{"path":"{p}","narSize":1,"references":[]}}]"#),
     );
     let c = load(&[json], Some(s.root())).unwrap();
-    let e = c.add_to_tree(&mut Tree::new(), Some(s.root())).unwrap_err();
+    let e = c
+        .add_to_tree(&mut Tree::new(), Some(s.root()), None)
+        .unwrap_err();
     assert!(matches!(e, ClosureError::StoreRead { .. }), "{e}");
     assert!(e.to_string().contains(&p), "{e}");
 }
@@ -307,7 +309,7 @@ fn closure_of(s: &Store, bases: &[&str]) -> Closure {
 
 fn tree_of(s: &Store, c: &Closure) -> Tree {
     let mut t = Tree::new();
-    c.add_to_tree(&mut t, Some(s.root())).unwrap();
+    c.add_to_tree(&mut t, Some(s.root()), None).unwrap();
     t
 }
 
@@ -387,7 +389,9 @@ fn a_store_path_that_is_a_symlink_leaving_the_store_is_an_error() {
         &format!(r#"[{{"path":"{}","narSize":1,"references":[]}}]"#, sp(&p)),
     );
     let c = load(&[json], Some(s.root())).unwrap();
-    let e = c.add_to_tree(&mut Tree::new(), Some(s.root())).unwrap_err();
+    let e = c
+        .add_to_tree(&mut Tree::new(), Some(s.root()), None)
+        .unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, ClosureError::EscapingSymlink { .. }), "{msg}");
     assert!(
@@ -473,7 +477,7 @@ fn fifos_in_a_store_path_are_refused() {
     );
     let c = load(&[json], Some(s.root())).unwrap();
     let msg = c
-        .add_to_tree(&mut Tree::new(), Some(s.root()))
+        .add_to_tree(&mut Tree::new(), Some(s.root()), None)
         .unwrap_err()
         .to_string();
     assert!(msg.contains("named pipe") && msg.contains("pipe"), "{msg}");
@@ -781,7 +785,7 @@ fn a_real_nix_closure_packs_byte_exact_and_its_programs_run() {
     let f = fixture();
     let c = load(&[f.join("path-info.json")], None).unwrap();
     let mut t = Tree::new();
-    c.add_to_tree(&mut t, None).unwrap();
+    c.add_to_tree(&mut t, None, None).unwrap();
     check_executables(&t).unwrap();
     let find = |suffix: &[u8]| -> (Vec<u8>, Entry) {
         t.iter()
@@ -863,5 +867,119 @@ fn every_executable_that_cannot_start_is_listed_not_only_the_first() {
         "/lib64/ld-linux-x86-64.so.2",
     ] {
         assert!(msg.contains(needle), "{needle}: {msg}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Store walks remembered (closure::walk_record)
+
+/// Sets the mtime of `p` (a file or a directory, not followed if a symlink is not asked) to 1,
+/// as Nix leaves everything it registers.
+fn mtime_one(p: &Path) {
+    let f = fs::File::open(p).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1))
+        .unwrap();
+}
+
+/// Makes the store path `base` look registered by Nix: read-only and mtime 1 everywhere.
+fn canonicalise(s: &Store, base: &str) {
+    let root = s.host(base, "");
+    let mut all: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            for e in fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+        all.push(p);
+    }
+    // Deepest first, so a directory's mtime is set after its entries were changed.
+    all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in all {
+        let dir = p.is_dir();
+        fs::set_permissions(
+            &p,
+            fs::Permissions::from_mode(if dir { 0o555 } else { 0o444 }),
+        )
+        .unwrap();
+        mtime_one(&p);
+    }
+}
+
+/// Gives `p` (in a read-only store path) write permission for its owner, runs `f`, and takes
+/// the permission back: what root (or a tool fixing a store) would do.
+fn writable(p: &Path, f: impl FnOnce()) {
+    let mode = fs::metadata(p).unwrap().permissions().mode();
+    fs::set_permissions(p, fs::Permissions::from_mode(mode | 0o200)).unwrap();
+    f();
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn print_of(t: &Tree, path: &str) -> (u64, u64) {
+    match &t.get(path).unwrap().kind {
+        Kind::File(Content::Host { size, stamp, .. }) => (*size, stamp.unwrap().get()),
+        k => panic!("{path}: {k:?}"),
+    }
+}
+
+#[test]
+fn an_immutable_store_path_is_walked_once_and_again_only_when_a_directory_in_it_changed() {
+    let s = Store::new();
+    let base = format!("{HASH_A}-docs");
+    s.file(&base, "share/doc/a", b"one", 0o444);
+    s.file(&base, "bin/x", b"#!/bin/sh\n", 0o555);
+    canonicalise(&s, &base);
+    let cl = closure_of(&s, &[&base]);
+    let cache = tempfile::tempdir().unwrap();
+    let records = closure::walk_record::WalkRecords::in_cache(cache.path());
+    let tree_with = |records| {
+        let mut t = Tree::new();
+        cl.add_to_tree(&mut t, Some(s.root()), records).unwrap();
+        t
+    };
+    let fresh = tree_of(&s, &cl);
+    let first = tree_with(Some(&records));
+    assert!(cache.path().join("walks").join(&base).is_file());
+    let a = format!("nix/store/{base}/share/doc/a");
+    assert_eq!(print_of(&first, &a), print_of(&fresh, &a));
+    // Taken from the record: the same entries as a walk.
+    let again = tree_with(Some(&records));
+    let paths = |t: &Tree| t.iter().map(|(p, _)| p.to_vec()).collect::<Vec<_>>();
+    assert_eq!(paths(&again), paths(&fresh));
+    assert_eq!(print_of(&again, &a), print_of(&fresh, &a));
+    // A file written in place (what Nix never does: a corrupt store) is not seen while its
+    // directory is unchanged — the record is what was used. A walk sees it.
+    writable(&s.host(&base, "share/doc/a"), || {
+        fs::write(s.host(&base, "share/doc/a"), b"two!").unwrap();
+    });
+    let trusted = tree_with(Some(&records));
+    assert_eq!(print_of(&trusted, &a), print_of(&fresh, &a));
+    assert_eq!(print_of(&tree_of(&s, &cl), &a).0, 4);
+    // An entry added to a directory changes that directory: walked again, and recorded anew.
+    writable(&s.host(&base, "share/doc"), || {
+        fs::write(s.host(&base, "share/doc/b"), b"bee").unwrap();
+    });
+    let changed = tree_with(Some(&records));
+    assert!(changed
+        .get(format!("nix/store/{base}/share/doc/b"))
+        .is_some());
+    assert_eq!(print_of(&changed, &a).0, 4);
+    assert_eq!(paths(&tree_with(Some(&records))), paths(&changed));
+    // A path that is not immutable (writable, or mtime not 1) is never recorded.
+    let other = format!("{HASH_B}-writable");
+    s.file(&other, "f", b"x", 0o644);
+    let cl2 = closure_of(&s, &[&other]);
+    cl2.add_to_tree(&mut Tree::new(), Some(s.root()), Some(&records))
+        .unwrap();
+    assert!(!cache.path().join("walks").join(&other).exists());
+    // Writable again, for the temp dir to be removed by a user who is not root.
+    for p in [
+        s.host(&base, ""),
+        s.host(&base, "share"),
+        s.host(&base, "share/doc"),
+        s.host(&base, "bin"),
+    ] {
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
     }
 }

@@ -22,7 +22,8 @@
 //! image paths are always `nix/store/…`.
 //!
 //! By job: [`input`] (the input formats), [`store`] (reading the store: sizes, reference
-//! scanning, the image entries), [`executables`] (the image-wide ELF check).
+//! scanning, the image entries), [`walk_record`] (store walks remembered in the layer cache),
+//! [`executables`] (the image-wide ELF check).
 
 use std::io;
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ use crate::tree::TreeError;
 pub mod executables;
 pub mod input;
 pub mod store;
+pub mod walk_record;
 
 pub use executables::{check_executables, unresolved, ElfCheck, ElfCheckArgs};
 pub use input::{parse_bytes, InputFormat};

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::tree::{Content, Entry, Group, HostPath, Kind, Tree};
 
 use super::input::{parse_input, Parsed};
+use super::walk_record::{Recorded, Walk, WalkRecords};
 use super::{
     hash_part, malformed, Closure, ClosureError, StorePath, BASE32_TABLE, HASH_LEN, STORE_DIR,
 };
@@ -393,11 +394,14 @@ impl Closure {
     /// stays a file, the others become `Kind::HardLink` to it). Modes are the store's
     /// permission bits; owners are left at 0. Every entry's group is
     /// `Group::StorePath(basename)`; `nix` and `nix/store` are added (0755, `Group::Base`)
-    /// when the tree lacks them. Reads from `DIR/nix/store` with `store_root`.
+    /// when the tree lacks them. Reads from `DIR/nix/store` with `store_root`. With `records`
+    /// (the layer cache's), an immutable store path walked by an earlier build and unchanged
+    /// since is taken from its record ([`WalkRecords`]).
     pub fn add_to_tree(
         &self,
         tree: &mut Tree,
         store_root: Option<&Path>,
+        records: Option<&WalkRecords>,
     ) -> Result<(), ClosureError> {
         // Store files are at `<root>/<image path>` (see `host_path`): their HostPath shares
         // the root and names no path of its own.
@@ -423,7 +427,7 @@ impl Closure {
             &self.paths,
             threads,
             look_ahead(threads),
-            |sp| walk_store_path(sp, store_root, &root),
+            |sp| walk_store_path(sp, store_root, &root, records),
             |walked| {
                 since_compact += walked.len();
                 for w in walked {
@@ -535,75 +539,125 @@ impl Closure {
     }
 }
 
-/// Walks one store path on the host (never following symlinks) into tree entries.
+/// Walks one store path on the host (never following symlinks) into tree entries; with
+/// `records`, a store path walked before and unchanged since is taken from its record instead,
+/// and one walked now is recorded ([`WalkRecords`]).
 fn walk_store_path(
     sp: &StorePath,
     store_root: Option<&Path>,
     root: &Arc<PathBuf>,
+    records: Option<&WalkRecords>,
 ) -> Result<Vec<Walked>, ClosureError> {
     let name = sp.path.display().to_string();
-    let group = Group::StorePath(sp.basename().into());
+    let basename = sp.basename();
     let host_root = host_path(store_root, &name);
-    let read_err = |host: &Path, err| ClosureError::StoreRead {
-        path: name.clone(),
-        host: host.display().to_string(),
-        err,
+    let walked = match records.and_then(|r| r.load(&basename, &host_root)) {
+        Some(recorded) => recorded,
+        None => {
+            let (walked, may_record) = walk_host(&name, &host_root)?;
+            if let (Some(r), true) = (records, may_record) {
+                r.store(&basename, &walked);
+            }
+            walked
+        }
     };
+    let group = Group::StorePath(basename.into());
     let root_image = image_of(&sp.path);
     // A file's image path under the store root names that very file when the store path
     // does (checked once here: a store root spelled oddly gets each file's own path).
     let shared = HostPath::under(Arc::clone(root));
     let under_root = shared.resolve(&root_image) == host_root;
+    let out = walked
+        .into_iter()
+        .map(|(rel, r)| {
+            let image: Box<[u8]> = if rel.is_empty() {
+                root_image.as_slice().into()
+            } else {
+                [&root_image[..], b"/", &rel[..]].concat().into()
+            };
+            let entry = match r {
+                Recorded::Dir { mode, .. } => Entry::dir(mode, group.clone()),
+                Recorded::Symlink(t) => Entry::symlink(t, group.clone()),
+                Recorded::File { mode, size, print } => {
+                    let path = match (under_root, rel.is_empty()) {
+                        (true, _) => shared.clone(),
+                        (false, true) => HostPath::from(host_root.as_path()),
+                        (false, false) => {
+                            HostPath::from(host_root.join(std::ffi::OsStr::from_bytes(&rel)))
+                        }
+                    };
+                    let content = Content::Host {
+                        path,
+                        size,
+                        stamp: Some(print),
+                    };
+                    Entry::file(content, mode, group.clone())
+                }
+            };
+            Walked { image, entry }
+        })
+        .collect();
+    Ok(out)
+}
+
+/// The walk of the store path `name` at `host_root`: each entry's path relative to it (the
+/// root's is empty) and what it is; and whether the path may be recorded
+/// ([`WalkRecords::may_record`]).
+fn walk_host(name: &str, host_root: &Path) -> Result<(Walk, bool), ClosureError> {
+    let read_err = |host: &Path, err| ClosureError::StoreRead {
+        path: name.to_string(),
+        host: host.display().to_string(),
+        err,
+    };
     let mut out = Vec::new();
+    let mut may_record = false;
     let mut each = |host: &Path, depth, meta: &fs::Metadata| {
-        let image: Box<[u8]> = if depth > 0 {
-            let rel = host
-                .strip_prefix(&host_root)
-                .expect("walked under the root");
-            [&root_image[..], b"/", rel.as_os_str().as_bytes()]
-                .concat()
-                .into()
+        let rel = if depth > 0 {
+            host.strip_prefix(host_root)
+                .expect("walked under the root")
+                .as_os_str()
+                .as_bytes()
+                .to_vec()
         } else {
-            root_image.as_slice().into()
+            may_record = WalkRecords::may_record(meta);
+            Vec::new()
         };
         let ft = meta.file_type();
         let mode = meta.mode() & 0o7777;
+        let stamp = crate::tree::HostStamp::of(meta).print();
         let entry = if ft.is_symlink() {
             let target = fs::read_link(host).map_err(|e| read_err(host, e))?;
             let t = target.as_os_str().as_bytes().to_vec();
             if depth == 0 && !link_stays_in_store(&t) {
                 return Err(ClosureError::EscapingSymlink {
-                    path: name.clone(),
+                    path: name.to_string(),
                     target: String::from_utf8_lossy(&t).into_owned(),
                 });
             }
-            Entry::symlink(t, group.clone())
+            Recorded::Symlink(t)
         } else if ft.is_dir() {
-            Entry::dir(mode, group.clone())
+            Recorded::Dir {
+                mode,
+                print: stamp.get(),
+            }
         } else if ft.is_file() {
-            let path = if under_root {
-                shared.clone()
-            } else {
-                HostPath::from(host)
-            };
-            let content = Content::Host {
-                path,
+            Recorded::File {
+                mode,
                 size: meta.len(),
-                stamp: Some(crate::tree::HostStamp::of(meta).print()),
-            };
-            Entry::file(content, mode, group.clone())
+                print: stamp,
+            }
         } else {
             return Err(ClosureError::UnsupportedFile {
-                path: name.clone(),
+                path: name.to_string(),
                 host: host.display().to_string(),
                 what: file_type_name(ft),
             });
         };
-        out.push(Walked { image, entry });
+        out.push((rel, entry));
         Ok(())
     };
-    walk_sorted(&host_root, &mut each, &read_err)?;
-    Ok(out)
+    walk_sorted(host_root, &mut each, &read_err)?;
+    Ok((out, may_record))
 }
 
 /// `/nix/store/x` → `nix/store/x` as image-path bytes.

@@ -281,6 +281,8 @@ pub struct Inputs {
     pub version: String,
     pub sbom: crate::sbom::SbomFormat,
     pub elf_check: crate::closure::ElfCheckArgs,
+    /// The layer cache's store walks (none with `--no-cache` or `--dry-run`).
+    pub walk_records: Option<crate::closure::walk_record::WalkRecords>,
 }
 
 /// Stage 1: the profile, payload binaries and closure.
@@ -319,6 +321,13 @@ pub fn resolve(ctx: &Ctx, a: &ContainerArgs) -> Result<Inputs> {
         version: crate::buildenv::VERSION.to_string(),
         sbom: a.sbom,
         elf_check: a.elf_check,
+        walk_records: match (
+            a.no_cache || a.dry_run,
+            a.cache_dir.clone().or_else(default_cache_dir),
+        ) {
+            (false, Some(d)) => Some(crate::closure::walk_record::WalkRecords::in_cache(&d)),
+            _ => None,
+        },
     })
 }
 
@@ -353,7 +362,7 @@ pub fn init_json_bytes(p: &Profile) -> Vec<u8> {
 pub fn image_tree(ctx: &Ctx, i: &Inputs) -> Result<Tree> {
     let mut tree = crate::rootfs::base_tree(&ctx.root, &i.profile, &i.version)?;
     i.closure
-        .add_to_tree(&mut tree, i.store_root.as_deref())
+        .add_to_tree(&mut tree, i.store_root.as_deref(), i.walk_records.as_ref())
         .context("adding the closure to the image")?;
     for (name, host) in &i.payloads {
         let content = crate::tree::host_content(host)
