@@ -472,6 +472,30 @@ pub fn kept_prefix(
         .then_some(Kept { layers, bytes: pos })
 }
 
+/// Whether `f` (the previous archive) holds the tar header of each of its blobs that a
+/// [`Kept`] prefix keeps right before the blob's bytes, as its layout says: the layout was
+/// recorded of this very file, and this makes sure before its blobs are kept.
+pub fn kept_headers_match(
+    f: &std::fs::File,
+    layout: &super::layer_cache::ArchiveLayout,
+    kept: Kept,
+) -> bool {
+    layout
+        .members
+        .iter()
+        .take_while(|m| m.offset < kept.bytes)
+        .all(|m| {
+            let h = header(
+                &blob_path(&m.digest),
+                EntryType::File,
+                0o644,
+                m.size,
+                layout.mtime,
+            );
+            super::layer_cache::header_at(f, m.offset, &h)
+        })
+}
+
 /// Writes the layers of the docker-archive tar straight into `f`: every layer is produced (or
 /// copied from the cache) in place, its header written once its digest is known — one write
 /// of every byte, no intermediate blob files. New compressed layers are then copied into the
@@ -657,15 +681,9 @@ fn write_layers_in_order(
                 if let (Some(r), Some(a), Some(key), Some(layouts)) =
                     (&record, &archive, &key, &mut layouts)
                 {
-                    if let Some(old) = a.open_if_unchanged(layouts, &r.digest, r.size) {
+                    let h = header(&blob_path(&r.digest), EntryType::File, 0o644, r.size, mtime);
+                    if let Some(old) = a.open_if_unchanged(layouts, &r.digest, r.size, &h) {
                         if !offsets.contains_key(&r.digest) {
-                            let h = header(
-                                &blob_path(&r.digest),
-                                EntryType::File,
-                                0o644,
-                                r.size,
-                                mtime,
-                            );
                             out.write_all(&h).map_err(OciError::Write)?;
                             layer_cache::copy_range(&old, a.offset, f, r.size)
                                 .map_err(|e| OciError::io(&a.path, e))?;

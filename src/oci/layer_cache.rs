@@ -140,11 +140,13 @@ pub struct ArchiveRef {
 impl ArchiveRef {
     /// The archive, opened, if it is still the file its layout was recorded of and holds the
     /// blob `digest` of `size` bytes at the offset. `layouts` keeps the layouts read so far.
+    /// `header` is the blob's tar header, which must be right before the offset too.
     pub fn open_if_unchanged(
         &self,
         layouts: &mut Layouts,
         digest: &str,
         size: u64,
+        header: &[u8],
     ) -> Option<File> {
         let layout = layouts.get(&self.path)?;
         let member = Member {
@@ -157,8 +159,19 @@ impl ArchiveRef {
         }
         let f = File::open(&self.path).ok()?;
         let m = f.metadata().ok()?;
-        (crate::tree::HostStamp::of(&m).0 == layout.stamp).then_some(f)
+        (crate::tree::HostStamp::of(&m).0 == layout.stamp && header_at(&f, self.offset, header))
+            .then_some(f)
     }
+}
+
+/// Whether `header` is in `f` right before `offset` (the header of the blob there).
+pub fn header_at(f: &File, offset: u64, header: &[u8]) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Some(at) = offset.checked_sub(header.len() as u64) else {
+        return false;
+    };
+    let mut got = vec![0u8; header.len()];
+    f.read_exact_at(&mut got, at).is_ok() && got == header
 }
 
 /// A docker-archive file as the build that wrote it left it: its absolute path, its stamp
@@ -208,16 +221,23 @@ pub fn forget_layout(dir: &Path, path: &Path) -> Result<(), OciError> {
     }
 }
 
-/// Records the layout of the archive just written at `archive` (after its rename: the stamp
-/// is the named file's), its headers' mtime and its blobs in order.
+/// Records the layout of the archive `file` just written and named `archive`: its stamp,
+/// its headers' mtime and its blobs in order. Nothing is recorded when `archive` no longer
+/// names `file` (another build replaced it meanwhile): the layout would describe the wrong file.
 pub fn store_layout(
     dir: &Path,
     archive: &Path,
+    file: &File,
     mtime: u64,
     members: Vec<Member>,
 ) -> Result<(), OciError> {
+    use std::os::unix::fs::MetadataExt;
     let path = std::fs::canonicalize(archive).map_err(|e| OciError::io(archive, e))?;
-    let m = std::fs::metadata(&path).map_err(|e| OciError::io(&path, e))?;
+    let named = std::fs::metadata(&path).map_err(|e| OciError::io(&path, e))?;
+    let m = file.metadata().map_err(|e| OciError::io(&path, e))?;
+    if (named.dev(), named.ino()) != (m.dev(), m.ino()) {
+        return Ok(());
+    }
     let layout = ArchiveLayout {
         stamp: crate::tree::HostStamp::of(&m).0,
         path,
@@ -236,13 +256,23 @@ pub fn store_layout(
 }
 
 /// The docker-archive file at `output` opened for writing, with its layout, when it is still
-/// exactly what the build that recorded the layout wrote (same stamp) and no other name links
-/// to it (an update in place would change that name's bytes too).
+/// exactly what the build that recorded the layout wrote (same stamp), `output` names it
+/// itself (not through a symlink), no other name links to it (an update in place would change
+/// that name's bytes too) and no other build is updating it: the file is returned locked
+/// (`flock`, exclusive, until it is closed), and a build that finds it locked writes a new file.
 pub fn previous_output(dir: &Path, output: &Path) -> Option<(File, ArchiveLayout)> {
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
+    if !std::fs::symlink_metadata(output).ok()?.is_file() {
+        return None;
+    }
     let path = std::fs::canonicalize(output).ok()?;
     let layout = read_layout(dir, &path)?;
     let f = File::options().read(true).write(true).open(&path).ok()?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return None;
+    }
     let m = f.metadata().ok()?;
     (m.is_file() && m.nlink() == 1 && crate::tree::HostStamp::of(&m).0 == layout.stamp)
         .then_some((f, layout))

@@ -299,7 +299,7 @@ fn write_archive_file(
     let update = match &o.store {
         Store::Cache(cache) => layer_cache::previous_output(cache, path).and_then(|(f, layout)| {
             let kept = image::kept_prefix(plan, &found, &layout, o.epoch)?;
-            Some((f, layout.path, kept))
+            image::kept_headers_match(&f, &layout, kept).then_some((f, layout.path, kept))
         }),
         Store::Scratch(_) => None,
     };
@@ -344,7 +344,7 @@ fn write_archive_file(
     };
     files::cleanup_release(slot);
     t = Instant::now();
-    remember_archive(cache, path, o.epoch, &w);
+    remember_archive(cache, path, &file, o.epoch, &w);
     times.rename = t.elapsed();
     Ok((docs, w.blobs))
 }
@@ -374,21 +374,27 @@ fn write_new_archive_file(
     image::write_archive_tail(&pending.file, &docs, o.epoch).map_err(|e| e.at(path))?;
     times.archive = t.elapsed();
     t = Instant::now();
-    pending
+    let file = pending
         .persist(path, true)
         .map_err(|e| OciError::io(path, e))?;
     if let Store::Cache(cache) = &o.store {
-        remember_archive(cache, path, o.epoch, &w);
+        remember_archive(cache, path, &file, o.epoch, &w);
     }
     times.rename = t.elapsed();
     Ok((docs, w.blobs))
 }
 
-/// Tells the layer cache what the archive now at `path` holds: its layout, and for each plain
+/// Tells the layer cache what the archive `file`, now at `path`, holds: its layout, and for each plain
 /// layer its place in it, for the next build to keep or copy them (a failure here costs that
 /// build a re-read, not this one).
-fn remember_archive(cache: &Path, path: &Path, epoch: u64, w: &image::Written) {
-    let noted = layer_cache::store_layout(cache, path, epoch, w.members.clone())
+fn remember_archive(
+    cache: &Path,
+    path: &Path,
+    file: &std::fs::File,
+    epoch: u64,
+    w: &image::Written,
+) {
+    let noted = layer_cache::store_layout(cache, path, file, epoch, w.members.clone())
         .and_then(|()| layer_cache::record_placed(cache, &w.placed, path));
     if let Err(e) = noted {
         tracing::warn!(error = %e, "could not note the layers' place in the archive");
@@ -657,6 +663,42 @@ mod tests {
             assert_ne!(std::fs::read(&path).unwrap(), before);
             assert_eq!(names(out.path()), ["fresh.tar", "img.tar", "keep.tar"]);
         }
+    }
+
+    #[test]
+    fn an_archive_another_build_holds_or_named_through_a_symlink_is_not_updated_in_place() {
+        use std::os::fd::AsRawFd;
+        let (src, out, cache) = (tempdir(), tempdir(), tempdir());
+        for i in 0..3 {
+            write_file(src.path(), i, (1 << 20) + 1000 * i, i as u32);
+        }
+        let o = options(Compression::None, Store::Cache(cache.path().to_path_buf()));
+        let path = out.path().join("img.tar");
+        let build = |to: &Path| {
+            let (tree, plan) = tree_of(src.path());
+            let (s, _) = write_image(&tree, &plan, &meta(), &Output::File(to.into()), &o).unwrap();
+            origins(&s)
+        };
+        build(&path);
+        // Another build is updating it (it holds the lock): this one writes a new file.
+        let held = std::fs::File::open(&path).unwrap();
+        // SAFETY: flock on a descriptor the test owns.
+        assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+        write_file(src.path(), 2, 5000, 99);
+        let while_held = build(&path);
+        assert!(!while_held.contains(&layer::Origin::Kept), "{while_held:?}");
+        drop(held);
+        assert!(build(&path).contains(&layer::Origin::Kept));
+        // Named through a symlink: the symlink is replaced by a new file, the file it named
+        // is left as it was.
+        let before = std::fs::read(&path).unwrap();
+        let link = out.path().join("link.tar");
+        std::os::unix::fs::symlink("img.tar", &link).unwrap();
+        write_file(src.path(), 2, 6000, 98);
+        let through = build(&link);
+        assert!(!through.contains(&layer::Origin::Kept), "{through:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_file());
     }
 
     #[test]
