@@ -548,6 +548,47 @@ pub fn write_layers_direct(
     })
 }
 
+/// Where each blob's bytes start in the archive being written (a blob is written once), and
+/// the archive's blobs in the order they are in it (its layout).
+#[derive(Default)]
+struct Placements {
+    offsets: std::collections::BTreeMap<String, u64>,
+    members: Vec<super::layer_cache::Member>,
+}
+
+impl Placements {
+    fn offset(&self, digest: &str) -> Option<u64> {
+        self.offsets.get(digest).copied()
+    }
+
+    fn place(&mut self, digest: &str, offset: u64, size: u64) {
+        self.offsets.insert(digest.to_string(), offset);
+        self.members.push(super::layer_cache::Member {
+            digest: digest.to_string(),
+            offset,
+            size,
+        });
+    }
+}
+
+/// A plain layer known from its cache record whose bytes are already in the archive.
+fn record_blob(
+    r: &super::layer::Produced,
+    lo: &super::layer::LayerOptions,
+    origin: super::layer::Origin,
+) -> Blob {
+    Blob {
+        diff_id: r.diff_id.clone(),
+        digest: r.digest.clone(),
+        size: r.size,
+        tar_size: r.tar_size,
+        media_type: lo.compression.media_type(),
+        source: super::layer::BlobSource::InArchive,
+        cached: true,
+        origin,
+    }
+}
+
 /// The layers in plan order into `f` (see [`write_layers_direct`]), `found` being what the
 /// cache holds for each and `kept` what of the previous archive stays; a layer to produce is
 /// taken from `ahead` where there is one, else produced here.
@@ -561,7 +602,7 @@ fn write_layers_in_order(
     ahead: Option<std::sync::mpsc::Receiver<super::layer::Ahead>>,
 ) -> Result<Written, super::layer::Stopped> {
     use super::layer::{self, BlobSource, Store};
-    use super::layer_cache::{self, Cached, Member};
+    use super::layer_cache::{self, Cached};
     use std::io::Seek;
     use std::os::unix::fs::FileExt;
     use std::sync::atomic::Ordering;
@@ -579,9 +620,7 @@ fn write_layers_in_order(
         Store::Cache(dir) => Some(layer_cache::Layouts::new(dir)),
         Store::Scratch(_) => None,
     };
-    // Where each blob's bytes start in the archive: a blob is written once.
-    let mut offsets = std::collections::BTreeMap::<String, u64>::new();
-    let mut members = Vec::new();
+    let mut at = Placements::default();
     let mut placed = Vec::new();
     let mut blobs = Vec::with_capacity(plan.layers.len());
     let zeros = [0u8; tar::BLOCK];
@@ -592,33 +631,19 @@ fn write_layers_in_order(
             let (record, archive, blob) = match cached {
                 Some(Cached::Blob(b)) => (None, None, b),
                 Some(Cached::Record(r, a)) => {
-                    let b = Blob {
-                        diff_id: r.diff_id.clone(),
-                        digest: r.digest.clone(),
-                        size: r.size,
-                        tar_size: r.tar_size,
-                        media_type: lo.compression.media_type(),
-                        source: BlobSource::InArchive,
-                        cached: true,
-                        origin: layer::Origin::Kept,
-                    };
+                    let b = record_blob(&r, lo, layer::Origin::Kept);
                     (Some(r), a, b)
                 }
                 None => unreachable!("kept_prefix keeps only layers the cache knows"),
             };
-            if !offsets.contains_key(&blob.digest) {
-                offsets.insert(blob.digest.clone(), pos + tar::BLOCK as u64);
-                members.push(Member {
-                    digest: blob.digest.clone(),
-                    offset: pos + tar::BLOCK as u64,
-                    size: blob.size,
-                });
+            if at.offset(&blob.digest).is_none() {
+                at.place(&blob.digest, pos + tar::BLOCK as u64, blob.size);
                 pos += tar::BLOCK as u64 + blob.size + tar::padding(blob.size) as u64;
             }
             if let (Some(r), Some(key)) = (record, key) {
                 placed.push(layer_cache::Placed {
                     key,
-                    offset: offsets[&r.digest],
+                    offset: at.offset(&r.digest).expect("placed in the archive above"),
                     produced: r,
                     was: archive,
                 });
@@ -643,13 +668,8 @@ fn write_layers_in_order(
         }
         match cached {
             Some(Cached::Blob(b)) => {
-                if !offsets.contains_key(&b.digest) {
-                    offsets.insert(b.digest.clone(), pos + tar::BLOCK as u64);
-                    members.push(Member {
-                        digest: b.digest.clone(),
-                        offset: pos + tar::BLOCK as u64,
-                        size: b.size,
-                    });
+                if at.offset(&b.digest).is_none() {
+                    at.place(&b.digest, pos + tar::BLOCK as u64, b.size);
                     let h = header(&blob_path(&b.digest), EntryType::File, 0o644, b.size, mtime);
                     out.write_all(&h).map_err(OciError::Write)?;
                     let src = b.open().map_err(OciError::Write)?;
@@ -683,38 +703,24 @@ fn write_layers_in_order(
                 {
                     let h = header(&blob_path(&r.digest), EntryType::File, 0o644, r.size, mtime);
                     if let Some(old) = a.open_if_unchanged(layouts, &r.digest, r.size, &h) {
-                        if !offsets.contains_key(&r.digest) {
+                        if at.offset(&r.digest).is_none() {
                             out.write_all(&h).map_err(OciError::Write)?;
                             layer_cache::copy_range(&old, a.offset, f, r.size)
                                 .map_err(|e| OciError::io(&a.path, e))?;
                             let pad = tar::padding(r.size);
                             out.write_all(&zeros[..pad]).map_err(OciError::Write)?;
-                            offsets.insert(r.digest.clone(), pos + h.len() as u64);
-                            members.push(Member {
-                                digest: r.digest.clone(),
-                                offset: pos + h.len() as u64,
-                                size: r.size,
-                            });
+                            at.place(&r.digest, pos + h.len() as u64, r.size);
                             pos += h.len() as u64 + r.size + pad as u64;
                         }
                         placed.push(layer_cache::Placed {
                             key: key.clone(),
                             produced: r.clone(),
-                            offset: offsets[&r.digest],
+                            offset: at.offset(&r.digest).expect("placed in the archive above"),
                             was: Some(a.clone()),
                         });
                         lo.progress.bytes.fetch_add(r.tar_size, Ordering::Relaxed);
                         lo.progress.layers_done.fetch_add(1, Ordering::Relaxed);
-                        blobs.push(Blob {
-                            diff_id: r.diff_id.clone(),
-                            digest: r.digest.clone(),
-                            size: r.size,
-                            tar_size: r.tar_size,
-                            media_type: lo.compression.media_type(),
-                            source: BlobSource::InArchive,
-                            cached: true,
-                            origin: layer::Origin::PreviousArchive,
-                        });
+                        blobs.push(record_blob(r, lo, layer::Origin::PreviousArchive));
                         continue;
                     }
                 }
@@ -737,13 +743,8 @@ fn write_layers_in_order(
                     None => p,
                 };
                 let data_pos = hdr_pos + tar::BLOCK as u64;
-                if !offsets.contains_key(&p.digest) {
-                    offsets.insert(p.digest.clone(), data_pos);
-                    members.push(Member {
-                        digest: p.digest.clone(),
-                        offset: data_pos,
-                        size: p.size,
-                    });
+                if at.offset(&p.digest).is_none() {
+                    at.place(&p.digest, data_pos, p.size);
                     let pad = tar::padding(p.size);
                     out.write_all(&zeros[..pad]).map_err(OciError::Write)?;
                     let h = header(&blob_path(&p.digest), EntryType::File, 0o644, p.size, mtime);
@@ -775,7 +776,7 @@ fn write_layers_in_order(
                     placed.push(layer_cache::Placed {
                         key: key.clone(),
                         produced: p.clone(),
-                        offset: offsets[&p.digest],
+                        offset: at.offset(&p.digest).expect("placed in the archive above"),
                         was: archive.clone(),
                     });
                 }
@@ -800,7 +801,7 @@ fn write_layers_in_order(
     Ok(Written {
         blobs,
         placed,
-        members,
+        members: at.members,
     })
 }
 

@@ -613,10 +613,7 @@ mod tests {
         use layer::Origin::{Kept, New};
         use std::os::unix::fs::MetadataExt;
         for compression in [Compression::None, Compression::Gzip] {
-            let (src, out, cache) = (tempdir(), tempdir(), tempdir());
-            for i in 0..3 {
-                write_file(src.path(), i, (1 << 20) + 1000 * i, i as u32);
-            }
+            let (src, out, cache) = three_files();
             let o = options(compression, Store::Cache(cache.path().to_path_buf()));
             let path = out.path().join("img.tar");
             let build = |o: &WriteOptions, to: &Path| {
@@ -668,10 +665,7 @@ mod tests {
     #[test]
     fn an_archive_another_build_holds_or_named_through_a_symlink_is_not_updated_in_place() {
         use std::os::fd::AsRawFd;
-        let (src, out, cache) = (tempdir(), tempdir(), tempdir());
-        for i in 0..3 {
-            write_file(src.path(), i, (1 << 20) + 1000 * i, i as u32);
-        }
+        let (src, out, cache) = three_files();
         let o = options(Compression::None, Store::Cache(cache.path().to_path_buf()));
         let path = out.path().join("img.tar");
         let build = |to: &Path| {
@@ -704,10 +698,7 @@ mod tests {
     #[test]
     fn an_update_in_place_that_fails_leaves_no_torn_archive_and_no_record_of_it() {
         for compression in [Compression::None, Compression::Gzip] {
-            let (src, out, cache) = (tempdir(), tempdir(), tempdir());
-            for i in 0..3 {
-                write_file(src.path(), i, (1 << 20) + 1000 * i, i as u32);
-            }
+            let (src, out, cache) = three_files();
             let o = options(compression, Store::Cache(cache.path().to_path_buf()));
             let path = out.path().join("img.tar");
             let (tree, plan) = tree_of(src.path());
@@ -740,6 +731,16 @@ mod tests {
 
     fn tempdir() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()
+    }
+
+    /// Three directories: the sources (host files `f0`..`f2` of about 1 MiB each), the
+    /// output's and the layer cache's.
+    fn three_files() -> (tempfile::TempDir, tempfile::TempDir, tempfile::TempDir) {
+        let (src, out, cache) = (tempdir(), tempdir(), tempdir());
+        for i in 0..3 {
+            write_file(src.path(), i, (1 << 20) + 1000 * i, i as u32);
+        }
+        (src, out, cache)
     }
 
     #[test]
