@@ -337,7 +337,11 @@ fn write_archive_file(
     let (docs, w) = match result {
         Ok(r) => r,
         Err(e) => {
-            let _ = std::fs::remove_file(&canonical);
+            // Only if the name still holds this file: a build that found it locked may have
+            // put a whole new file there meanwhile.
+            if same_file(&canonical, &file) {
+                let _ = std::fs::remove_file(&canonical);
+            }
             files::cleanup_release(slot);
             return Err(e);
         }
@@ -384,9 +388,18 @@ fn write_new_archive_file(
     Ok((docs, w.blobs))
 }
 
-/// Tells the layer cache what the archive `file`, now at `path`, holds: its layout, and for each plain
-/// layer its place in it, for the next build to keep or copy them (a failure here costs that
-/// build a re-read, not this one).
+/// Whether `path` names the open file `file` (same device and inode).
+fn same_file(path: &Path, file: &std::fs::File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Tells the layer cache what the archive `file`, now at `path`, holds: its layout, and for
+/// each plain layer its place in it, for the next build to keep or copy them (a failure here
+/// costs that build a re-read, not this one).
 fn remember_archive(
     cache: &Path,
     path: &Path,
