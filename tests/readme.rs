@@ -247,6 +247,7 @@ fn every_readme_command_runs() {
         if block.trim() == "scripts/test" {
             continue; // the test command itself: CI runs it, and this test is part of it
         }
+        let started = Instant::now();
         let (long, script): (Vec<&str>, Vec<&str>) =
             block.lines().partition(|l| l.contains("# until "));
         let o = Command::new("bash")
@@ -269,6 +270,12 @@ fn every_readme_command_runs() {
         for l in long {
             run_until_it_prints(l, &path);
         }
+        // Where a CI run's time goes (shown with --nocapture or when the test fails).
+        eprintln!(
+            "README block ({:.0?}): {}",
+            started.elapsed(),
+            block.lines().next().unwrap_or_default()
+        );
     }
     // Remove what the README's commands wrote into the checkout (images, ISOs, MicroVMs).
     for e in std::fs::read_dir(root).unwrap() {
