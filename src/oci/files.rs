@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 /// A file being written in `dir`, named only by [`Pending::persist`].
 pub struct Pending {
@@ -175,14 +175,25 @@ pub fn scratch_in(dir: &Path) -> io::Result<File> {
 const SLOTS: usize = 64;
 static CLEANUP: [AtomicPtr<libc::c_char>; SLOTS] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
+/// Per slot, the device and inode the path must still name to be unlinked (both 0: any).
+static IDENTITY: [[AtomicU64; 2]; SLOTS] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0)] }; SLOTS];
+/// What a slot holds while [`cleanup_register_file`] sets its identity: claimed, not yet a
+/// path (the handler skips it).
+static CLAIMED: libc::c_char = 0;
 static INSTALLED: std::sync::Once = std::sync::Once::new();
 
+fn claimed() -> *mut libc::c_char {
+    std::ptr::addr_of!(CLAIMED).cast_mut()
+}
+
 extern "C" fn on_signal(sig: libc::c_int) {
-    for slot in &CLEANUP {
+    for (slot, identity) in CLEANUP.iter().zip(&IDENTITY) {
         let p = slot.load(Ordering::SeqCst);
-        if !p.is_null() {
-            // SAFETY: unlink is async-signal-safe; p is a leaked, NUL-terminated string.
-            unsafe { libc::unlink(p) };
+        if !p.is_null() && p != claimed() {
+            let dev = identity[0].load(Ordering::SeqCst);
+            let ino = identity[1].load(Ordering::SeqCst);
+            unlink_if_it_names(p, dev, ino);
         }
     }
     // SAFETY: restore the default action and re-raise, so the exit status says "signal".
@@ -216,28 +227,64 @@ fn install() {
     });
 }
 
+/// Unlinks `p` unless an identity is given (`ino` not 0) and `p` no longer names that file
+/// (another process replaced it, or it is gone). Only async-signal-safe calls (`lstat`,
+/// `unlink`): the signal handler calls it.
+fn unlink_if_it_names(p: *const libc::c_char, dev: u64, ino: u64) {
+    if ino != 0 {
+        // SAFETY: lstat is async-signal-safe; p is NUL-terminated, st is written by lstat.
+        let same = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::lstat(p, &mut st) == 0 && st.st_dev == dev && st.st_ino == ino
+        };
+        if !same {
+            return;
+        }
+    }
+    // SAFETY: unlink is async-signal-safe; p is a NUL-terminated string.
+    unsafe { libc::unlink(p) };
+}
+
 /// Registers a path to unlink if the process is interrupted; returns its slot.
 pub fn cleanup_register(path: &Path) -> usize {
+    register(path, (0, 0))
+}
+
+/// [`cleanup_register`] for a path that another process may replace while it is registered
+/// (an output updated in place, which a concurrent build that found it locked writes anew):
+/// it is unlinked only while it still names `file`.
+pub fn cleanup_register_file(path: &Path, file: &File) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    match file.metadata() {
+        Ok(m) if m.ino() != 0 => register(path, (m.dev(), m.ino())),
+        // Without its identity the path is not registered: left as it is rather than removed
+        // when it may be another build's file.
+        _ => usize::MAX,
+    }
+}
+
+fn register(path: &Path, (dev, ino): (u64, u64)) -> usize {
     install();
     let Ok(c) = cpath(path) else {
         return usize::MAX;
     };
-    let raw = c.into_raw();
     for (i, slot) in CLEANUP.iter().enumerate() {
         if slot
             .compare_exchange(
                 std::ptr::null_mut(),
-                raw,
+                claimed(),
                 Ordering::SeqCst,
                 Ordering::SeqCst,
             )
             .is_ok()
         {
+            // Claimed: the handler skips the slot until its path is stored, after its identity.
+            IDENTITY[i][0].store(dev, Ordering::SeqCst);
+            IDENTITY[i][1].store(ino, Ordering::SeqCst);
+            slot.store(c.into_raw(), Ordering::SeqCst);
             return i;
         }
     }
-    // SAFETY: raw came from into_raw above and was not stored.
-    drop(unsafe { CString::from_raw(raw) });
     usize::MAX
 }
 
@@ -245,7 +292,7 @@ pub fn cleanup_register(path: &Path) -> usize {
 pub fn cleanup_release(slot: usize) {
     if slot < SLOTS {
         let p = CLEANUP[slot].swap(std::ptr::null_mut(), Ordering::SeqCst);
-        if !p.is_null() {
+        if !p.is_null() && p != claimed() {
             // SAFETY: p came from CString::into_raw in cleanup_register.
             drop(unsafe { CString::from_raw(p) });
         }
@@ -320,6 +367,45 @@ impl Drop for PendingDir {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn the_signal_time_unlink_spares_a_file_that_replaced_the_registered_one() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out.tar");
+        std::fs::write(&out, b"ours").unwrap();
+        let ours = File::open(&out).unwrap();
+        let c = cpath(&out).unwrap();
+        let m = ours.metadata().unwrap();
+        // Another build puts a new file at the name (rename over it, as it persists).
+        let theirs = d.path().join("theirs");
+        std::fs::write(&theirs, b"theirs").unwrap();
+        std::fs::rename(&theirs, &out).unwrap();
+        unlink_if_it_names(c.as_ptr(), m.dev(), m.ino());
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            b"theirs",
+            "another build's file"
+        );
+        // The name still holding the registered file: it goes.
+        let now = std::fs::metadata(&out).unwrap();
+        unlink_if_it_names(c.as_ptr(), now.dev(), now.ino());
+        assert!(!out.exists());
+        // No identity (a temp file's unique name): unlinked whatever it holds.
+        std::fs::write(&out, b"x").unwrap();
+        unlink_if_it_names(c.as_ptr(), 0, 0);
+        assert!(!out.exists());
+        // Registered with its identity and released: nothing removed.
+        std::fs::write(&out, b"y").unwrap();
+        let slot = cleanup_register_file(&out, &File::open(&out).unwrap());
+        assert!(slot < SLOTS);
+        assert_eq!(
+            IDENTITY[slot][1].load(Ordering::SeqCst),
+            std::fs::metadata(&out).unwrap().ino()
+        );
+        cleanup_release(slot);
+        assert!(out.exists());
+    }
 
     #[test]
     fn a_pending_file_has_no_name_until_persisted() {

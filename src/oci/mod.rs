@@ -309,7 +309,7 @@ fn write_archive_file(
     let Store::Cache(cache) = &o.store else {
         unreachable!("an update in place needs the layer cache's layout")
     };
-    let slot = files::cleanup_register(&canonical);
+    let slot = files::cleanup_register_file(&canonical, &file);
     let mut t = t;
     let result = (|| {
         // The layout describes the file as it was: forgotten before the first change.
