@@ -36,23 +36,9 @@ pub mod tree;
 pub mod vm;
 pub mod vmlinux;
 
-/// Fixes glibc's mmap threshold at its default (128 KiB), which also turns off its dynamic
-/// raising. With the dynamic threshold, freeing any mmap'd block raises the threshold to its
-/// size (up to 32 MiB), and a buffer that then grows by doubling (the Tree's entry list and
-/// path buffer: src/tree.rs) is copied on the heap at each step, every old copy left there:
-/// a big closure's build peaked ~9 MiB higher. Fixed, every block of 128 KiB or more is
-/// mmap'd, grows by `mremap` without a copy, and goes back to the kernel when freed.
-fn fixed_mmap_threshold() {
-    // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
-}
-
 /// Runs the command line: logging, dispatch, one-line error report and exit code.
 pub fn main_entry() -> ! {
     use clap::Parser;
-    fixed_mmap_threshold();
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         // clap prints usage errors itself (exit 2) and help/version (exit 0).

@@ -35,8 +35,6 @@ pub enum TreeError {
     },
     #[error("image path {0}: its parent {1} is not a directory")]
     ParentNotDir(String, String),
-    #[error("image path {0}: the image's paths are more than 4 GiB together; split the image")]
-    TooBig(String),
 }
 
 impl TreeError {
@@ -44,9 +42,7 @@ impl TreeError {
     pub fn path(&self) -> String {
         match self {
             TreeError::BadPath(p) => display_path(p.as_bytes()),
-            TreeError::Conflict { path, .. }
-            | TreeError::ParentNotDir(path, _)
-            | TreeError::TooBig(path) => path.clone(),
+            TreeError::Conflict { path, .. } | TreeError::ParentNotDir(path, _) => path.clone(),
         }
     }
 }
@@ -363,41 +359,12 @@ impl Entry {
 }
 
 /// The whole image filesystem, byte-sorted by path.
-///
-/// A big closure puts ~44k entries here for the whole build, so the storage is dense: every
-/// path's bytes one after another in one buffer, and the entries in a `Vec` sorted by path,
-/// each with where its path is in the buffer (8 bytes): ~64 bytes an entry plus its path's
-/// bytes, where a `BTreeMap` cost ~74 (packed nodes) plus an allocation of its own for each
-/// path (~19 bytes of malloc's overhead). Entries mostly arrive in byte order (the closure
-/// walk is sorted) and are appended; one that does not goes to a small map, `late`, which is
-/// merged into the sorted list (in place, from the back) once it holds [`LATE_MAX`] entries
-/// and by [`Tree::compact`]. Lookups are binary searches; the iterators merge the two.
 #[derive(Clone, Debug, Default)]
 pub struct Tree {
-    /// The bytes of every path in `sorted` (a removed entry's stay until the tree is dropped:
-    /// a build removes a handful).
-    paths: Vec<u8>,
-    /// Entries in byte order of their paths.
-    sorted: Vec<Slot>,
-    /// Entries added out of order (their paths in the buffer too), not yet merged into
-    /// `sorted`; no path is in both.
-    late: BTreeMap<Box<[u8]>, Slot>,
+    entries: BTreeMap<Box<[u8]>, Entry>,
     /// Whether a directory was ever removed. Until then every entry's ancestors are in the
     /// tree (insert adds them), so a path whose parent is a directory needs no walk up.
     dir_removed: bool,
-}
-
-/// How many out-of-order entries wait in [`Tree`]'s `late` map before they are merged: a
-/// merge moves every sorted entry after the first late one, so merging after each would
-/// cost O(n) an insert.
-const LATE_MAX: usize = 1024;
-
-/// An entry of [`Tree`]'s sorted list and where its path is in the path buffer.
-#[derive(Clone, Debug)]
-struct Slot {
-    at: u32,
-    len: u32,
-    entry: Entry,
 }
 
 /// Human-readable form of an image path (lossy for non-UTF-8 names), with a leading `/`.
@@ -443,36 +410,39 @@ impl Tree {
     }
 
     /// [`Tree::insert`] for a path already in its normal form (`a/b`, no leading or trailing
-    /// `/`; anything else is refused): no normalising copy (the tree keeps its bytes in its
-    /// path buffer).
+    /// `/`; anything else is refused), kept as the key as it is, without a copy.
     pub fn insert_owned(&mut self, path: Box<[u8]>, entry: Entry) -> Result<(), TreeError> {
         check_path(&path)?;
         // Parents first; the closure alone adds ~44k entries, so the common case (the
         // parent is there, hence all ancestors) costs one lookup instead of one per level.
         let parent_there = !self.dir_removed
             && path.iter().rposition(|&b| b == b'/').is_some_and(|end| {
-                self.lookup(&path[..end])
-                    .is_some_and(|(_, e)| e.kind == Kind::Dir)
+                self.entries
+                    .get(&path[..end])
+                    .is_some_and(|e| e.kind == Kind::Dir)
             });
         let mut idx = if parent_there { path.len() } else { 0 };
         while let Some(off) = path[idx..].iter().position(|&b| b == b'/') {
             let parent = &path[..idx + off];
-            match self.lookup(parent) {
-                Some((_, e)) if e.kind == Kind::Dir => {}
+            match self.entries.get(parent) {
+                Some(e) if e.kind == Kind::Dir => {}
                 Some(_) => {
                     return Err(TreeError::ParentNotDir(
                         display_path(&path),
                         display_path(parent),
                     ))
                 }
-                None => self.put(parent, Entry::dir(0o755, entry.group.clone()))?,
+                None => {
+                    self.entries
+                        .insert(Box::from(parent), Entry::dir(0o755, entry.group.clone()));
+                }
             }
             idx += off + 1;
         }
-        if let Some(existing) = self.lookup_mut(&path) {
+        if let Some(existing) = self.entries.get(&path[..]) {
             if existing.kind == Kind::Dir && entry.kind == Kind::Dir {
                 // An implicit parent made earlier takes the explicit mode/owner.
-                *existing = entry;
+                self.entries.insert(path, entry);
                 return Ok(());
             }
             return Err(TreeError::Conflict {
@@ -481,90 +451,8 @@ impl Tree {
                 second: entry.group.to_string(),
             });
         }
-        self.put(&path, entry)
-    }
-
-    /// Stores an entry whose path is in no entry yet: appended when it sorts after every
-    /// sorted entry, else kept in `late`.
-    fn put(&mut self, path: &[u8], entry: Entry) -> Result<(), TreeError> {
-        let in_order = self
-            .sorted
-            .last()
-            .is_none_or(|last| self.path_of(last) < path);
-        let (at, len) = self.keep_path(path)?;
-        let slot = Slot { at, len, entry };
-        if in_order {
-            self.sorted.push(slot);
-        } else {
-            self.late.insert(Box::from(path), slot);
-            if self.late.len() >= LATE_MAX {
-                self.merge_late();
-            }
-        }
+        self.entries.insert(path, entry);
         Ok(())
-    }
-
-    /// Appends a path's bytes to the buffer; where they are.
-    fn keep_path(&mut self, path: &[u8]) -> Result<(u32, u32), TreeError> {
-        let at = u32::try_from(self.paths.len()).ok();
-        let len = u32::try_from(path.len()).ok();
-        let (Some(at), Some(len)) = (at, len) else {
-            return Err(TreeError::TooBig(display_path(path)));
-        };
-        if at.checked_add(len).is_none() {
-            return Err(TreeError::TooBig(display_path(path)));
-        }
-        self.paths.extend_from_slice(path);
-        Ok((at, len))
-    }
-
-    /// Moves the `late` entries into the sorted list, in place: the list grows by their
-    /// number and is filled from the back, each step taking the larger of the two.
-    fn merge_late(&mut self) {
-        let mut incoming: Vec<Slot> = std::mem::take(&mut self.late).into_values().collect();
-        let n = self.sorted.len();
-        // Placeholders (moved over below): the last incoming slot, cloned.
-        let Some(filler) = incoming.last().cloned() else {
-            return;
-        };
-        self.sorted.resize(n + incoming.len(), filler);
-        let (mut i, mut w) = (n, self.sorted.len());
-        while let Some(next) = incoming.pop() {
-            // Sorted entries after `next` move up first.
-            while i > 0 && self.path_of(&self.sorted[i - 1]) > self.path_of(&next) {
-                i -= 1;
-                w -= 1;
-                self.sorted.swap(i, w);
-            }
-            w -= 1;
-            self.sorted[w] = next;
-        }
-    }
-
-    fn path_of(&self, slot: &Slot) -> &[u8] {
-        &self.paths[slot.at as usize..][..slot.len as usize]
-    }
-
-    /// The position of `path` in the sorted list, or where it would go.
-    fn find(&self, path: &[u8]) -> Result<usize, usize> {
-        self.sorted.binary_search_by(|s| self.path_of(s).cmp(path))
-    }
-
-    fn lookup(&self, path: &[u8]) -> Option<(&[u8], &Entry)> {
-        match self.find(path) {
-            Ok(i) => Some((self.path_of(&self.sorted[i]), &self.sorted[i].entry)),
-            Err(_) => self
-                .late
-                .get_key_value(path)
-                .map(|(k, s)| (&k[..], &s.entry)),
-        }
-    }
-
-    fn lookup_mut(&mut self, path: &[u8]) -> Option<&mut Entry> {
-        match self.find(path) {
-            Ok(i) => Some(&mut self.sorted[i].entry),
-            Err(_) => self.late.get_mut(path).map(|s| &mut s.entry),
-        }
     }
 
     /// Replaces an entry (or adds it): for generated files that override the skeleton.
@@ -575,21 +463,17 @@ impl Tree {
     }
 
     pub fn get(&self, path: impl AsRef<[u8]>) -> Option<&Entry> {
-        self.lookup(&image_path(path)).map(|(_, e)| e)
+        self.entries.get(&image_path(path)[..])
     }
 
     /// The entry at `path`, to change in place (its kind, mode or owner; the path stays). A
     /// directory must stay a directory: [`Tree::insert`] relies on parents being ones.
     pub fn get_mut(&mut self, path: impl AsRef<[u8]>) -> Option<&mut Entry> {
-        self.lookup_mut(&image_path(path))
+        self.entries.get_mut(&image_path(path)[..])
     }
 
     pub fn remove(&mut self, path: impl AsRef<[u8]>) -> Option<Entry> {
-        let p = image_path(path);
-        let e = match self.find(&p) {
-            Ok(i) => Some(self.sorted.remove(i).entry),
-            Err(_) => self.late.remove(&p[..]).map(|s| s.entry),
-        };
+        let e = self.entries.remove(&image_path(path)[..]);
         if e.as_ref().is_some_and(|e| e.kind == Kind::Dir) {
             self.dir_removed = true;
         }
@@ -598,7 +482,7 @@ impl Tree {
 
     /// Entries in byte order of their paths (parents before children).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Entry)> {
-        self.merged(0, self.late.iter())
+        self.entries.iter().map(|(k, v)| (&k[..], v))
     }
 
     /// [`Tree::iter`] from `path` on (inclusive).
@@ -607,74 +491,51 @@ impl Tree {
         path: &[u8],
     ) -> impl Iterator<Item = (&'a [u8], &'a Entry)> + 'a {
         use std::ops::Bound;
-        let start = self.find(path).unwrap_or_else(|i| i);
-        let late = self
-            .late
-            .range::<[u8], _>((Bound::Included(path), Bound::Unbounded));
-        self.merged(start, late)
-    }
-
-    /// The sorted list from `start` and the late entries given, merged in byte order.
-    fn merged<'a>(
-        &'a self,
-        start: usize,
-        late: impl Iterator<Item = (&'a Box<[u8]>, &'a Slot)> + 'a,
-    ) -> impl Iterator<Item = (&'a [u8], &'a Entry)> + 'a {
-        let mut sorted = self.sorted[start..]
-            .iter()
-            .map(|s| (self.path_of(s), &s.entry))
-            .peekable();
-        let mut late = late.map(|(k, s)| (&k[..], &s.entry)).peekable();
-        std::iter::from_fn(move || match (sorted.peek(), late.peek()) {
-            (Some(a), Some(b)) if b.0 < a.0 => late.next(),
-            (Some(_), _) => sorted.next(),
-            (None, _) => late.next(),
-        })
+        self.entries
+            .range::<[u8], _>((Bound::Included(path), Bound::Unbounded))
+            .map(|(k, v)| (&k[..], v))
     }
 
     /// [`Tree::get`] with the tree's own path of the entry: what a [`HostPath`] resolves.
     pub fn get_with_path(&self, path: impl AsRef<[u8]>) -> Option<(&[u8], &Entry)> {
-        self.lookup(&image_path(path))
+        self.entries
+            .get_key_value(&image_path(path)[..])
+            .map(|(k, v)| (&k[..], v))
     }
 
-    /// Merges the out-of-order entries into the sorted list and gives back the lists'
-    /// spare capacity: for when the tree is whole (or a big part of it is in).
+    /// Packs the map's nodes full. Entries added in byte order (as the closure's are) leave
+    /// every node about half full; rebuilding it once they are all in keeps ~4 MB less for a
+    /// 44k-entry closure through the rest of the build.
     pub fn compact(&mut self) {
-        self.merge_late();
-        self.sorted.shrink_to_fit();
-        self.paths.shrink_to_fit();
+        let mut rest = std::mem::take(&mut self.entries);
+        if let Some((k, v)) = rest.pop_first() {
+            self.entries.insert(k, v);
+            // Merging into a non-empty map builds the new nodes full, from both in order.
+            self.entries.append(&mut rest);
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.sorted.len() + self.late.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.entries.is_empty()
     }
 
     /// Total bytes of file content.
     pub fn content_size(&self) -> u64 {
-        self.iter().map(|(_, e)| e.size()).sum()
+        self.entries.values().map(Entry::size).sum()
     }
 
     /// Sets owner of every entry under `prefix` (inclusive).
     pub fn chown_under(&mut self, prefix: impl AsRef<[u8]>, uid: u32, gid: u32) {
         let prefix = image_path(prefix);
-        let under = |p: &[u8]| {
-            p == &prefix[..] || (p.starts_with(&prefix) && p.get(prefix.len()) == Some(&b'/'))
-        };
-        for i in 0..self.sorted.len() {
-            if under(self.path_of(&self.sorted[i])) {
-                let e = &mut self.sorted[i].entry;
+        for (p, e) in self.entries.iter_mut() {
+            if p[..] == prefix[..] || (p.starts_with(&prefix) && p.get(prefix.len()) == Some(&b'/'))
+            {
                 e.uid = uid;
                 e.gid = gid;
-            }
-        }
-        for (p, s) in self.late.iter_mut() {
-            if under(p) {
-                s.entry.uid = uid;
-                s.entry.gid = gid;
             }
         }
     }
@@ -816,80 +677,6 @@ mod tests {
     }
 
     #[test]
-    fn entries_added_in_any_order_read_back_as_a_sorted_map_would() {
-        // A model map beside the tree; paths in a scrambled order, in bursts past LATE_MAX
-        // so out-of-order entries are merged several times, with removals and re-adds.
-        let mut t = Tree::new();
-        let mut model: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
-        let mut x: u64 = 7;
-        let mut next = || {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 33) as u32
-        };
-        let file =
-            |n: u32| Entry::file(Content::bytes(n.to_le_bytes().to_vec()), 0o644, Group::Base);
-        for round in 0..5u32 {
-            // A sorted run (appended), then scrambled ones (kept late, merged).
-            let base = next() % 50;
-            for i in 0..500 {
-                let p = format!("s{base:02}/{round}/{i:04}").into_bytes();
-                t.insert(&p, file(i)).unwrap();
-                model.insert(p, i);
-            }
-            for _ in 0..1500 {
-                let n = next();
-                let p = format!("r{:02}/{:05}", n % 37, n % 10007).into_bytes();
-                let added = t.insert(&p, file(n));
-                match model.entry(p) {
-                    std::collections::btree_map::Entry::Occupied(_) => {
-                        assert!(matches!(added, Err(TreeError::Conflict { .. })))
-                    }
-                    std::collections::btree_map::Entry::Vacant(v) => {
-                        added.unwrap();
-                        v.insert(n);
-                    }
-                }
-            }
-            for _ in 0..100 {
-                let n = next();
-                let p = format!("r{:02}/{:05}", n % 37, n % 10007).into_bytes();
-                assert_eq!(t.remove(&p).is_some(), model.remove(&p).is_some());
-            }
-        }
-        t.chown_under("r03", 7, 8);
-        let check = |t: &Tree| {
-            // Files only (the model has no directories); every one present with its content.
-            let files: Vec<(Vec<u8>, u32)> = t
-                .iter()
-                .filter_map(|(p, e)| match &e.kind {
-                    Kind::File(Content::Bytes(b)) => {
-                        Some((p.to_vec(), u32::from_le_bytes(b[..4].try_into().unwrap())))
-                    }
-                    _ => None,
-                })
-                .collect();
-            let want: Vec<(Vec<u8>, u32)> = model.iter().map(|(p, n)| (p.clone(), *n)).collect();
-            assert_eq!(files, want);
-            let all: Vec<&[u8]> = t.iter().map(|(p, _)| p).collect();
-            assert!(all.windows(2).all(|w| w[0] < w[1]), "not strictly sorted");
-            assert_eq!(all.len(), t.len());
-            for (p, n) in model.iter().step_by(97) {
-                let (q, e) = t.range_from(p).next().unwrap();
-                assert_eq!((q, e.size()), (&p[..], 4), "{n}");
-                assert_eq!(
-                    t.get(p).unwrap().uid,
-                    if p.starts_with(b"r03/") { 7 } else { 0 }
-                );
-            }
-        };
-        check(&t);
-        t.compact();
-        check(&t);
-    }
-
-    #[test]
     fn a_shared_host_path_is_the_root_joined_with_the_image_path() {
         let image = &b"nix/store/abc-x/bin/x"[..];
         let under = HostPath::under(Arc::new(PathBuf::from("/")));
@@ -901,12 +688,12 @@ mod tests {
             rooted.resolve(image),
             Path::new("/srv/root/nix/store/abc-x/bin/x")
         );
-        // The tree hands out its own copy of the path (what HostPath::resolve joins), and
-        // refuses others than normal ones.
+        // The tree keeps the very bytes it was given, and refuses others than normal ones.
         let mut t = Tree::new();
-        t.insert_owned(Box::from(&b"a/b"[..]), Entry::dir(0o755, Group::Base))
-            .unwrap();
-        assert_eq!(t.get_with_path("/a/b/").unwrap().0, b"a/b");
+        let key: Box<[u8]> = Box::from(&b"a/b"[..]);
+        let at = key.as_ptr();
+        t.insert_owned(key, Entry::dir(0o755, Group::Base)).unwrap();
+        assert_eq!(t.get_with_path("/a/b/").unwrap().0.as_ptr(), at);
         assert!(matches!(
             t.insert_owned(Box::from(&b"/x/"[..]), Entry::dir(0o755, Group::Base)),
             Err(TreeError::BadPath(_))

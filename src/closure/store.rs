@@ -416,8 +416,12 @@ impl Closure {
             }
         }
         // Each store path's entries go into the tree as soon as it and the paths before it
-        // are walked, and are freed there: never the whole closure twice in memory. They
-        // arrive in byte order, so the tree appends them to its sorted list.
+        // are walked, and are freed there: never the whole closure twice in memory. The map's
+        // nodes, half full after inserts in byte order, are packed again whenever an eighth
+        // as many entries as it holds were added (at least COMPACT_EVERY), so what is left
+        // half full stays small; packing is linear, so this costs a handful of passes.
+        const COMPACT_EVERY: usize = 4096;
+        let mut since_compact = 0;
         let threads = threads();
         crate::pool::stream_in_order(
             &self.paths,
@@ -425,12 +429,17 @@ impl Closure {
             look_ahead(threads),
             |sp| walk_store_path(sp, store_root, &root, records),
             |walked| {
+                since_compact += walked.len();
                 for w in walked {
                     tree.insert_owned(w.image, w.entry)
                         .map_err(|err| ClosureError::Tree {
                             path: err.path(),
                             err,
                         })?;
+                }
+                if since_compact >= COMPACT_EVERY.max(tree.len() / 8) {
+                    tree.compact();
+                    since_compact = 0;
                 }
                 Ok(())
             },
