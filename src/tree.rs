@@ -8,11 +8,15 @@
 //! `BTreeMap`, so iteration is byte-sorted and therefore parent-before-child.
 //!
 //! A big closure puts ~44k entries here, and they live for the whole build, so an entry is
-//! kept small: its path is one `Box<[u8]>` (the Plan's layers keep runs of the tree's order,
-//! not paths), a closure file's host path is that path under the store root, kept once for
+//! kept small: its path is its bytes packed in the tree's own arena ([`arena`]: no
+//! allocation of its own; the Plan's layers keep runs of the tree's order, not paths), a
+//! closure file's host path is that path under the store root, kept once for
 //! the whole closure ([`HostPath`]), its stamp is folded to 64 bits inline
 //! ([`StampPrint`]), and its group is a number for its name ([`Name`]).
 
+mod arena;
+
+use arena::{ArenaPath, PathArena};
 use std::{
     collections::BTreeMap,
     ffi::OsStr,
@@ -359,9 +363,13 @@ impl Entry {
 }
 
 /// The whole image filesystem, byte-sorted by path.
-#[derive(Clone, Debug, Default)]
+#[derive(Default)]
 pub struct Tree {
-    entries: BTreeMap<Box<[u8]>, Entry>,
+    /// Keyed by paths in `paths`, which lives as long (the keys never leave the tree).
+    entries: BTreeMap<ArenaPath, Entry>,
+    /// The bytes of every path the tree holds or held: a removed entry's stay until the tree
+    /// is dropped (removals are a handful of generated files).
+    paths: PathArena,
     /// Whether a directory was ever removed. Until then every entry's ancestors are in the
     /// tree (insert adds them), so a path whose parent is a directory needs no walk up.
     dir_removed: bool,
@@ -406,13 +414,13 @@ impl Tree {
     /// Adding the same path twice is an error unless both are identical directories
     /// (then the first is kept).
     pub fn insert(&mut self, path: impl AsRef<[u8]>, entry: Entry) -> Result<(), TreeError> {
-        self.insert_owned(image_path(path).into_boxed_slice(), entry)
+        self.insert_normal(&image_path(path), entry)
     }
 
     /// [`Tree::insert`] for a path already in its normal form (`a/b`, no leading or trailing
-    /// `/`; anything else is refused), kept as the key as it is, without a copy.
-    pub fn insert_owned(&mut self, path: Box<[u8]>, entry: Entry) -> Result<(), TreeError> {
-        check_path(&path)?;
+    /// `/`; anything else is refused), without normalising a copy of it first.
+    pub fn insert_normal(&mut self, path: &[u8], entry: Entry) -> Result<(), TreeError> {
+        check_path(path)?;
         // Parents first; the closure alone adds ~44k entries, so the common case (the
         // parent is there, hence all ancestors) costs one lookup instead of one per level.
         let parent_there = !self.dir_removed
@@ -428,30 +436,32 @@ impl Tree {
                 Some(e) if e.kind == Kind::Dir => {}
                 Some(_) => {
                     return Err(TreeError::ParentNotDir(
-                        display_path(&path),
+                        display_path(path),
                         display_path(parent),
                     ))
                 }
                 None => {
+                    let key = self.paths.store(parent);
                     self.entries
-                        .insert(Box::from(parent), Entry::dir(0o755, entry.group.clone()));
+                        .insert(key, Entry::dir(0o755, entry.group.clone()));
                 }
             }
             idx += off + 1;
         }
-        if let Some(existing) = self.entries.get(&path[..]) {
+        if let Some(existing) = self.entries.get_mut(path) {
             if existing.kind == Kind::Dir && entry.kind == Kind::Dir {
                 // An implicit parent made earlier takes the explicit mode/owner.
-                self.entries.insert(path, entry);
+                *existing = entry;
                 return Ok(());
             }
             return Err(TreeError::Conflict {
-                path: display_path(&path),
+                path: display_path(path),
                 first: existing.group.to_string(),
                 second: entry.group.to_string(),
             });
         }
-        self.entries.insert(path, entry);
+        let key = self.paths.store(path);
+        self.entries.insert(key, entry);
         Ok(())
     }
 
@@ -482,7 +492,7 @@ impl Tree {
 
     /// Entries in byte order of their paths (parents before children).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Entry)> {
-        self.entries.iter().map(|(k, v)| (&k[..], v))
+        self.entries.iter().map(|(k, v)| (k.bytes(), v))
     }
 
     /// [`Tree::iter`] from `path` on (inclusive).
@@ -493,14 +503,14 @@ impl Tree {
         use std::ops::Bound;
         self.entries
             .range::<[u8], _>((Bound::Included(path), Bound::Unbounded))
-            .map(|(k, v)| (&k[..], v))
+            .map(|(k, v)| (k.bytes(), v))
     }
 
     /// [`Tree::get`] with the tree's own path of the entry: what a [`HostPath`] resolves.
     pub fn get_with_path(&self, path: impl AsRef<[u8]>) -> Option<(&[u8], &Entry)> {
         self.entries
             .get_key_value(&image_path(path)[..])
-            .map(|(k, v)| (&k[..], v))
+            .map(|(k, v)| (k.bytes(), v))
     }
 
     /// Packs the map's nodes full. Entries added in byte order (as the closure's are) leave
@@ -532,12 +542,33 @@ impl Tree {
     pub fn chown_under(&mut self, prefix: impl AsRef<[u8]>, uid: u32, gid: u32) {
         let prefix = image_path(prefix);
         for (p, e) in self.entries.iter_mut() {
-            if p[..] == prefix[..] || (p.starts_with(&prefix) && p.get(prefix.len()) == Some(&b'/'))
-            {
+            let p = p.bytes();
+            if p == &prefix[..] || (p.starts_with(&prefix) && p.get(prefix.len()) == Some(&b'/')) {
                 e.uid = uid;
                 e.gid = gid;
             }
         }
+    }
+}
+
+/// A copy with paths of its own (its own arena).
+impl Clone for Tree {
+    fn clone(&self) -> Tree {
+        let mut copy = Tree {
+            dir_removed: self.dir_removed,
+            ..Tree::default()
+        };
+        for (path, entry) in self.iter() {
+            let key = copy.paths.store(path);
+            copy.entries.insert(key, entry.clone());
+        }
+        copy
+    }
+}
+
+impl fmt::Debug for Tree {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.entries.iter()).finish()
     }
 }
 
@@ -677,6 +708,70 @@ mod tests {
     }
 
     #[test]
+    fn the_tree_agrees_with_a_plain_map_through_inserts_removes_compaction_and_clones() {
+        // The paths live in the tree's arena (src/tree/arena.rs, unsafe inside): a model
+        // with owned keys must see the same entries, in the same order, whatever happens.
+        let mut t = Tree::new();
+        let mut model: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut copies = Vec::new();
+        for step in 0..20_000u32 {
+            let r = next();
+            // Short and long names (a few past one LEB128 byte and a quarter chunk).
+            let len = match r % 100 {
+                0 => 20_000 + (r >> 8) as usize % 100,
+                1..=4 => 130 + (r >> 8) as usize % 200,
+                _ => 1 + (r >> 8) as usize % 40,
+            };
+            let name: Vec<u8> = (0..len)
+                .map(|i| b'a' + ((r >> (i % 48)) % 26) as u8)
+                .collect();
+            let path = [b"d/", &name[..]].concat();
+            if r % 7 == 0 && !model.is_empty() {
+                let victim = model
+                    .keys()
+                    .nth((r >> 3) as usize % model.len())
+                    .unwrap()
+                    .clone();
+                assert!(t.remove(&victim).is_some());
+                model.remove(&victim);
+            } else if let std::collections::btree_map::Entry::Vacant(slot) =
+                model.entry(path.clone())
+            {
+                let e = Entry::file(Content::bytes(vec![]), 0o644, Group::Base).owned(step, 0);
+                t.insert_normal(&path, e).unwrap();
+                slot.insert(step);
+            }
+            if step % 5000 == 4999 {
+                t.compact();
+                copies.push((t.clone(), model.clone()));
+            }
+        }
+        let files = |t: &Tree| -> Vec<(Vec<u8>, u32)> {
+            t.iter()
+                .filter(|(_, e)| e.kind != Kind::Dir)
+                .map(|(p, e)| (p.to_vec(), e.uid))
+                .collect()
+        };
+        let want: Vec<(Vec<u8>, u32)> = model.into_iter().collect();
+        assert_eq!(files(&t), want);
+        for (path, uid) in &want {
+            assert_eq!(t.get(path).map(|e| e.uid), Some(*uid));
+        }
+        drop(t);
+        // A clone has paths of its own: it outlives the tree it was made from.
+        for (copy, model) in copies {
+            assert_eq!(files(&copy), model.into_iter().collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
     fn a_shared_host_path_is_the_root_joined_with_the_image_path() {
         let image = &b"nix/store/abc-x/bin/x"[..];
         let under = HostPath::under(Arc::new(PathBuf::from("/")));
@@ -688,14 +783,17 @@ mod tests {
             rooted.resolve(image),
             Path::new("/srv/root/nix/store/abc-x/bin/x")
         );
-        // The tree keeps the very bytes it was given, and refuses others than normal ones.
+        // The tree gives back its own copy of the path (what a HostPath resolves), and
+        // refuses paths that are not in their normal form.
         let mut t = Tree::new();
-        let key: Box<[u8]> = Box::from(&b"a/b"[..]);
-        let at = key.as_ptr();
-        t.insert_owned(key, Entry::dir(0o755, Group::Base)).unwrap();
-        assert_eq!(t.get_with_path("/a/b/").unwrap().0.as_ptr(), at);
+        let key = b"a/b".to_vec();
+        t.insert_normal(&key, Entry::dir(0o755, Group::Base))
+            .unwrap();
+        let (kept, _) = t.get_with_path("/a/b/").unwrap();
+        assert_eq!(kept, b"a/b");
+        assert_ne!(kept.as_ptr(), key.as_ptr());
         assert!(matches!(
-            t.insert_owned(Box::from(&b"/x/"[..]), Entry::dir(0o755, Group::Base)),
+            t.insert_normal(b"/x/", Entry::dir(0o755, Group::Base)),
             Err(TreeError::BadPath(_))
         ));
     }
