@@ -16,7 +16,7 @@
 
 mod arena;
 
-use arena::{ArenaPath, PathArena};
+use arena::{ArenaPath, PathArena, PathBuffer};
 use std::{
     collections::BTreeMap,
     ffi::OsStr,
@@ -375,6 +375,43 @@ pub struct Tree {
     dir_removed: bool,
 }
 
+/// Entries to add to a [`Tree`] together ([`Tree::insert_batch`]), made away from it (a
+/// closure walker thread makes one per store path): their paths are written into one buffer
+/// in the tree's own format, which the tree then keeps as it is. One allocation for all the
+/// paths, made and kept, instead of one per path, freed by another thread (which left the
+/// walkers' heaps fragmented: docs/ARCHITECTURE.md).
+#[derive(Default)]
+pub struct Batch {
+    paths: PathBuffer,
+    entries: Vec<(usize, Entry)>,
+}
+
+impl Batch {
+    /// Room for `entries` entries whose paths are `path_bytes` bytes in all.
+    pub fn with_capacity(entries: usize, path_bytes: usize) -> Batch {
+        Batch {
+            // A length takes a byte below 128 bytes of path, two below 16384.
+            paths: PathBuffer::with_capacity(path_bytes + 2 * entries),
+            entries: Vec::with_capacity(entries),
+        }
+    }
+
+    /// Adds the entry at the path that is `parts` one after the other (in its normal form,
+    /// as [`Tree::insert_normal`] takes it; checked when the batch is inserted).
+    pub fn push(&mut self, parts: &[&[u8]], entry: Entry) {
+        let at = self.paths.push(parts);
+        self.entries.push((at, entry));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 /// Human-readable form of an image path (lossy for non-UTF-8 names), with a leading `/`.
 pub fn display_path(path: &[u8]) -> String {
     format!("/{}", String::from_utf8_lossy(path))
@@ -420,6 +457,27 @@ impl Tree {
     /// [`Tree::insert`] for a path already in its normal form (`a/b`, no leading or trailing
     /// `/`; anything else is refused), without normalising a copy of it first.
     pub fn insert_normal(&mut self, path: &[u8], entry: Entry) -> Result<(), TreeError> {
+        self.insert_keyed(path, None, entry)
+    }
+
+    /// Every entry of `batch`, as [`Tree::insert_normal`] each, in the batch's order, up to
+    /// the first error; the batch's paths are kept as they are (the tree adopts its buffer).
+    pub fn insert_batch(&mut self, batch: Batch) -> Result<(), TreeError> {
+        let adopted = self.paths.adopt(batch.paths);
+        for (at, entry) in batch.entries {
+            let key = adopted.key(at);
+            self.insert_keyed(key.bytes(), Some(key), entry)?;
+        }
+        Ok(())
+    }
+
+    /// [`Tree::insert_normal`]; `key`, when given, is `path` already in the arena.
+    fn insert_keyed(
+        &mut self,
+        path: &[u8],
+        key: Option<ArenaPath>,
+        entry: Entry,
+    ) -> Result<(), TreeError> {
         check_path(path)?;
         // Parents first; the closure alone adds ~44k entries, so the common case (the
         // parent is there, hence all ancestors) costs one lookup instead of one per level.
@@ -460,7 +518,7 @@ impl Tree {
                 second: entry.group.to_string(),
             });
         }
-        let key = self.paths.store(path);
+        let key = key.unwrap_or_else(|| self.paths.store(path));
         self.entries.insert(key, entry);
         Ok(())
     }
@@ -708,6 +766,59 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_goes_in_as_its_entries_one_by_one_and_stops_at_the_first_error() {
+        let file = |uid| Entry::file(Content::bytes(vec![]), 0o644, Group::Base).owned(uid, 0);
+        let paths: [&[&[u8]]; 4] = [
+            &[b"nix/store/a-x"],
+            &[b"nix/store/a-x", b"/", b"bin/x"],
+            &[b"nix/store/a-x", b"/", b"lib/l\xff"],
+            &[b"other/deep/path"],
+        ];
+        let mut one_by_one = Tree::new();
+        let mut batched = Tree::new();
+        let mut batch = Batch::with_capacity(4, 10);
+        for (i, parts) in paths.iter().enumerate() {
+            let e = if i == 0 {
+                Entry::dir(0o700, Group::Base)
+            } else {
+                file(i as u32)
+            };
+            one_by_one
+                .insert_normal(&parts.concat(), e.clone())
+                .unwrap();
+            batch.push(parts, e);
+        }
+        assert_eq!(batch.len(), 4);
+        batched.insert_batch(batch).unwrap();
+        let all = |t: &Tree| -> Vec<(Vec<u8>, Entry)> {
+            t.iter().map(|(p, e)| (p.to_vec(), e.clone())).collect()
+        };
+        assert_eq!(all(&batched), all(&one_by_one));
+        assert_eq!(batched.get("/nix/store/a-x").unwrap().mode, 0o700);
+        // A copy keeps its own paths; the batched tree's adopted buffer goes with it.
+        let copy = batched.clone();
+        drop(batched);
+        assert_eq!(all(&copy), all(&one_by_one));
+
+        // Entries before a bad one are in; the bad one and those after it are not.
+        let mut t = Tree::new();
+        t.insert("a/taken", file(1)).unwrap();
+        let mut batch = Batch::default();
+        batch.push(&[b"a/new"], file(2));
+        batch.push(&[b"a/taken"], file(3));
+        batch.push(&[b"a/after"], file(4));
+        assert!(matches!(
+            t.insert_batch(batch),
+            Err(TreeError::Conflict { .. })
+        ));
+        assert!(t.get("a/new").is_some() && t.get("a/after").is_none());
+        assert_eq!(t.get("a/taken").unwrap().uid, 1);
+        let mut batch = Batch::default();
+        batch.push(&[b"/abs"], file(5));
+        assert!(matches!(t.insert_batch(batch), Err(TreeError::BadPath(_))));
+    }
+
+    #[test]
     fn the_tree_agrees_with_a_plain_map_through_inserts_removes_compaction_and_clones() {
         // The paths live in the tree's arena (src/tree/arena.rs, unsafe inside): a model
         // with owned keys must see the same entries, in the same order, whatever happens.
@@ -721,6 +832,7 @@ mod tests {
             seed
         };
         let mut copies = Vec::new();
+        let mut batch = Batch::default();
         for step in 0..20_000u32 {
             let r = next();
             // Short and long names (a few past one LEB128 byte and a quarter chunk).
@@ -734,6 +846,7 @@ mod tests {
                 .collect();
             let path = [b"d/", &name[..]].concat();
             if r % 7 == 0 && !model.is_empty() {
+                t.insert_batch(std::mem::take(&mut batch)).unwrap();
                 let victim = model
                     .keys()
                     .nth((r >> 3) as usize % model.len())
@@ -745,10 +858,16 @@ mod tests {
                 model.entry(path.clone())
             {
                 let e = Entry::file(Content::bytes(vec![]), 0o644, Group::Base).owned(step, 0);
-                t.insert_normal(&path, e).unwrap();
+                // Half the paths go in one at a time, half in batches (adopted buffers).
+                if r % 2 == 0 {
+                    t.insert_normal(&path, e).unwrap();
+                } else {
+                    batch.push(&[b"d/", &name], e);
+                }
                 slot.insert(step);
             }
             if step % 5000 == 4999 {
+                t.insert_batch(std::mem::take(&mut batch)).unwrap();
                 t.compact();
                 copies.push((t.clone(), model.clone()));
             }

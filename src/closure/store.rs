@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::tree::{Content, Entry, Group, HostPath, Kind, Tree};
+use crate::tree::{Batch, Content, Entry, Group, HostPath, Kind, Tree};
 
 use super::input::{parse_input, Parsed};
 use super::walk_record::{Recorded, Walk, WalkRecords};
@@ -346,41 +346,6 @@ fn nar_walk(host: &Path, mut scanner: Option<Scanner<'_>>) -> io::Result<u64> {
 // ---------------------------------------------------------------------------------------
 // Into the image tree
 
-/// The entries of one store path, found by a walker thread, before hard links are decided:
-/// their image paths packed end to end in one buffer (`images`, each entry the end of its
-/// path in it) rather than a path allocated for each. The main thread takes them into the
-/// tree and frees them; a walker's heap gets back a few big blocks per store path instead of
-/// one small one per entry, which (freed by another thread) fragmented it: ~23 bytes per
-/// entry of the walkers' heaps never reused, at a big closure (docs/ARCHITECTURE.md).
-#[derive(Default)]
-struct Walked {
-    images: Vec<u8>,
-    entries: Vec<(usize, Entry)>,
-}
-
-impl Walked {
-    fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    fn push(&mut self, image: &[&[u8]], entry: Entry) {
-        for part in image {
-            self.images.extend_from_slice(part);
-        }
-        self.entries.push((self.images.len(), entry));
-    }
-
-    /// Each entry with its image path, in the walk's order, until `each` fails.
-    fn drain<E>(self, mut each: impl FnMut(&[u8], Entry) -> Result<(), E>) -> Result<(), E> {
-        let mut start = 0;
-        for (end, entry) in self.entries {
-            each(&self.images[start..end], entry)?;
-            start = end;
-        }
-        Ok(())
-    }
-}
-
 fn file_type_name(ft: fs::FileType) -> &'static str {
     if ft.is_fifo() {
         "named pipe"
@@ -459,18 +424,11 @@ impl Closure {
             |sp| walk_store_path(sp, store_root, &root, records),
             |walked| {
                 since_compact += walked.len();
-                walked.drain(|image, mut entry| {
-                    // A link's target is copied here, so that nothing a walker allocated
-                    // outlives its walk and pins its heap (see `Walked`).
-                    if let Kind::Symlink(t) = &mut entry.kind {
-                        *t = t.clone();
-                    }
-                    tree.insert_normal(image, entry)
-                        .map_err(|err| ClosureError::Tree {
-                            path: err.path(),
-                            err,
-                        })
-                })?;
+                tree.insert_batch(walked)
+                    .map_err(|err| ClosureError::Tree {
+                        path: err.path(),
+                        err,
+                    })?;
                 if since_compact >= COMPACT_EVERY.max(tree.len() / 8) {
                     tree.compact();
                     since_compact = 0;
@@ -581,7 +539,7 @@ fn walk_store_path(
     store_root: Option<&Path>,
     root: &Arc<PathBuf>,
     records: Option<&WalkRecords>,
-) -> Result<Walked, ClosureError> {
+) -> Result<Batch, ClosureError> {
     let name = sp.path.display().to_string();
     let basename = sp.basename();
     let host_root = host_path(store_root, &name);
@@ -601,15 +559,13 @@ fn walk_store_path(
     // does (checked once here: a store root spelled oddly gets each file's own path).
     let shared = HostPath::under(Arc::clone(root));
     let under_root = shared.resolve(&root_image) == host_root;
-    let mut out = Walked {
-        images: Vec::with_capacity(
-            walked
-                .iter()
-                .map(|(rel, _)| root_image.len() + 1 + rel.len())
-                .sum(),
-        ),
-        entries: Vec::with_capacity(walked.len()),
-    };
+    let mut out = Batch::with_capacity(
+        walked.len(),
+        walked
+            .iter()
+            .map(|(rel, _)| root_image.len() + 1 + rel.len())
+            .sum(),
+    );
     for (rel, r) in walked {
         let entry = match r {
             Recorded::Dir { mode, .. } => Entry::dir(mode, group.clone()),

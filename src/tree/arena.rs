@@ -1,12 +1,14 @@
 //! Where the [`Tree`](super::Tree)'s paths live: their bytes packed end to end in chunks of
-//! 64 KiB that are filled once and never reallocated, freed all together with the tree.
+//! 64 KiB that are filled once and never reallocated, freed all together with the tree; and
+//! in buffers written by a closure walker thread ([`PathBuffer`], one per store path) that
+//! the tree adopts as chunks as they are.
 //!
 //! Why: a path of its own (`Box<[u8]>`) costs malloc's header and rounding besides its bytes
 //! (~19 bytes on an average closure path of ~91), for every one of a big closure's entries,
 //! for the whole build. Packed, a path costs its bytes. The chunks are fixed-size and never
 //! grow, so no buffer is ever copied to a bigger one (growing one buffer by doubling was
 //! tried: its old copies stayed on the heap and it cost more than it saved — see
-//! docs/ARCHITECTURE.md, "What a Tree entry costs"). A chunk is 64 KiB, under glibc's mmap
+//! docs/ARCHITECTURE.md, the memory a container build keeps). A chunk is 64 KiB, under glibc's mmap
 //! threshold (128 KiB), so chunks come from the heap like the boxes they replace.
 //!
 //! The map's keys are [`ArenaPath`]s: one pointer (8 bytes, half a `Box<[u8]>`: the map holds
@@ -53,10 +55,73 @@ impl PathArena {
         ArenaPath { ptr }
     }
 
+    /// Takes the paths of `buffer` as they are, as one more chunk (its bytes are not copied,
+    /// and it is not filled further): a key for each offset its `push` returned is
+    /// [`Adopted::key`].
+    pub(super) fn adopt(&mut self, buffer: PathBuffer) -> Adopted {
+        let mut bytes = buffer.bytes;
+        // Before any key into it exists: this may still move the bytes.
+        bytes.shrink_to_fit();
+        let adopted = Adopted {
+            base: NonNull::new(bytes.as_mut_ptr()).expect("a Vec's buffer is not null"),
+            len: bytes.len(),
+        };
+        if !bytes.is_empty() {
+            // Before the current chunk, so that chunk keeps being filled.
+            let at = self.chunks.len().saturating_sub(1);
+            self.chunks.insert(at, bytes);
+        }
+        adopted
+    }
+
     /// Bytes the arena holds (its chunks' capacity), for tests and accounting.
     #[cfg(test)]
     fn capacity(&self) -> usize {
         self.chunks.iter().map(Vec::capacity).sum()
+    }
+}
+
+/// Paths written away from the tree, in the arena's format (length, then bytes), to be taken
+/// whole by [`PathArena::adopt`]: a walker thread writes a store path's paths here, and the
+/// tree keeps the buffer instead of copying each path out of it.
+#[derive(Default)]
+pub(super) struct PathBuffer {
+    bytes: Vec<u8>,
+}
+
+impl PathBuffer {
+    pub(super) fn with_capacity(bytes: usize) -> PathBuffer {
+        PathBuffer {
+            bytes: Vec::with_capacity(bytes),
+        }
+    }
+
+    /// Appends the path that is `parts` one after the other; its offset in the buffer.
+    pub(super) fn push(&mut self, parts: &[&[u8]]) -> usize {
+        let at = self.bytes.len();
+        let mut len = [0u8; 10];
+        let total = parts.iter().map(|p| p.len()).sum();
+        self.bytes.extend_from_slice(leb128(total, &mut len));
+        for part in parts {
+            self.bytes.extend_from_slice(part);
+        }
+        at
+    }
+}
+
+/// A [`PathBuffer`] taken by an arena: where its paths now are.
+pub(super) struct Adopted {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+impl Adopted {
+    /// The key of the path the buffer's `push` put at `at`.
+    pub(super) fn key(&self, at: usize) -> ArenaPath {
+        assert!(at < self.len, "offset {at} is outside the adopted paths");
+        // SAFETY: `at` is within the adopted buffer (checked), which the arena keeps.
+        let ptr = unsafe { NonNull::new_unchecked(self.base.as_ptr().add(at)) };
+        ArenaPath { ptr }
     }
 }
 
