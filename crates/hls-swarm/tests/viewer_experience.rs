@@ -448,8 +448,11 @@ fn a_stalled_playlist_shows_in_staleness_and_latency_and_fails_max_latency() {
         (1900.0..2500.0).contains(&lat),
         "steady latency {lat}: {steady_sum}"
     );
+    // A steady playlist changes every target duration; a reload that lands just before a
+    // change sees it one duration old, plus the few ms by which either side's timer is late
+    // (a CI run saw 1.004). Far below the stalled origin's >= 3.
     let stale = num(&steady_sum["playlist_stale_targets"]["max"]);
-    assert!(stale <= 1.0, "steady staleness {stale}: {steady_sum}");
+    assert!(stale < 1.25, "steady staleness {stale}: {steady_sum}");
     // Without BANDWIDTH (a media playlist URL) throughput is not measurable.
     assert!(steady_sum["throughput_vs_bandwidth"].is_null());
     assert!(e1.contains("throughput: not measurable"), "{e1}");
