@@ -372,6 +372,8 @@ async fn connection<S: Transport>(
             let done = Instant::now();
             let took = done - started;
             app.metrics.end(resp.kind, resp.status, bytes, took);
+            // A worker busy for a while lets the rest of the machine run (src/cpu_share.rs).
+            crate::cpu_share::answered(done);
             if let (Some(line), Some(tx)) = (line, &app.access_log) {
                 let line = format!("{line} {} {bytes} {}us", resp.status, took.as_micros());
                 if tx.try_send(line).is_err() {

@@ -37,6 +37,7 @@
 
 mod body;
 mod config;
+mod cpu_share;
 mod h264;
 mod healthcheck;
 mod http;
