@@ -51,7 +51,10 @@ impl PathArena {
         // Within the capacity: the buffer is not reallocated, earlier keys into it stay valid.
         chunk.extend_from_slice(len);
         chunk.extend_from_slice(bytes);
-        let ptr = NonNull::new(chunk[start..].as_mut_ptr()).expect("a Vec's buffer is not null");
+        // `Vec::as_mut_ptr` (not `chunk[start..]`, which would borrow the whole buffer
+        // mutably) leaves the pointers of the keys already in this chunk valid.
+        // SAFETY: `start` is within the chunk's initialised length.
+        let ptr = unsafe { NonNull::new_unchecked(chunk.as_mut_ptr().add(start)) };
         ArenaPath { ptr }
     }
 
