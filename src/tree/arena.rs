@@ -17,7 +17,7 @@
 //! before the arena is. The tree keeps both side by side and never lets a key out (it hands
 //! out `&[u8]` borrowed from itself), which is the whole of this module's safety argument.
 
-use std::{borrow::Borrow, cmp::Ordering, fmt, hash, ptr::NonNull};
+use std::{borrow::Borrow, cmp::Ordering, fmt, ptr::NonNull};
 
 /// Size of a chunk; a path longer than a quarter of it gets a chunk of its own, of its size.
 const CHUNK: usize = 64 * 1024;
@@ -143,7 +143,7 @@ fn leb128(mut n: usize, buf: &mut [u8; 10]) -> &[u8] {
     }
 }
 
-/// A path stored in a [`PathArena`]: compared, hashed and borrowed as its bytes. Only the
+/// A path stored in a [`PathArena`]: compared and borrowed as its bytes. Only the
 /// tree that owns the arena holds these (module doc).
 #[derive(Clone, Copy)]
 pub(super) struct ArenaPath {
@@ -204,12 +204,6 @@ impl PartialOrd for ArenaPath {
 impl Ord for ArenaPath {
     fn cmp(&self, other: &Self) -> Ordering {
         self.bytes().cmp(other.bytes())
-    }
-}
-
-impl hash::Hash for ArenaPath {
-    fn hash<H: hash::Hasher>(&self, h: &mut H) {
-        self.bytes().hash(h)
     }
 }
 
