@@ -279,25 +279,31 @@ mod tests {
         assert!(parse_forward("x:1").is_err());
     }
 
-    #[test]
-    fn qemu_line_has_serial_console_virtio_nic_and_forwards() {
-        let m = Machine {
+    /// A TCG machine booting `a.iso` (as a disk or a CD) with user networking.
+    fn iso_machine(disk: bool, uefi: bool) -> Machine {
+        Machine {
             medium: Medium::Iso {
                 image: "a.iso".into(),
-                disk: true,
+                disk,
             },
-            uefi: Some(("/c.fd".into(), "/tmp/v.fd".into())),
-            forwards: vec![Forward {
-                host: 18080,
-                guest: 17080,
-            }],
+            uefi: uefi.then(|| ("/c.fd".into(), "/tmp/v.fd".into())),
+            forwards: vec![],
             memory: "512M".into(),
             kvm: false,
             cidata: None,
             net: Net::User,
             serial: Serial::Stdio,
             monitor: None,
-        };
+        }
+    }
+
+    #[test]
+    fn qemu_line_has_serial_console_virtio_nic_and_forwards() {
+        let mut m = iso_machine(true, true);
+        m.forwards = vec![Forward {
+            host: 18080,
+            guest: 17080,
+        }];
         let line = shell_line("qemu-system-x86_64", &qemu_args(&m));
         assert!(line.contains("-accel tcg"), "{line}");
         assert!(
@@ -322,22 +328,8 @@ mod tests {
 
     #[test]
     fn a_cd_sits_on_ahci_under_seabios_and_on_virtio_scsi_under_ovmf() {
-        let mut m = Machine {
-            medium: Medium::Iso {
-                image: "a.iso".into(),
-                disk: false,
-            },
-            uefi: None,
-            forwards: vec![],
-            memory: "512M".into(),
-            kvm: false,
-            cidata: None,
-            net: Net::User,
-            serial: Serial::Stdio,
-            monitor: None,
-        };
         let cd = "-drive file=a.iso,format=raw,if=none,id=boot,media=cdrom,readonly=on";
-        let bios = shell_line("q", &qemu_args(&m));
+        let bios = shell_line("q", &qemu_args(&iso_machine(false, false)));
         assert!(
             bios.contains(&format!(
                 "-device ahci,id=ahci {cd} -device ide-cd,drive=boot,bus=ahci.0,bootindex=0"
@@ -345,8 +337,7 @@ mod tests {
             "{bios}"
         );
         assert!(!bios.contains("scsi"), "{bios}");
-        m.uefi = Some(("/c.fd".into(), "/tmp/v.fd".into()));
-        let uefi = shell_line("q", &qemu_args(&m));
+        let uefi = shell_line("q", &qemu_args(&iso_machine(false, true)));
         assert!(
             uefi.contains(&format!(
                 "-device virtio-scsi-pci,id=scsi0 {cd} -device scsi-cd,drive=boot,bus=scsi0.0,bootindex=0"
